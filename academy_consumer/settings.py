@@ -1,0 +1,158 @@
+"""
+Settings for running academy-consumer on its own (the ``academy-consumer`` console script).
+
+Every setting below can be overridden by an environment variable of the same name. A host service
+that adds ``academy_consumer`` to its ``INSTALLED_APPS`` does not use this module: it sets the
+``academy_consumer``-specific settings (documented in ``academy_consumer/conf.py``) in its own
+settings instead.
+
+Values are looked up in this order: the process environment, then ``.devstack.env`` in the working
+directory (written by ``academy-consumer devstack``), then the defaults below.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+
+def _read_env_file(path):
+    """Parse ``KEY=VALUE`` lines (``#`` comments and blank lines ignored)."""
+    values = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return values
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip()
+    return values
+
+
+_ENV_FILE = _read_env_file(Path.cwd() / ".devstack.env")
+
+
+def env(name, default=None):
+    """The value of setting ``name`` from the environment, then ``.devstack.env``, else ``default``."""
+    if name in os.environ:
+        return os.environ[name]
+    return _ENV_FILE.get(name, default)
+
+
+def env_bool(name, default=False):
+    """A boolean setting: ``1/true/yes/on`` are true (any case)."""
+    value = env(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_list(name, default=()):
+    """A comma-separated list setting."""
+    value = env(name)
+    if value is None:
+        return list(default)
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+# .. setting_name: SECRET_KEY
+# .. setting_default: an insecure development key
+# .. setting_description: Django's secret key. Nothing here signs user data, but set a real one in production.
+SECRET_KEY = env("SECRET_KEY", "academy-consumer-insecure-development-key")
+
+# .. setting_name: DEBUG
+# .. setting_default: False
+# .. setting_description: Django's debug mode.
+DEBUG = env_bool("DEBUG", False)
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "academy_consumer",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.request",
+            ]
+        },
+    }
+]
+
+# .. setting_name: DATABASE_URL
+# .. setting_default: sqlite:///academy_consumer.sqlite3 (a file in the working directory)
+# .. setting_description: The database, as a URL: ``sqlite:///path``, ``postgres://user@host:5432/name``,
+#   ``mysql://user:password@host:3306/name`` (MySQL or MariaDB).
+DATABASE_URL = env("DATABASE_URL", "sqlite:///" + str(Path.cwd() / "academy_consumer.sqlite3"))
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
+    DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+TIME_ZONE = "UTC"
+STATIC_URL = "/static/"
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# .. setting_name: ENTERPRISE_CATALOG_URL
+# .. setting_default: http://localhost:18160
+# .. setting_description: Root URL of the Enterprise Catalog service; academies are read from
+#   ``{ENTERPRISE_CATALOG_URL}/api/v1/academies/``.
+ENTERPRISE_CATALOG_URL = env("ENTERPRISE_CATALOG_URL", "http://localhost:18160")
+
+# .. setting_name: BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL
+# .. setting_default: http://localhost:18000/oauth2
+# .. setting_description: The LMS OAuth2 provider. The catalog client gets a JWT from
+#   ``<this url>/access_token`` with the client-credentials grant.
+BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL = env("BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL", "http://localhost:18000/oauth2")
+
+# .. setting_name: BACKEND_SERVICE_EDX_OAUTH2_KEY
+# .. setting_default: academy-consumer-backend-service-key
+# .. setting_description: OAuth2 client id of this service's backend-service application in the LMS.
+BACKEND_SERVICE_EDX_OAUTH2_KEY = env("BACKEND_SERVICE_EDX_OAUTH2_KEY", "academy-consumer-backend-service-key")
+
+# .. setting_name: BACKEND_SERVICE_EDX_OAUTH2_SECRET
+# .. setting_default: academy-consumer-backend-service-secret
+# .. setting_description: OAuth2 client secret matching ``BACKEND_SERVICE_EDX_OAUTH2_KEY``.
+BACKEND_SERVICE_EDX_OAUTH2_SECRET = env("BACKEND_SERVICE_EDX_OAUTH2_SECRET", "academy-consumer-backend-service-secret")
+
+# .. setting_name: ENTERPRISE_CUSTOMER_UUID
+# .. setting_default: None
+# .. setting_description: The enterprise customer whose academies ``reconcile_academies`` reads when
+#   ``--enterprise-customer`` is not given.
+ENTERPRISE_CUSTOMER_UUID = env("ENTERPRISE_CUSTOMER_UUID")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["stderr"], "level": env("LOG_LEVEL", "WARNING")},
+    "loggers": {"academy_consumer": {"level": env("LOG_LEVEL", "INFO")}},
+}
+ROOT_URLCONF = "academy_consumer.urls"
+
+# edx-django-utils' monitoring (used by edx-rest-api-client and edx-event-bus-kafka) defaults to the
+# New Relic backend, which this service does not install; name the backends explicitly (none by default).
+OPENEDX_TELEMETRY = env_list("OPENEDX_TELEMETRY", [])
