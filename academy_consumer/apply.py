@@ -1,0 +1,359 @@
+"""
+Apply normalized academies to the ``EnterpriseAcademy`` table (SPEC §4).
+
+This is the thin database layer shared by the Kafka consumer and ``reconcile_academies``:
+
+* ``upsert_academy`` -- one normalized academy, at a given source time, in its own savepoint.
+* ``deactivate_academy`` -- what a ``deleted`` event does (rows are never hard-deleted).
+* ``sync_academies`` -- a full sync over a catalog list, with ``deactivate_missing`` and dry run.
+
+Rules, in the order the code applies them:
+
+1. Identity: match by academy ``uuid`` first, else by name ignoring case. Matched by uuid, a new name
+   renames the row in place; matched by name only, the stored casing is kept and the uuid filled in.
+   A name already held by a row with a *different* uuid is a conflict: the item is skipped.
+2. Stale guard: each row keeps ``source_timestamp``, the time of the newest event or snapshot applied
+   to it. An older event or snapshot is not applied (outcome ``stale``).
+3. Absent means keep: an update writes only what the payload carries; defaults (slug, lookup key,
+   display order, product id) are used only on create. ``is_active`` is always carried (absent = live).
+4. Unchanged means no write: when no field differs, the row is not saved and ``modified`` stays.
+   Only a *newer* ``source_timestamp`` is recorded (one ``UPDATE`` of that column alone, ``modified``
+   untouched) -- without it a later, older event could overwrite the newer state.
+5. Uniqueness: a slug taken by another row gets a deterministic ``-2``, ``-3``... suffix; a lookup key
+   or name taken by another academy skips the item with a reason (it never steals the key).
+   Two writers creating the same academy at once end in one row: the loser's ``IntegrityError`` rolls
+   back its savepoint and the upsert runs again, now finding the row.
+"""
+
+import dataclasses
+import logging
+import time
+
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from academy_consumer.models import EnterpriseAcademy, name_key
+from academy_consumer.normalize import NormalizedAcademy, Rejected, normalize_academy, parse_uuid
+
+log = logging.getLogger(__name__)
+
+CREATED, UPDATED, UNCHANGED, SKIPPED, STALE, DEACTIVATED, ERRORS = (
+    "created", "updated", "unchanged", "skipped", "stale", "deactivated", "errors",
+)
+OUTCOMES = (CREATED, UPDATED, UNCHANGED, SKIPPED, STALE, DEACTIVATED, ERRORS)
+
+# How often an upsert that lost a uniqueness race is tried again before it counts as an error.
+INTEGRITY_RETRIES = 3
+# A row-level transaction that hit a deadlock or lock timeout is retried this often (reconcile only;
+# the consumer retries whole batches itself).
+TRANSIENT_RETRIES = 5
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What applying one item did: one of ``OUTCOMES``, the row it touched, and why (when not plain)."""
+
+    outcome: str
+    row: EnterpriseAcademy | None = None
+    reason: str = ""
+    uuid: str | None = None
+    name: str | None = None
+
+    def as_dict(self):
+        data = {"outcome": self.outcome, "uuid": self.uuid, "name": self.name}
+        if self.reason:
+            data["reason"] = self.reason
+        return data
+
+
+@dataclasses.dataclass
+class SyncResult:
+    """The counts of a sync (SPEC §4), plus one entry per item and notes on what was not done."""
+
+    counts: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
+    items: list = dataclasses.field(default_factory=list)
+    notes: list = dataclasses.field(default_factory=list)
+    dry_run: bool = False
+
+    def add(self, outcome):
+        self.counts[outcome.outcome] += 1
+        self.items.append(outcome.as_dict())
+
+    def as_dict(self):
+        return {**self.counts, "dry_run": self.dry_run, "items": self.items, "notes": self.notes}
+
+
+class ConflictError(Exception):
+    """The item would take a unique value (name, lookup key) that belongs to another academy."""
+
+
+def is_transient(exc):
+    """True for database errors that go away when retried: deadlocks, lock timeouts, lost connections."""
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    code = getattr(cause, "pgcode", None)
+    if code is not None:  # PostgreSQL: serialization failure, deadlock, lock timeout, connection classes
+        return code in {"40001", "40P01", "55P03"} or code.startswith("08") or code.startswith("57P")
+    args = getattr(cause, "args", ()) or exc.args
+    if args and isinstance(args[0], int):  # MySQL/MariaDB error numbers
+        return args[0] in {1205, 1213, 2002, 2003, 2006, 2013, 2055, 4031}
+    # psycopg2 connection errors carry no pgcode; SQLite says "database is locked".
+    message = str(exc).lower()
+    return any(text in message for text in ("locked", "connection", "server closed", "terminating"))
+
+
+def _describe(academy):
+    return str(academy.uuid) if academy.uuid else repr(academy.name)
+
+
+def _find_row(academy):
+    """The row this academy is, by uuid then by name; raise ConflictError when the name is another's."""
+    rows = EnterpriseAcademy.objects.select_for_update()
+    if academy.uuid is not None:
+        row = rows.filter(uuid=academy.uuid).first()
+        if row is not None:
+            return row, "uuid"
+    row = rows.filter(name_key=name_key(academy.name)).first()
+    if row is None:
+        return None, None
+    if academy.uuid is not None and row.uuid is not None and row.uuid != academy.uuid:
+        raise ConflictError(f"name {academy.name!r} is already used by academy {row.uuid}")
+    return row, "name"
+
+
+def _check_unique(academy, row, field, value, what):
+    """Raise ConflictError when another academy's row holds ``value`` in ``field``."""
+    others = EnterpriseAcademy.objects.filter(**{field: value})
+    if row is not None:
+        others = others.exclude(pk=row.pk)
+    holder = others.first()
+    if holder is None:
+        return
+    if academy.uuid is not None and holder.uuid == academy.uuid:
+        # The same academy, committed by a concurrent writer after we looked it up: start over.
+        raise IntegrityError(f"academy {academy.uuid} was created concurrently")
+    raise ConflictError(f"{what} {value!r} is already used by academy {_describe(holder)}")
+
+
+def _free_slug(row, slug):
+    """``slug``, or the first of ``slug-2``, ``slug-3``... that no other row holds."""
+    others = EnterpriseAcademy.objects.all() if row is None else EnterpriseAcademy.objects.exclude(pk=row.pk)
+    candidate, suffix = slug, 1
+    while others.filter(slug=candidate).exists():
+        suffix += 1
+        tail = f"-{suffix}"
+        candidate = slug[: 255 - len(tail)] + tail
+    return candidate
+
+
+def _desired_values(academy, row, matched_by):
+    """The field values this academy asks for: on create fields + defaults, on update fields only."""
+    values = dict(academy.fields)
+    if row is None:
+        values = {**academy.defaults, **values}
+    elif matched_by == "name":
+        values.pop("name", None)  # matched by name: keep the stored casing
+    if "uuid" in values and values["uuid"] is None:
+        values.pop("uuid")
+    return values
+
+
+def _upsert_once(academy, source_time):
+    row, matched_by = _find_row(academy)
+    if row is not None and source_time is not None and row.source_timestamp and source_time < row.source_timestamp:
+        return Outcome(STALE, row, f"event time {source_time.isoformat()} is older than the row's "
+                                   f"{row.source_timestamp.isoformat()}")
+    values = _desired_values(academy, row, matched_by)
+    if "name" in values and (row is None or name_key(values["name"]) != row.name_key):
+        _check_unique(academy, row, "name_key", name_key(values["name"]), "name")
+    if "stripe_price_lookup_key" in values:
+        _check_unique(academy, row, "stripe_price_lookup_key", values["stripe_price_lookup_key"], "stripe_price_lookup_key")
+    if "slug" in values:
+        values["slug"] = _free_slug(row, values["slug"])
+
+    if row is None:
+        row = EnterpriseAcademy(**values, source_timestamp=source_time)
+        row.save(force_insert=True)
+        return Outcome(CREATED, row)
+
+    changed = [field for field, value in values.items() if getattr(row, field) != value]
+    newer = source_time is not None and (row.source_timestamp is None or source_time > row.source_timestamp)
+    if not changed:
+        if newer:  # record the newer time only; the data and `modified` stay as they are
+            EnterpriseAcademy.objects.filter(pk=row.pk).update(source_timestamp=source_time)
+            row.source_timestamp = source_time
+        return Outcome(UNCHANGED, row)
+    for field in changed:
+        setattr(row, field, values[field])
+    update_fields = [*changed, "modified"]
+    if newer:
+        row.source_timestamp = source_time
+        update_fields.append("source_timestamp")
+    row.save(update_fields=update_fields)
+    return Outcome(UPDATED, row, "changed: " + ", ".join(sorted(changed)))
+
+
+def upsert_academy(academy: NormalizedAcademy, source_time=None):
+    """
+    Create or update the row for one normalized academy, in its own savepoint.
+
+    ``source_time`` is the event time (or catalog snapshot time); ``None`` applies unconditionally
+    and leaves the stored time alone. Returns an ``Outcome``; conflicts come back as ``skipped``.
+    Database errors other than a lost uniqueness race propagate to the caller, whose transaction
+    decides whether to retry (see ``is_transient``).
+    """
+    ident = {"uuid": str(academy.uuid) if academy.uuid else None, "name": academy.name}
+    for attempt in range(1, INTEGRITY_RETRIES + 1):
+        try:
+            with transaction.atomic():
+                outcome = _upsert_once(academy, source_time)
+        except ConflictError as exc:
+            return Outcome(SKIPPED, None, str(exc), **ident)
+        except IntegrityError as exc:
+            if attempt == INTEGRITY_RETRIES:
+                return Outcome(ERRORS, None, f"integrity error: {exc}", **ident)
+            log.info("upsert of %s lost a uniqueness race (%s); trying again", academy.name, exc)
+            continue
+        outcome.uuid, outcome.name = ident["uuid"], outcome.row.name if outcome.row else academy.name
+        return outcome
+    raise AssertionError("unreachable")
+
+
+def deactivate_academy(academy_uuid=None, name=None, source_time=None):
+    """
+    What a ``deleted`` event does: mark the academy's row inactive (never a hard delete).
+
+    An academy that has no row is nothing to deactivate (``unchanged``, with that reason). A row
+    already inactive only records the newer time. The stale guard applies as for upserts.
+    """
+    ident = {"uuid": str(academy_uuid) if academy_uuid else None, "name": name}
+    with transaction.atomic():
+        rows = EnterpriseAcademy.objects.select_for_update()
+        row = rows.filter(uuid=academy_uuid).first() if academy_uuid else None
+        if row is None and name:
+            row = rows.filter(name_key=name_key(name)).first()
+            if row is not None and academy_uuid and row.uuid and row.uuid != academy_uuid:
+                row = None
+        if row is None:
+            return Outcome(UNCHANGED, None, "no such academy in the table; nothing to deactivate", **ident)
+        ident["name"] = row.name
+        if source_time is not None and row.source_timestamp and source_time < row.source_timestamp:
+            return Outcome(STALE, row, "delete is older than the row's newest update", **ident)
+        newer = source_time is not None and (row.source_timestamp is None or source_time > row.source_timestamp)
+        if not row.is_active:
+            if newer:
+                EnterpriseAcademy.objects.filter(pk=row.pk).update(source_timestamp=source_time)
+            return Outcome(UNCHANGED, row, "already inactive", **ident)
+        row.is_active = False
+        fields = ["is_active", "modified"]
+        if newer:
+            row.source_timestamp = source_time
+            fields.append("source_timestamp")
+        row.save(update_fields=fields)
+        return Outcome(DEACTIVATED, row, **ident)
+
+
+def apply_item(item, source_time=None):
+    """Normalize one raw catalog item and upsert it; a rejected item comes back as ``skipped``."""
+    try:
+        academy = normalize_academy(item)
+    except Rejected as exc:
+        return Outcome(SKIPPED, None, exc.reason, **_raw_identity(item))
+    return upsert_academy(academy, source_time)
+
+
+def _raw_identity(item):
+    """Best-effort uuid and name of an item, for reports and for ``deactivate_missing``."""
+    if not isinstance(item, dict):
+        return {"uuid": None, "name": None}
+    found = parse_uuid(item.get("uuid")) or parse_uuid(item.get("academy_uuid"))
+    name = next((item[k] for k in ("name", "title", "short_name") if isinstance(item.get(k), str) and item[k]), None)
+    return {"uuid": str(found) if found else None, "name": name.strip() if name else None}
+
+
+def _apply_with_retry(item, source_time):
+    """One item in its own transaction, retrying deadlocks and lock timeouts with backoff."""
+    for attempt in range(1, TRANSIENT_RETRIES + 1):
+        try:
+            with transaction.atomic():
+                return apply_item(item, source_time)
+        except DatabaseError as exc:
+            if not is_transient(exc) or attempt == TRANSIENT_RETRIES:
+                raise
+            log.warning("transient database error (%s); retrying item (attempt %d)", exc, attempt)
+            time.sleep(min(2.0, 0.05 * 2 ** attempt))
+            if not connection.in_atomic_block:
+                connection.close_if_unusable_or_obsolete()
+    raise AssertionError("unreachable")
+
+
+def sync_academies(items, *, source_time=None, deactivate_missing=False, dry_run=False, limited=False):
+    """
+    Apply a full catalog list (SPEC §4) and return a ``SyncResult``.
+
+    * Each item is applied in its own savepoint; one bad row never aborts the others.
+    * ``source_time`` is the snapshot time (default: now); rows changed by a newer event are ``stale``.
+    * ``deactivate_missing`` deactivates active rows that no item names -- except when the list is
+      empty, when no item could be normalized, or when ``limited`` (the sync covered one academy).
+    * ``dry_run`` runs the very same code inside a transaction that is rolled back: same counts,
+      zero writes.
+    """
+    source_time = source_time or timezone.now()
+    result = SyncResult(dry_run=dry_run)
+    if dry_run:
+        with transaction.atomic():
+            _sync(items, source_time, deactivate_missing, limited, result, in_outer_transaction=True)
+            transaction.set_rollback(True)
+    else:
+        _sync(items, source_time, deactivate_missing, limited, result, in_outer_transaction=False)
+    return result
+
+
+def _sync(items, source_time, deactivate_missing, limited, result, in_outer_transaction):
+    seen_uuids, seen_names = set(), set()
+    for item in items:
+        ident = _raw_identity(item)
+        try:
+            if in_outer_transaction:
+                outcome = apply_item(item, source_time)
+            else:
+                outcome = _apply_with_retry(item, source_time)
+        except DatabaseError as exc:
+            outcome = Outcome(ERRORS, None, f"{type(exc).__name__}: {exc}".strip(), **ident)
+        result.add(outcome)
+        for uuid_text in (ident["uuid"], outcome.uuid):
+            if uuid_text:
+                seen_uuids.add(uuid_text)
+        for name in (ident["name"], outcome.name):
+            if name:
+                seen_names.add(name_key(name))
+    if not deactivate_missing:
+        return
+    if limited:
+        result.notes.append("deactivate_missing ignored: the sync was limited to one academy")
+    elif not items:
+        result.notes.append("deactivate_missing ignored: the catalog list is empty")
+    elif not any(entry["outcome"] not in (SKIPPED, ERRORS) for entry in result.items):
+        result.notes.append("deactivate_missing ignored: no item of the list could be applied")
+    else:
+        result.counts[DEACTIVATED] += _deactivate_missing(seen_uuids, seen_names, source_time, result)
+
+
+def _deactivate_missing(seen_uuids, seen_names, source_time, result):
+    """Deactivate active rows the list did not name and no newer event touched; return how many."""
+    count = 0
+    with transaction.atomic():
+        candidates = EnterpriseAcademy.objects.select_for_update().filter(is_active=True).order_by("pk")
+        for row in candidates:
+            if (row.uuid and str(row.uuid) in seen_uuids) or row.name_key in seen_names:
+                continue
+            if row.source_timestamp and row.source_timestamp > source_time:
+                continue
+            row.is_active = False
+            row.source_timestamp = source_time
+            row.save(update_fields=["is_active", "source_timestamp", "modified"])
+            result.items.append(Outcome(DEACTIVATED, row, "not in the catalog list",
+                                        str(row.uuid) if row.uuid else None, row.name).as_dict())
+            count += 1
+    return count
