@@ -1,0 +1,199 @@
+"""
+Client for the Enterprise Catalog REST API (academies).
+
+It authenticates the edX way (OAuth2 client credentials, JWT, token cached in ``TieredCache``) through
+``edx_rest_api_client.client.OAuthAPIClient``, retries GETs on connection errors and HTTP 5xx with
+backoff, follows ``next`` links until the last page, and either returns the complete list or raises
+:class:`CatalogError`: a caller never gets a partial list.
+
+Settings read (when a :class:`CatalogClient` is built, not at import): ``ENTERPRISE_CATALOG_URL``,
+``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL``, ``BACKEND_SERVICE_EDX_OAUTH2_KEY``,
+``BACKEND_SERVICE_EDX_OAUTH2_SECRET``.
+"""
+
+import logging
+import uuid
+from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+from django.conf import settings
+from edx_rest_api_client.client import OAuthAPIClient
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from academy_consumer.normalize import extract_items
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = (3.05, 30)
+DEFAULT_RETRIES = 3
+DEFAULT_BACKOFF_FACTOR = 0.5
+DEFAULT_MAX_PAGES = 10_000
+RETRY_AFTER_MAX = 60  # seconds; a longer Retry-After header is cut down to this
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+ACADEMIES_PATH = "/api/v1/academies/"
+
+
+class CatalogError(Exception):
+    """The catalog could not be read completely; the message is one readable line."""
+
+
+class _Retry(Retry):
+    """A urllib3 ``Retry`` that never waits more than ``RETRY_AFTER_MAX`` seconds on a Retry-After header."""
+
+    def parse_retry_after(self, retry_after):
+        return min(super().parse_retry_after(retry_after), RETRY_AFTER_MAX)
+
+
+def _token_url(provider_url):
+    """Where ``OAuthAPIClient`` posts for a token (used in error messages)."""
+    url = provider_url.rstrip("/")
+    if url.endswith("/access_token"):
+        return url
+    return url + ("/access_token" if url.endswith("/oauth2") else "/oauth2/access_token")
+
+
+def _reason(exc):
+    """The most telling one-line reason of a ``requests`` exception."""
+    reason = exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else exc
+    while getattr(reason, "reason", None) is not None:  # MaxRetryError -> NewConnectionError, ...
+        reason = reason.reason
+    return " ".join(str(reason).split())
+
+
+class CatalogClient:
+    """
+    Reads academies from the Enterprise Catalog service.
+
+    Every argument defaults to the matching Django setting (read when the client is built):
+    ``catalog_url`` (``ENTERPRISE_CATALOG_URL``), ``provider_url``
+    (``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL``), ``client_id`` / ``client_secret``
+    (``BACKEND_SERVICE_EDX_OAUTH2_KEY`` / ``_SECRET``). ``timeout`` is ``(connect, read)`` seconds;
+    ``retries`` is how many times a GET is retried after a connection error or an HTTP 429/5xx, with
+    exponential backoff (``backoff_factor``) and honouring Retry-After. TLS certificates are always verified.
+    """
+
+    def __init__(self, catalog_url=None, provider_url=None, client_id=None, client_secret=None,
+                 timeout=DEFAULT_TIMEOUT, retries=DEFAULT_RETRIES, backoff_factor=DEFAULT_BACKOFF_FACTOR,
+                 max_pages=DEFAULT_MAX_PAGES):
+        self.catalog_url = (catalog_url or getattr(settings, "ENTERPRISE_CATALOG_URL", None) or "").rstrip("/")
+        provider_url = provider_url or getattr(settings, "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL", None) or ""
+        if not self.catalog_url or not provider_url:
+            raise CatalogError("ENTERPRISE_CATALOG_URL and BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL must be set")
+        self.token_url = _token_url(provider_url)
+        self.timeout = timeout
+        self.max_pages = max_pages
+        self.session = OAuthAPIClient(
+            provider_url,
+            client_id or getattr(settings, "BACKEND_SERVICE_EDX_OAUTH2_KEY", ""),
+            client_secret or getattr(settings, "BACKEND_SERVICE_EDX_OAUTH2_SECRET", ""),
+            timeout=timeout,
+        )
+        retry = _Retry(
+            total=retries, connect=retries, read=retries, status=retries,
+            backoff_factor=backoff_factor, status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"GET"}), respect_retry_after_header=True, raise_on_status=False,
+        )
+        adapter = HTTPAdapter(max_retries=retry)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+    def fetch_academies(self, enterprise_customer=None, academy_uuid=None):
+        """
+        Return every academy the catalog lists, as a list of raw item dicts, in catalog order.
+
+        ``enterprise_customer`` limits the list to that customer's academies. ``academy_uuid`` fetches
+        that one academy only (a one-item list). Raises :class:`CatalogError` on any failure.
+        """
+        params = {"enterprise_customer": str(enterprise_customer)} if enterprise_customer else {}
+        self._authenticate()
+        if academy_uuid:
+            return [self._fetch_one(academy_uuid, params)]
+
+        url = self.catalog_url + ACADEMIES_PATH + ("?" + urlencode(params) if params else "")
+        items, seen, count = [], set(), None
+        while url:
+            if url in seen:
+                raise CatalogError(f"catalog pagination loops: page {len(seen)} links back to {url}")
+            if len(seen) >= self.max_pages:
+                raise CatalogError(f"catalog has more than {self.max_pages} pages; stopped at {url}")
+            seen.add(url)
+            payload = self._get_json(url, f"page {len(seen)}")
+            page_items = extract_items(payload)
+            log.debug("catalog page %d (%s): %d academies", len(seen), url, len(page_items))
+            items.extend(page_items)
+            if isinstance(payload, dict):
+                if count is None:
+                    count = payload.get("count")
+                url = self._next_url(url, payload.get("next"))
+            else:
+                url = None
+        if isinstance(count, int) and count != len(items):
+            log.warning("catalog announced %d academies but listed %d", count, len(items))
+        return items
+
+    def _authenticate(self):
+        """Get (or reuse the cached) JWT, turning token endpoint failures into a CatalogError."""
+        try:
+            self.session.get_jwt_access_token()
+        except requests.HTTPError as exc:
+            status = exc.response.status_code
+            if status in (400, 401, 403):
+                raise CatalogError(
+                    f"the OAuth2 provider refused the client credentials (HTTP {status}) at {self.token_url}"
+                ) from exc
+            raise CatalogError(f"could not get an access token: {self.token_url} answered HTTP {status}") from exc
+        except requests.RequestException as exc:
+            if exc.response is not None:  # 2xx without a usable token
+                raise CatalogError(f"the OAuth2 provider answered no usable token at {self.token_url}") from exc
+            raise CatalogError(f"could not reach the OAuth2 provider at {self.token_url}: {_reason(exc)}") from exc
+
+    def _fetch_one(self, academy_uuid, params):
+        """The one academy ``academy_uuid`` (an item dict)."""
+        try:
+            academy_uuid = uuid.UUID(str(academy_uuid))
+        except ValueError as exc:
+            raise CatalogError(f"{academy_uuid!r} is not an academy UUID") from exc
+        url = f"{self.catalog_url}{ACADEMIES_PATH}{academy_uuid}/" + ("?" + urlencode(params) if params else "")
+        not_found = f"academy {academy_uuid} not found in the catalog"
+        payload = self._get_json(url, f"academy {academy_uuid}", not_found=not_found)
+        items = extract_items(payload)
+        if len(items) != 1:
+            raise CatalogError(f"catalog answered no academy object at {url}")
+        return items[0]
+
+    def _get_json(self, url, what, not_found=None):
+        """GET ``url`` and return its decoded JSON; ``what`` names the request in error messages."""
+        try:
+            response = self.session.get(url, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise CatalogError(f"catalog fetch failed: {what} ({url}) unreachable: {_reason(exc)}") from exc
+        if response.status_code in (401, 403):
+            raise CatalogError(f"catalog refused the credentials (HTTP {response.status_code}) at {url}")
+        if response.status_code == 404 and not_found:
+            raise CatalogError(not_found)
+        if not 200 <= response.status_code < 300:
+            raise CatalogError(f"catalog fetch failed: {what} ({url}) answered HTTP {response.status_code}")
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise CatalogError(f"catalog answered invalid JSON at {url} ({what})") from exc
+        if not isinstance(payload, (dict, list)):
+            raise CatalogError(f"catalog answered unexpected JSON ({type(payload).__name__}) at {url} ({what})")
+        return payload
+
+    def _next_url(self, current, next_url):
+        """
+        The absolute URL of the next page, or None on the last page.
+
+        A ``next`` link is followed only on the catalog's own host (the JWT is never sent elsewhere), and
+        always with the configured scheme and port: behind a TLS-terminating proxy the catalog may build
+        ``http://`` links.
+        """
+        if not next_url:
+            return None
+        link = urlsplit(urljoin(current, next_url))
+        base = urlsplit(self.catalog_url)
+        if link.hostname != base.hostname:
+            raise CatalogError(f"catalog's next link points at another host ({next_url}); not following it")
+        return urlunsplit((base.scheme, base.netloc, link.path, link.query, ""))

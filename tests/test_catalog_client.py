@@ -1,0 +1,167 @@
+"""CatalogClient against a real local HTTP server (tests/catalog_server.py)."""
+
+import logging
+import socket
+import uuid
+
+import pytest
+
+from academy_consumer.catalog import CatalogClient, CatalogError
+
+CUSTOMER = str(uuid.uuid4())
+
+
+def client(**kwargs):
+    """A client reading the (fixture-overridden) settings, with fast retries."""
+    kwargs.setdefault("retries", 1)
+    kwargs.setdefault("backoff_factor", 0)
+    return CatalogClient(**kwargs)
+
+
+def titles(items):
+    return [item["title"] for item in items]
+
+
+def unused_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_token_fetched_once_and_sent_as_jwt(catalog_server):
+    catalog_server.add_academies(25)
+
+    client().fetch_academies()
+    client().fetch_academies()  # a second client reuses the cached token
+
+    assert len(catalog_server.token_requests) == 1
+    form = catalog_server.token_requests[0].form
+    assert form["grant_type"] == "client_credentials"
+    assert form["token_type"] == "jwt"
+    assert form["client_id"] == catalog_server.client_id
+    auth_headers = {r.headers["authorization"] for r in catalog_server.list_requests}
+    assert len(auth_headers) == 1
+    assert auth_headers.pop().startswith("JWT test-jwt-")
+
+
+def test_all_pages_returned_in_order(catalog_server, caplog):
+    expected = catalog_server.add_academies(25)
+
+    with caplog.at_level(logging.DEBUG, logger="academy_consumer.catalog"):
+        items = client().fetch_academies()
+
+    assert items == expected
+    assert titles(items)[0] == "Academy 01" and titles(items)[-1] == "Academy 25"
+    assert catalog_server.pages_fetched == [1, 2, 3]
+    assert len([r for r in caplog.records if r.name == "academy_consumer.catalog" and "page" in r.message]) == 3
+
+
+def test_enterprise_customer_filter_sent_and_honoured(catalog_server):
+    mine = catalog_server.add_academies(12, enterprise_customer=CUSTOMER, prefix="Mine")
+    catalog_server.add_academies(5, enterprise_customer=str(uuid.uuid4()), prefix="Other")
+
+    items = client().fetch_academies(enterprise_customer=CUSTOMER)
+
+    assert items == mine
+    assert [r.query.get("enterprise_customer") for r in catalog_server.list_requests] == [CUSTOMER, CUSTOMER]
+
+
+def test_empty_catalog_gives_empty_list(catalog_server):
+    assert client().fetch_academies(enterprise_customer=CUSTOMER) == []
+
+
+def test_page_failing_persistently_raises_and_names_the_page(catalog_server):
+    catalog_server.add_academies(25)
+    catalog_server.fail_page(2, 500)
+
+    with pytest.raises(CatalogError) as excinfo:
+        client(retries=2).fetch_academies()
+
+    message = str(excinfo.value)
+    assert "page 2" in message and "page=2" in message and "HTTP 500" in message
+    assert "\n" not in message
+    assert catalog_server.pages_fetched == [1, 2, 2, 2]  # first try + 2 retries, then gives up
+
+
+def test_transient_503_is_retried(catalog_server):
+    expected = catalog_server.add_academies(25)
+    catalog_server.fail_page(2, 503, times=1)
+
+    assert client().fetch_academies() == expected
+    assert catalog_server.pages_fetched == [1, 2, 2, 3]
+
+
+def test_invalid_json_raises(catalog_server):
+    catalog_server.add_academies(25)
+    catalog_server.invalid_json_on_page(3)
+
+    with pytest.raises(CatalogError, match=r"invalid JSON at .*page=3"):
+        client().fetch_academies()
+
+
+def test_api_401_raises_mentioning_credentials(catalog_server):
+    catalog_server.add_academies(3)
+    catalog_server.fail_api(401)
+
+    with pytest.raises(CatalogError, match=r"refused the credentials \(HTTP 401\)"):
+        client().fetch_academies()
+
+
+def test_bad_client_secret_raises(catalog_server):
+    catalog_server.add_academies(3)
+
+    with pytest.raises(CatalogError, match=r"OAuth2 provider refused the client credentials \(HTTP 401\)"):
+        client(client_secret="wrong").fetch_academies()
+    assert catalog_server.list_requests == []  # no API call without a token
+
+
+def test_token_endpoint_error_raises(catalog_server):
+    catalog_server.fail_token(500)
+
+    with pytest.raises(CatalogError, match=r"could not get an access token: .*access_token answered HTTP 500"):
+        client().fetch_academies()
+
+
+def test_catalog_unreachable_raises(catalog_server):
+    with pytest.raises(CatalogError, match=r"unreachable: .*[Cc]onnection refused"):
+        client(catalog_url=f"http://127.0.0.1:{unused_port()}").fetch_academies()
+
+
+def test_server_stopped_raises(catalog_server):
+    catalog_server.stop()
+
+    with pytest.raises(CatalogError, match=r"could not reach the OAuth2 provider"):
+        client().fetch_academies()
+
+
+def test_single_academy(catalog_server):
+    academies = catalog_server.add_academies(15, enterprise_customer=CUSTOMER)
+
+    items = client().fetch_academies(enterprise_customer=CUSTOMER, academy_uuid=academies[11]["uuid"])
+
+    assert items == [academies[11]]
+    assert catalog_server.list_requests == []
+
+
+def test_single_academy_not_found(catalog_server):
+    catalog_server.add_academies(2)
+    missing = uuid.uuid4()
+
+    with pytest.raises(CatalogError, match=f"academy {missing} not found in the catalog"):
+        client().fetch_academies(academy_uuid=missing)
+
+
+def test_next_loop_is_detected(catalog_server):
+    catalog_server.add_academies(25)
+    catalog_server.loop_next_on_page(2)
+
+    with pytest.raises(CatalogError, match="pagination loops"):
+        client().fetch_academies()
+    assert catalog_server.pages_fetched == [1, 2]
+
+
+def test_page_limit(catalog_server):
+    catalog_server.add_academies(25)
+
+    with pytest.raises(CatalogError, match="more than 2 pages"):
+        client(max_pages=2).fetch_academies()
