@@ -1,0 +1,149 @@
+"""``reconcile_academies`` as users run it: a subprocess, a real catalog over HTTP, a real database."""
+
+import json
+import uuid
+
+import pytest
+
+from academy_consumer.models import EnterpriseAcademy
+
+CUSTOMER = "11111111-2222-3333-4444-555555555555"
+SAMPLE = str(__import__("pathlib").Path(__file__).parent.parent / "academy_consumer" / "samples" / "catalog.json")
+
+
+@pytest.fixture
+def catalog_env(catalog_server):
+    """Environment variables pointing a subprocess at the test catalog server."""
+    return {
+        "ENTERPRISE_CATALOG_URL": catalog_server.url,
+        "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": catalog_server.oauth_url,
+        "BACKEND_SERVICE_EDX_OAUTH2_KEY": catalog_server.client_id,
+        "BACKEND_SERVICE_EDX_OAUTH2_SECRET": catalog_server.client_secret,
+    }
+
+
+def names(active=None):
+    rows = EnterpriseAcademy.objects.all()
+    if active is not None:
+        rows = rows.filter(is_active=active)
+    return sorted(rows.values_list("name", flat=True))
+
+
+def test_sync_from_catalog_over_http_with_pages(cli, catalog_server, catalog_env):
+    catalog_server.add_academies(25, enterprise_customer=CUSTOMER, prefix="Academy")
+    catalog_server.add_academies(3, enterprise_customer=str(uuid.uuid4()), prefix="Other")
+    done = cli("reconcile_academies", "--enterprise-customer", CUSTOMER, "--json", env=catalog_env)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["created"] == 25 and report["errors"] == 0
+    assert EnterpriseAcademy.objects.count() == 25
+    assert catalog_server.pages_fetched == [1, 2, 3]
+    # a second run changes nothing
+    again = json.loads(cli("reconcile_academies", "--enterprise-customer", CUSTOMER, "--json", env=catalog_env).stdout)
+    assert (again["unchanged"], again["created"], again["updated"]) == (25, 0, 0)
+
+
+def test_failing_page_leaves_table_untouched(cli, catalog_server, catalog_env):
+    EnterpriseAcademy.objects.create(name="Existing", slug="existing", stripe_price_lookup_key="existing")
+    catalog_server.add_academies(25, enterprise_customer=CUSTOMER)
+    catalog_server.fail_page(3, 500)
+    done = cli("reconcile_academies", "--enterprise-customer", CUSTOMER, "--deactivate-missing", env=catalog_env)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "page 3" in done.stderr
+    assert names() == ["Existing"] and names(active=True) == ["Existing"]
+
+
+@pytest.mark.parametrize("fault", ["invalid_json", "unauthorized"])
+def test_bad_json_or_401_exits_2_and_writes_nothing(cli, catalog_server, catalog_env, fault):
+    catalog_server.add_academies(5, enterprise_customer=CUSTOMER)
+    if fault == "invalid_json":
+        catalog_server.invalid_json_on_page(1)
+    else:
+        catalog_server.fail_api(401)
+    done = cli("reconcile_academies", "--enterprise-customer", CUSTOMER, env=catalog_env)
+    assert done.returncode == 2
+    assert "nothing was written" in done.stderr
+    assert EnterpriseAcademy.objects.count() == 0
+
+
+def test_empty_catalog_with_deactivate_missing_deactivates_nothing(cli, catalog_server, catalog_env):
+    EnterpriseAcademy.objects.create(name="Existing", slug="existing", stripe_price_lookup_key="existing")
+    done = cli("reconcile_academies", "--enterprise-customer", CUSTOMER, "--deactivate-missing", env=catalog_env)
+    assert done.returncode == 0, done.stderr
+    assert names(active=True) == ["Existing"]
+    assert "catalog list is empty" in done.stdout
+
+
+def test_deactivate_missing_and_single_academy(cli, catalog_server, catalog_env):
+    kept = catalog_server.add_academy("Kept Academy", enterprise_customer=CUSTOMER)
+    EnterpriseAcademy.objects.create(name="Gone Academy", slug="gone", stripe_price_lookup_key="gone")
+    one = cli("reconcile_academies", "--academy-uuid", kept["uuid"], "--deactivate-missing", env=catalog_env)
+    assert one.returncode == 0, one.stderr
+    assert names(active=True) == ["Gone Academy", "Kept Academy"]  # limited to one academy: no deactivation
+    full = cli("reconcile_academies", "--enterprise-customer", CUSTOMER, "--deactivate-missing", env=catalog_env)
+    assert full.returncode == 0, full.stderr
+    assert names(active=True) == ["Kept Academy"] and names(active=False) == ["Gone Academy"]
+
+
+def test_dry_run_writes_nothing(cli):
+    done = cli("reconcile_academies", "--from-file", SAMPLE, "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["dry_run"] is True and report["created"] == 4 and report["skipped"] == 1
+    assert EnterpriseAcademy.objects.count() == 0
+
+
+def test_from_file_and_stdin_in_any_envelope(cli):
+    items = [{"name": {"rendered": "Data  Academy"}, "uuid": str(uuid.uuid4())}]
+    for envelope in ({"academies": items}, {"items": items}, items, items[0]):
+        done = cli("reconcile_academies", "--from-file", "-", "--json", input=json.dumps(envelope))
+        assert done.returncode == 0, done.stderr
+    assert names() == ["Data Academy"]
+    assert EnterpriseAcademy.objects.get().stripe_price_lookup_key == "essentials_data_academy_yearly"
+
+
+def test_human_summary_lists_reasons(cli):
+    done = cli("reconcile_academies", "--from-file", SAMPLE)
+    assert done.returncode == 0, done.stderr
+    assert "created 4" in done.stdout and "skipped 1" in done.stdout
+    assert "invalid uuid" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--enterprise-customer", "not-a-uuid"], "invalid UUID value"),
+    (["--from-file", "/nonexistent/catalog.json"], "cannot read"),
+    (["--no-such-option"], "unrecognized arguments"),
+    ([], "--enterprise-customer"),
+])
+def test_bad_arguments_exit_2_with_one_line(cli, args, message):
+    done = cli("reconcile_academies", *args)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("text", ["{", "[" * 100_000 + "]" * 100_000, "not json at all"])
+def test_unreadable_input_exits_2(cli, text):
+    done = cli("reconcile_academies", "--from-file", "-", "--deactivate-missing", input=text)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert EnterpriseAcademy.objects.count() == 0
+
+
+def test_row_errors_exit_1(cli):
+    from django.db import connection  # pylint: disable=import-outside-toplevel
+    from tests.test_apply import DROP_SQL, TRIGGER_SQL  # pylint: disable=import-outside-toplevel
+
+    with connection.cursor() as cursor:
+        for sql in TRIGGER_SQL[connection.vendor]:
+            cursor.execute(sql)
+    try:
+        payload = [{"title": "Data Academy"}, {"title": "Explode Academy"}]
+        done = cli("reconcile_academies", "--from-file", "-", "--json", input=json.dumps(payload))
+    finally:
+        with connection.cursor() as cursor:
+            for sql in DROP_SQL[connection.vendor]:
+                cursor.execute(sql)
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["errors"] == 1
+    assert names() == ["Data Academy"]
