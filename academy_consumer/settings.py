@@ -10,6 +10,7 @@ Values are looked up in this order: the process environment, then ``.devstack.en
 directory (written by ``academy-consumer devstack``), then the defaults below.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -156,3 +157,34 @@ ROOT_URLCONF = "academy_consumer.urls"
 # edx-django-utils' monitoring (used by edx-rest-api-client and edx-event-bus-kafka) defaults to the
 # New Relic backend, which this service does not install; name the backends explicitly (none by default).
 OPENEDX_TELEMETRY = env_list("OPENEDX_TELEMETRY", [])
+
+# --- Open edX event bus (names and meaning as in openedx-events and edx-event-bus-kafka) ---------------
+EVENTS_SERVICE_NAME = env("EVENTS_SERVICE_NAME", "academy-consumer")
+EVENT_BUS_PRODUCER = "edx_event_bus_kafka.create_producer"
+EVENT_BUS_CONSUMER = "edx_event_bus_kafka.KafkaEventConsumer"
+# .. setting_name: EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS
+# .. setting_default: None (``academy-consumer devstack`` writes it to .devstack.env)
+# .. setting_description: Kafka bootstrap servers, comma separated (read by edx-event-bus-kafka).
+EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS = env("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS")
+# .. setting_name: EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL
+# .. setting_default: None (``academy-consumer devstack`` writes it to .devstack.env)
+# .. setting_description: Confluent Schema Registry URL (read by edx-event-bus-kafka).
+EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL = env("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL")
+EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_KEY = env("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_KEY", "")
+EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_SECRET = env("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_SECRET", "")
+EVENT_BUS_KAFKA_API_KEY = env("EVENT_BUS_KAFKA_API_KEY")
+EVENT_BUS_KAFKA_API_SECRET = env("EVENT_BUS_KAFKA_API_SECRET")
+# .. setting_name: EVENT_BUS_TOPIC_PREFIX
+# .. setting_default: None
+# .. setting_description: Environment prefix of every topic name (``<prefix>-<topic>``), as in edx-event-bus-kafka.
+EVENT_BUS_TOPIC_PREFIX = env("EVENT_BUS_TOPIC_PREFIX")
+
+# academy-consumer's own settings: documented in academy_consumer/conf.py.
+ACADEMY_EVENTS_TOPIC = env("ACADEMY_EVENTS_TOPIC", "enterprise-academy-lifecycle")
+ACADEMY_EVENTS_DLQ_TOPIC = env("ACADEMY_EVENTS_DLQ_TOPIC")
+ACADEMY_CONSUMER_GROUP_ID = env("ACADEMY_CONSUMER_GROUP_ID", "academy-consumer")
+ACADEMY_CONSUMER_BATCH_SIZE = int(env("ACADEMY_CONSUMER_BATCH_SIZE", "100"))
+ACADEMY_CONSUMER_BATCH_WAIT_SECONDS = float(env("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS", "1.0"))
+ACADEMY_CONSUMER_RETRY_MAX_SECONDS = float(env("ACADEMY_CONSUMER_RETRY_MAX_SECONDS", "30"))
+ACADEMY_CONSUMER_KAFKA_CONFIG = json.loads(env("ACADEMY_CONSUMER_KAFKA_CONFIG", "{}"))
+ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS = float(env("ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS", "30"))

@@ -1,0 +1,78 @@
+"""
+Consume academy events from the event bus and apply them (SPEC §5).
+
+    academy-consumer consume_academy_events [--topic T] [--group-id G]
+        [--from-beginning | --from-offset PARTITION:OFFSET ... | --from-time ISO8601]
+        [--until-idle SECONDS] [--max-events N]
+
+Runs until SIGTERM/SIGINT (the batch in hand is finished and committed; exit 0), until idle for
+``--until-idle`` seconds, or until ``--max-events`` events were handled. Exit status: 0 on a clean stop,
+1 on a fatal error (bad configuration, missing tables, a fatal Kafka error), 2 on bad arguments.
+"""
+
+import logging
+import signal
+
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
+
+from academy_consumer.consumer import AcademyEventConsumer, FatalError, Start
+from academy_consumer.management.base import EXIT_ROW_ERRORS, AcademyCommand, fail
+from academy_consumer.management.commands.produce_academy_event import iso_time
+
+log = logging.getLogger(__name__)
+
+
+def partition_offset(value):
+    """argparse type: ``PARTITION:OFFSET`` with both non-negative integers."""
+    partition, sep, offset = value.partition(":")
+    if not sep or not partition.isdigit() or not offset.isdigit():
+        raise ValueError(value)
+    return int(partition), int(offset)
+
+
+partition_offset.__name__ = "PARTITION:OFFSET"
+
+
+def positive(kind):
+    def parse(value):
+        number = kind(value)
+        if number <= 0:
+            raise ValueError(value)
+        return number
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+class Command(AcademyCommand):
+    help = "Consume academy events from the event bus and apply them to the EnterpriseAcademy table."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--topic", help="Topic without prefix (default ACADEMY_EVENTS_TOPIC).")
+        parser.add_argument("--group-id", help="Consumer group (default ACADEMY_CONSUMER_GROUP_ID).")
+        replay = parser.add_mutually_exclusive_group()
+        replay.add_argument("--from-beginning", action="store_true",
+                            help="Re-read and apply every retained event.")
+        replay.add_argument("--from-offset", type=partition_offset, action="append", metavar="PARTITION:OFFSET",
+                            help="Re-read PARTITION from OFFSET (repeatable).")
+        replay.add_argument("--from-time", type=iso_time, metavar="ISO8601",
+                            help="Re-read events the broker timestamped at or after this time.")
+        parser.add_argument("--until-idle", type=positive(float), metavar="SECONDS",
+                            help="Stop after this long without events (backfills, demos, tests).")
+        parser.add_argument("--max-events", type=positive(int), metavar="N", help="Stop after N events.")
+
+    def handle(self, *args, **options):
+        offsets = dict(options["from_offset"] or [])
+        start = Start(beginning=options["from_beginning"], offsets=offsets, time=options["from_time"])
+        try:
+            consumer = AcademyEventConsumer(options["topic"], options["group_id"], start=start,
+                                            max_events=options["max_events"], until_idle=options["until_idle"])
+        except ImproperlyConfigured as exc:
+            raise fail(f"event bus not configured: {exc} (run `academy-consumer devstack` for a local one)")
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: consumer.stop())
+        try:
+            stats = consumer.run()
+        except (FatalError, DatabaseError) as exc:
+            raise fail(f"consumer stopped: {exc}", EXIT_ROW_ERRORS) from exc
+        self.stdout.write(f"consumed {stats.events} event(s) in {stats.batches} batch(es): {stats.summary()}")
