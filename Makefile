@@ -1,6 +1,6 @@
 # academy-consumer developer commands. Every target sets up what it needs on a fresh machine.
 .DEFAULT_GOAL := help
-.PHONY: help system-deps requirements test demo clean
+.PHONY: help system-deps requirements test demo reconcile-demo clean
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -28,10 +28,30 @@ requirements: $(STAMP) ## create .venv and install the pinned requirements and t
 test: requirements ## run the test suite (DATABASE_URL selects the database; default SQLite)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-demo: requirements ## the main job on the embedded default (SQLite)
+demo: requirements ## the main job on the embedded default: dev stack -> Kafka events -> consumer -> SQLite
+	@set -e; \
+	echo "== migrate the SQLite database (academy_consumer.sqlite3)"; \
+	$(BIN)/academy-consumer migrate --verbosity 0; \
+	echo "== start the embedded dev stack (mock Kafka + schema registry)"; \
+	rm -f .devstack.env; \
+	$(BIN)/academy-consumer devstack > .devstack.log 2>&1 & stack=$$!; \
+	trap 'kill $$stack 2>/dev/null; wait $$stack 2>/dev/null || true' EXIT; \
+	for i in $$(seq 300); do [ -s .devstack.env ] && break; sleep 0.1; done; \
+	[ -s .devstack.env ] || { cat .devstack.log; exit 1; }; \
+	cat .devstack.env; \
+	echo "== produce: 4 academies created, 1 renamed, 1 deleted"; \
+	$(BIN)/academy-consumer produce_academy_event --action created --file academy_consumer/samples/academies.jsonl; \
+	$(BIN)/academy-consumer produce_academy_event --action updated --file academy_consumer/samples/changes.jsonl; \
+	$(BIN)/academy-consumer produce_academy_event --action deleted --file academy_consumer/samples/deleted.json; \
+	echo "== consume until idle"; \
+	$(BIN)/academy-consumer consume_academy_events --until-idle 3; \
+	echo "== the EnterpriseAcademy table"; \
+	$(BIN)/academy-consumer list_academies
+
+reconcile-demo: requirements ## reconcile the bundled sample catalog file into SQLite
 	$(BIN)/academy-consumer migrate --verbosity 0
 	$(BIN)/academy-consumer reconcile_academies --from-file academy_consumer/samples/catalog.json
 	$(BIN)/academy-consumer list_academies
 
 clean: ## remove the virtualenv and local databases
-	rm -rf $(VENV) academy_consumer.sqlite3 .devstack.env
+	rm -rf $(VENV) academy_consumer.sqlite3 .devstack.env .devstack.log
