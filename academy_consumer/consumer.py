@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, close_old_connections, connections
 from django.db import transaction
@@ -119,6 +120,7 @@ class AcademyEventConsumer(KafkaEventConsumer):
         self._scanning = set()  # partitions read from the beginning, skipping events older than start.time
         self._start_offsets = {}  # partition -> offset to seek on first assignment
         self._deserializers = {}
+        _check_configured()
         super().__init__(topic or conf.topic(), group_id or conf.group_id())
         if self.schema_registry_client is None:
             raise ImproperlyConfigured("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL is not set")
@@ -369,6 +371,16 @@ class AcademyEventConsumer(KafkaEventConsumer):
                 time.sleep(min(5.0, 0.2 * 2 ** attempt))
         log.warning("offsets %s not committed; those events will be read and applied again (harmless)",
                     [(o.partition, o.offset) for o in offsets])
+
+
+def _check_configured():
+    """
+    Raise ``ImproperlyConfigured`` when a connection setting is missing or empty -- before edx-event-bus-kafka
+    would warn about it (extra stderr lines) and build a consumer that can never connect.
+    """
+    for name in ("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL"):
+        if not getattr(settings, name, None):
+            raise ImproperlyConfigured(f"{name} is not set")
 
 
 def _producer_part(config):

@@ -76,6 +76,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # openedx-events' management commands, for the stock `consume_events` (see README, "Commands").
+    "openedx_events",
     "academy_consumer",
 ]
 

@@ -6,10 +6,18 @@ The database is chosen by ``DATABASE_URL`` (see ``academy_consumer/settings.py``
 the run fail: pytest-django's test-database creation raises, it is never turned into a skip.
 """
 
+import itertools
+import json
+import os
+import time
+
 import pytest
 from edx_django_utils.cache import TieredCache
 
 from tests.catalog_server import CatalogServer
+
+# The fault suite (tests/fault) runs on its own: `make fault`, which sets ACADEMY_FAULT_SUITE=1.
+collect_ignore = [] if os.environ.get("ACADEMY_FAULT_SUITE") else ["fault"]
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +91,205 @@ def cli(transactional_db, tmp_path):
                               cwd=tmp_path, timeout=timeout, check=False)
 
     return run
+
+
+class RunningCommand:
+    """
+    An ``academy-consumer`` command started in the background by the ``cli_popen`` fixture.
+
+    Its stdout/stderr go to files (a consumer logs a line per event: a pipe could fill up and block it).
+    """
+
+    def __init__(self, process, stdout_path, stderr_path):
+        self.process = process
+        self._stdout_path = stdout_path
+        self._stderr_path = stderr_path
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    def running(self):
+        return self.process.poll() is None
+
+    def send_signal(self, signum):
+        self.process.send_signal(signum)
+
+    def wait(self, timeout=60):
+        """Wait for the command to exit; returns its exit status."""
+        return self.process.wait(timeout=timeout)
+
+    def kill(self):
+        if self.running():
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    @property
+    def stdout(self):
+        return self._stdout_path.read_text(encoding="utf-8", errors="replace")
+
+    @property
+    def stderr(self):
+        return self._stderr_path.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.fixture
+def cli_popen(transactional_db, tmp_path):
+    """
+    Start ``academy-consumer ARGS...`` in the background on the test database (as ``cli`` runs it, but
+    without waiting): returns a ``RunningCommand``. ``env`` adds environment variables. Commands still
+    running at teardown are killed (before the test database is flushed).
+    """
+    import os  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    started = []
+    numbers = itertools.count(1)
+
+    def start(*args, env=None):
+        full_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), **(env or {})}
+        full_env.pop("DJANGO_SETTINGS_MODULE", None)
+        number = next(numbers)
+        stdout_path, stderr_path = tmp_path / f"popen-{number}.out", tmp_path / f"popen-{number}.err"
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+            process = subprocess.Popen(  # pylint: disable=consider-using-with
+                [sys.executable, "-m", "academy_consumer.cli", *args], env=full_env, cwd=tmp_path,
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        command = RunningCommand(process, stdout_path, stderr_path)
+        started.append(command)
+        return command
+
+    yield start
+    for command in started:
+        command.kill()
+
+
+class EventBusStack:
+    """
+    What the ``devstack`` fixture yields: a running ``DevStack`` with the academy topic and its
+    dead-letter topic, the environment that points ``academy-consumer`` commands at it, and helpers to
+    read topics and to produce raw messages (poison messages a real producer would never send).
+    """
+
+    def __init__(self, stack, topic, dlq_topic, kafka_config):
+        self.stack = stack
+        self.topic = topic
+        self.dlq_topic = dlq_topic
+        self.env = {
+            "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
+            "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL": stack.schema_registry_url,
+            "ACADEMY_CONSUMER_KAFKA_CONFIG": json.dumps(kafka_config),
+        }
+        self._reader_groups = itertools.count(1)
+
+    @property
+    def bootstrap_servers(self):
+        return self.stack.bootstrap_servers
+
+    def read_topic(self, topic=None, timeout=15.0):
+        """
+        Every message of ``topic`` (default: the academy topic), from the beginning to the current end,
+        as ``KafkaRecord`` s sorted by (partition, offset). Reads by assignment: no group is joined.
+        """
+        from confluent_kafka import Consumer, KafkaError, TopicPartition  # pylint: disable=import-outside-toplevel
+
+        topic = topic or self.topic
+        consumer = Consumer(self.stack.consumer_config(
+            f"test-reader-{next(self._reader_groups)}", {"enable.auto.commit": False, "enable.partition.eof": False}))
+        try:
+            metadata = consumer.list_topics(topic, timeout=timeout)
+            partitions = sorted(metadata.topics[topic].partitions)
+            ends = {}
+            for partition in partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+                if high > low:
+                    ends[partition] = high
+            consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+            records, positions = [], {p: 0 for p in ends}
+            deadline = time.monotonic() + timeout
+            while any(positions[p] < ends[p] for p in ends):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"read {len(records)} messages of {topic} within {timeout}s; "
+                                         f"positions {positions}, ends {ends}")
+                message = consumer.poll(0.1)
+                if message is None:
+                    continue
+                if message.error():
+                    if message.error().code() == KafkaError._PARTITION_EOF:  # pylint: disable=protected-access
+                        continue
+                    raise AssertionError(f"reading {topic}: {message.error()}")
+                positions[message.partition()] = message.offset() + 1
+                records.append(KafkaRecord.of(message))
+        finally:
+            consumer.close()
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+
+    def read_dlq(self, timeout=15.0):
+        """Every message of the dead-letter topic, from the beginning (``KafkaRecord`` s with headers)."""
+        return self.read_topic(self.dlq_topic, timeout=timeout)
+
+    def produce_raw(self, value, *, headers=None, key=None, partition=None, topic=None):
+        """Produce one message of raw bytes (and headers) to the academy topic; waits for the broker."""
+        from confluent_kafka import Producer  # pylint: disable=import-outside-toplevel
+
+        failures = []
+        producer = Producer(self.stack.producer_config({"message.timeout.ms": 15000}))
+        try:
+            kwargs = {} if partition is None else {"partition": partition}
+            producer.produce(topic or self.topic, value=value, key=key, headers=headers or [],
+                             on_delivery=lambda err, msg: failures.append(err) if err else None, **kwargs)
+            remaining = producer.flush(15)
+        finally:
+            producer.close()
+        assert not failures and not remaining, f"raw message not delivered: {failures or 'timed out'}"
+
+    def track_requests(self):
+        """Start (or restart) recording the requests the mock cluster receives (see ``requests_seen``)."""
+        self.stack.kafka.start_request_tracking()
+        self.stack.kafka.clear_requests()
+
+    def requests_seen(self, api_key):
+        """How many requests of ``api_key`` (``academy_consumer.devstack.ApiKey``) arrived since tracking started."""
+        return sum(1 for request in self.stack.kafka.get_requests() if request.api_key == api_key)
+
+
+class KafkaRecord:
+    """One message read back from a topic: where it is, its key, value, timestamp and headers."""
+
+    def __init__(self, topic, partition, offset, key, value, headers, timestamp_ms):
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.key, self.value, self.timestamp_ms = key, value, timestamp_ms
+        self.header_list = headers
+        self.headers = {name: (data.decode("utf-8", "replace") if data is not None else None)
+                        for name, data in headers}
+
+    @classmethod
+    def of(cls, message):
+        return cls(message.topic(), message.partition(), message.offset(), message.key(), message.value(),
+                   list(message.headers() or []), message.timestamp()[1])
+
+    def __repr__(self):
+        return f"<KafkaRecord {self.topic}[{self.partition}]@{self.offset} {self.headers.get('ce_type')}>"
+
+
+@pytest.fixture
+def devstack():
+    """
+    A fresh ``DevStack`` per test (it starts in milliseconds): the academy topic (3 partitions) and its
+    ``-dlq`` topic, named as the commands name them by default (no ``EVENT_BUS_TOPIC_PREFIX``). Yields an
+    ``EventBusStack``; ``.env`` holds the variables that point subprocess commands at it, with
+    ``ACADEMY_CONSUMER_KAFKA_CONFIG`` set to the mock-friendly ``MOCK_CONSUMER_CONFIG`` of the
+    ``devstack`` command. Request ``devstack`` before ``cli``/``cli_popen``, so background commands are
+    stopped before the stack.
+    """
+    # pylint: disable=import-outside-toplevel
+    from edx_event_bus_kafka.internal.config import get_full_topic
+
+    from academy_consumer import conf
+    from academy_consumer.devstack import DevStack
+    from academy_consumer.management.commands.devstack import MOCK_CONSUMER_CONFIG
+
+    topic, dlq_topic = get_full_topic(conf.topic()), get_full_topic(conf.dlq_topic())
+    with DevStack([(topic, 3), (dlq_topic, 1)]) as stack:
+        yield EventBusStack(stack, topic, dlq_topic, MOCK_CONSUMER_CONFIG)

@@ -12,19 +12,11 @@ arguments or an item that cannot be encoded (then nothing was sent).
 
 import datetime
 import json
-import logging
 import sys
-
-from openedx_events.data import EventsMetadata
-from openedx_events.event_bus import get_producer
-from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
 
 from academy_consumer import conf
 from academy_consumer.management.base import EXIT_ROW_ERRORS, AcademyCommand, fail
-from signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_from_dict
-
-SIGNALS = {"created": ACADEMY_CREATED, "updated": ACADEMY_UPDATED, "deleted": ACADEMY_DELETED}
-PRODUCER_LOGGER = "edx_event_bus_kafka.internal.producer"
+from academy_consumer.producer import SIGNALS, DeliveryError, EncodingError, NotConfigured, encode, send_academy_events
 
 
 def iso_time(value):
@@ -58,17 +50,6 @@ def read_academies(path):
     return items
 
 
-class _ErrorCounter(logging.Handler):
-    """Counts the delivery errors edx-event-bus-kafka logs (its producer reports them only by logging)."""
-
-    def __init__(self):
-        super().__init__(logging.ERROR)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage().splitlines()[0][:300])
-
-
 class Command(AcademyCommand):
     help = "Produce academy created/updated/deleted events to the event bus."
 
@@ -81,34 +62,19 @@ class Command(AcademyCommand):
         parser.add_argument("--topic", help=f"Topic (default ACADEMY_EVENTS_TOPIC, '{conf.DEFAULT_TOPIC}').")
 
     def handle(self, *args, **options):
-        signal = SIGNALS[options["action"]]
         items = read_academies(options["file"])
         event_time = options["time"] or datetime.datetime.now(datetime.timezone.utc)
         events = []
         for number, item in enumerate(items, 1):
             try:
-                data = {"academy": academy_data_from_dict(item)}
-                serialize_event_data_to_bytes(data, signal)  # the Avro encoding must work before anything is sent
-            except Exception as exc:  # pylint: disable=broad-except
-                raise fail(f"item {number} cannot be encoded as {signal.event_type}: {exc} (nothing was sent)")
-            events.append(data)
-
-        producer = get_producer()
-        if producer is None:
-            raise fail("no event bus producer: set EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS and "
-                       "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL (or run `academy-consumer devstack`)")
-        errors = _ErrorCounter()
-        logging.getLogger(PRODUCER_LOGGER).addHandler(errors)
+                signal, data = encode(options["action"], item)
+            except EncodingError as exc:
+                raise fail(f"item {number} {exc} (nothing was sent)") from exc
+            events.append((signal, data, event_time))
         try:
-            for data in events:
-                producer.send(signal=signal, topic=options["topic"] or conf.topic(), event_key_field="academy.uuid",
-                              event_data=data, event_metadata=EventsMetadata(event_type=signal.event_type,
-                                                                             time=event_time))
-            undelivered = producer.producer.flush(conf.producer_flush_timeout())
-        finally:
-            logging.getLogger(PRODUCER_LOGGER).removeHandler(errors)
-        if undelivered or errors.messages:
-            reason = errors.messages[0] if errors.messages else f"{undelivered} not acknowledged in time"
-            raise fail(f"{len(errors.messages) + undelivered} of {len(events)} event(s) not delivered: {reason}",
-                       EXIT_ROW_ERRORS)
-        self.stdout.write(f"produced {len(events)} {signal.event_type} event(s)")
+            send_academy_events(events, topic=options["topic"])
+        except NotConfigured as exc:
+            raise fail(str(exc)) from exc
+        except DeliveryError as exc:
+            raise fail(str(exc), EXIT_ROW_ERRORS) from exc
+        self.stdout.write(f"produced {len(events)} {SIGNALS[options['action']].event_type} event(s)")
