@@ -1,6 +1,6 @@
 # academy-consumer developer commands. Every target sets up what it needs on a fresh machine.
 .DEFAULT_GOAL := help
-.PHONY: help system-deps requirements test demo reconcile-demo clean
+.PHONY: help system-deps requirements test fault demo reconcile-demo clean
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -27,6 +27,16 @@ requirements: $(STAMP) ## create .venv and install the pinned requirements and t
 
 test: requirements ## run the test suite (DATABASE_URL selects the database; default SQLite)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+FAULT_DATABASES ?= sqlite://:memory: postgres://root@127.0.0.1:5432/test mysql://root@127.0.0.1:3306/test
+
+fault: requirements ## the fault-injection suite on each of FAULT_DATABASES, then the Guarantees table
+	@rm -f .fault-results.jsonl; set -e; for url in $(FAULT_DATABASES); do \
+		echo "== fault suite with DATABASE_URL=$$url"; \
+		DATABASE_URL=$$url ACADEMY_FAULT_SUITE=1 ACADEMY_FAULT_RESULTS=$(CURDIR)/.fault-results.jsonl \
+			$(BIN)/pytest tests/fault $(PYTEST_ARGS); \
+	done; \
+	echo "== Guarantees"; $(BIN)/python -m tests.fault.report .fault-results.jsonl
 
 demo: requirements ## the main job on the embedded default: dev stack -> Kafka events -> consumer -> SQLite
 	@set -e; \

@@ -1,0 +1,75 @@
+"""
+The fault suite: the guarantees of SPEC §5 under the faults a production consumer meets.
+
+Run it with ``make fault`` (``ACADEMY_FAULT_SUITE=1 pytest tests/fault``); ``make test`` leaves it out.
+Every scenario records its figures with the ``guarantee`` fixture, and the session ends by printing the
+"Guarantees" table the README shows.
+"""
+
+import dataclasses
+import json
+import os
+
+import pytest
+
+RESULTS = []
+
+
+@dataclasses.dataclass
+class Figures:
+    """What one scenario held and what it lost. ``lost``, ``duplicates`` and ``stale`` must be 0."""
+
+    scenario: str
+    database: str
+    events: int = 0
+    faults: int = 0
+    fault_kinds: str = ""
+    bad_inputs: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    stale: int = 0
+
+    @property
+    def ok(self):
+        return self.lost == 0 and self.duplicates == 0 and self.stale == 0
+
+
+@pytest.fixture
+def guarantee(request):
+    """Record a scenario's figures for the table: ``guarantee(scenario, events=..., faults=..., ...)``."""
+    from django.db import connection  # pylint: disable=import-outside-toplevel
+
+    def record(scenario, **figures):
+        row = Figures(scenario=scenario, database=connection.vendor, **figures)
+        RESULTS.append(row)
+        path = os.environ.get("ACADEMY_FAULT_RESULTS")
+        if path:  # `make fault` collects the rows of its runs on each database into one table
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(dataclasses.asdict(row)) + "\n")
+        return row
+
+    return record
+
+
+def guarantees_table(rows):
+    """The README's table, in Markdown."""
+    lines = [
+        "| scenario | database | events | faults injected | bad inputs | events lost | duplicate rows | stale overwrites |",
+        "|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        faults = f"{row.faults} ({row.fault_kinds})" if row.fault_kinds else str(row.faults)
+        lines.append(f"| {row.scenario} | {row.database} | {row.events:,} | {faults} | {row.bad_inputs:,} | "
+                     f"{row.lost} | {row.duplicates} | {row.stale} |")
+    total = Figures("total", "all", sum(r.events for r in rows), sum(r.faults for r in rows), "",
+                    sum(r.bad_inputs for r in rows), sum(r.lost for r in rows), sum(r.duplicates for r in rows),
+                    sum(r.stale for r in rows))
+    lines.append(f"| **total** | | **{total.events:,}** | **{total.faults}** | **{total.bad_inputs:,}** | "
+                 f"**{total.lost}** | **{total.duplicates}** | **{total.stale}** |")
+    return "\n".join(lines)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if RESULTS:
+        terminalreporter.section("Guarantees")
+        terminalreporter.write_line(guarantees_table(RESULTS))

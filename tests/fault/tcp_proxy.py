@@ -1,0 +1,90 @@
+"""
+A TCP proxy between the consumer and its database, to take the database away mid-stream.
+
+``cut(seconds)`` kills every open connection and refuses new ones for that long: what the consumer
+sees is exactly a database server that crashed and came back (connection reset, then connection
+refused). The real database server is never touched, so other tests' connections are unaffected.
+"""
+
+import socket
+import threading
+import time
+
+
+class TcpProxy:
+    """Forward ``127.0.0.1:<port>`` to ``target_host:target_port``; see the module docstring."""
+
+    def __init__(self, target_host, target_port):
+        self.target = (target_host, int(target_port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._pairs = []
+        self._down_until = 0.0
+        self._closed = False
+        self.cuts = 0
+        self.connections = 0
+        self._thread = threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True)
+        self._thread.start()
+
+    def _accept_loop(self):
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if time.monotonic() < self._down_until:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                client.close()  # RST: connection refused/reset, as from a dead server
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._pairs.append((client, upstream))
+                self.connections += 1
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self, seconds):
+        """Reset every open connection and refuse new ones for ``seconds``."""
+        self._down_until = time.monotonic() + seconds
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+            self.cuts += 1
+        for pair in pairs:
+            for sock in pair:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    sock.close()
+                except OSError:
+                    pass
+
+    @property
+    def is_down(self):
+        return time.monotonic() < self._down_until
+
+    def close(self):
+        self._closed = True
+        self._listener.close()
+        self.cut(0)
