@@ -110,6 +110,12 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"].setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+# .. setting_name: DATABASE_TEST_NAME
+# .. setting_default: None (Django's ``test_<name>``)
+# .. setting_description: Name of the throw-away database the test suite creates, so that two test runs
+#   can share one database server without dropping each other's database.
+if env("DATABASE_TEST_NAME"):
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = env("DATABASE_TEST_NAME")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
