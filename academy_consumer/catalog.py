@@ -11,6 +11,7 @@ Settings read (when a :class:`CatalogClient` is built, not at import): ``ENTERPR
 ``BACKEND_SERVICE_EDX_OAUTH2_SECRET``.
 """
 
+import json
 import logging
 import uuid
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
@@ -32,6 +33,7 @@ DEFAULT_MAX_PAGES = 10_000
 RETRY_AFTER_MAX = 60  # seconds; a longer Retry-After header is cut down to this
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 ACADEMIES_PATH = "/api/v1/academies/"
+LIST_KEYS = ("results", "items", "academies", "catalogs")  # a list page holds its academies under one of these
 
 
 class CatalogError(Exception):
@@ -119,6 +121,10 @@ class CatalogClient:
                 raise CatalogError(f"catalog has more than {self.max_pages} pages; stopped at {url}")
             seen.add(url)
             payload = self._get_json(url, f"page {len(seen)}")
+            if isinstance(payload, dict) and not any(isinstance(payload.get(key), list) for key in LIST_KEYS):
+                # e.g. {"detail": "Request was throttled."} with a 200: taking it for an empty page would make
+                # the list silently partial (and deactivate_missing deactivate the academies of later pages)
+                raise CatalogError(f"catalog answered no list of academies at {url} (page {len(seen)})")
             page_items = extract_items(payload)
             log.debug("catalog page %d (%s): %d academies", len(seen), url, len(page_items))
             items.extend(page_items)
@@ -175,8 +181,10 @@ class CatalogClient:
         if not 200 <= response.status_code < 300:
             raise CatalogError(f"catalog fetch failed: {what} ({url}) answered HTTP {response.status_code}")
         try:
-            payload = response.json()
-        except ValueError as exc:
+            # json.loads of the bytes, not response.json(): that decodes invalid UTF-8 to U+FFFD (names would
+            # be silently corrupted) and lets a RecursionError (JSON nested too deeply) through.
+            payload = json.loads(response.content)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
             raise CatalogError(f"catalog answered invalid JSON at {url} ({what})") from exc
         if not isinstance(payload, (dict, list)):
             raise CatalogError(f"catalog answered unexpected JSON ({type(payload).__name__}) at {url} ({what})")

@@ -36,8 +36,8 @@ Rules, one function each:
   ``thumbnail_url``. Present -> ``fields`` (stripped, may be empty); too long, not text, or holding a
   control character other than tab/newline/CR -> rejected.
 - tags (``_tags``): a list of strings or ``{"title": ...}`` dicts -> ``fields`` (stripped titles, order
-  kept, duplicates and unusable entries dropped); not a list, or a title over 255 characters or with a
-  control character -> rejected; absent/None -> not in ``fields``.
+  kept, duplicates and unusable entries dropped); not a list, more than 1,000 distinct titles, or a title
+  over 255 characters or with a control character -> rejected; absent/None -> not in ``fields``.
 - envelope (:func:`extract_items`): see its docstring.
 
 Uniqueness of slug and lookup key across rows is the apply layer's job (SPEC §4), not this module's.
@@ -58,6 +58,7 @@ MAX_NAME_LENGTH = 255
 MAX_KEY_LENGTH = 255  # slug, stripe_price_lookup_key, stripe_product_id (and product_key)
 MAX_URL_LENGTH = 2048
 MAX_TEXT_LENGTH = 100_000  # description, long_description
+MAX_TAGS = 1_000  # distinct tag titles
 MAX_DISPLAY_ORDER = 2_147_483_647  # PositiveIntegerField's range on every supported database
 MAX_SEARCH_DEPTH = 20  # catalog query search: deeper nesting is ignored
 MAX_SEARCH_NODES = 10_000  # catalog query search: values visited at most
@@ -446,6 +447,8 @@ def _tags(item):
         else:
             continue
         if title and title not in seen:
+            if len(titles) == MAX_TAGS:
+                raise Rejected(f"tags has more than {MAX_TAGS} distinct titles")
             seen.add(title)
             titles.append(_check_line("tag title", title, MAX_NAME_LENGTH))
     return titles

@@ -60,6 +60,7 @@ class CatalogServer:
         self._page_faults = {}  # page -> [status, remaining times or None for always]
         self._invalid_json_pages = set()
         self._loop_pages = set()
+        self._raw_pages = {}  # page -> (body bytes, declared Content-Length or None)
         self._api_status = None
         self._token_status = None
         self._lock = threading.Lock()
@@ -133,6 +134,17 @@ class CatalogServer:
     def invalid_json_on_page(self, page):
         """Make list page ``page`` answer 200 with a body that is not JSON."""
         self._invalid_json_pages.add(page)
+
+    def raw_body_on_page(self, page, body, declared_length=None):
+        """
+        Make list page ``page`` answer 200 with exactly the bytes ``body`` (a hostile page: garbage, invalid
+        UTF-8, deep or huge JSON...); ``declared_length`` announces that Content-Length instead of the real
+        one (more than ``len(body)``: a truncated body). ``body=None`` removes the fault.
+        """
+        if body is None:
+            self._raw_pages.pop(page, None)
+        else:
+            self._raw_pages[page] = (bytes(body), declared_length)
 
     def loop_next_on_page(self, page):
         """Make list page ``page`` give its own URL as ``next`` (a pagination loop)."""
@@ -209,6 +221,8 @@ class CatalogServer:
             return fault[0], {"detail": "Injected failure."}
         if page in self._invalid_json_pages:
             return 200, "<html>Bad gateway</html>"
+        if page in self._raw_pages:
+            return 200, self._raw_pages[page]
         last = max(1, -(-len(academies) // self.page_size))
         if not 1 <= page <= last:
             return 404, {"detail": "Invalid page."}
@@ -253,12 +267,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, {"detail": "Not found."})
 
     def _answer(self, status, payload):
-        body = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
+        if isinstance(payload, tuple):  # raw_body_on_page: (bytes, declared Content-Length or None)
+            body, length = payload
+        else:
+            body, length = (payload if isinstance(payload, str) else json.dumps(payload)).encode(), None
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(body) if length is None else length))
         self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up on a hostile body
+            pass
 
     def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
         pass

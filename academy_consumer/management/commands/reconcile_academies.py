@@ -36,8 +36,9 @@ def read_items(path):
     """The academy items of a JSON file (``-`` for stdin), in any envelope the normalizer accepts."""
     name = "stdin" if path == "-" else path
     try:
-        if path == "-":
-            text = sys.stdin.read()
+        if path == "-":  # bytes, decoded strictly: the locale's stdin errors handler would mask invalid UTF-8
+            stream = getattr(sys.stdin, "buffer", None)
+            text = stream.read().decode("utf-8") if stream is not None else sys.stdin.read()
         else:
             with open(path, encoding="utf-8") as handle:
                 text = handle.read()
@@ -49,6 +50,8 @@ def read_items(path):
         raise fail(f"{name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
     except RecursionError as exc:
         raise fail(f"{name} is nested too deeply to read") from exc
+    except ValueError as exc:  # e.g. an integer of more digits than int() converts
+        raise fail(f"{name} cannot be read as JSON: {' '.join(str(exc).split())}") from exc
     return extract_items(payload)
 
 
