@@ -76,6 +76,14 @@ class TcpProxy:
             for sock in pair:
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    # close() alone does not end a connection whose pump thread is blocked in recv() on
+                    # it (the kernel keeps the socket until recv returns): the server would keep the
+                    # session, its open transaction and its row locks. SHUT_RD wakes that recv; the
+                    # close then resets the connection (SO_LINGER 0).
+                    sock.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+                try:
                     sock.close()
                 except OSError:
                     pass
