@@ -13,7 +13,9 @@ Avro deserialization through the schema registry and signal dispatch to the rece
 * a transient failure (database unreachable, deadlock, lock timeout, dead-letter topic unreachable)
   rolls the batch back and retries it with capped exponential backoff -- never skipped;
 * offsets are committed only after the batch's transaction committed and its dead letters were
-  acknowledged (at-least-once; re-applying is harmless: upserts are idempotent and stale-guarded);
+  acknowledged (at-least-once; re-applying is harmless: upserts are idempotent and stale-guarded); a
+  failed commit does not hold the loop up: its offsets are committed with the next batch or after the
+  next poll, and on a clean stop;
 * a group with no committed offset starts at the earliest retained event;
 * replay: ``start`` can reset the assigned partitions to the beginning, to given offsets, or to a time
   (the broker's timestamp lookup, else a scan that skips events older than the time);
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -45,6 +48,7 @@ from signals.avro import AcademyAvroSignalDeserializer
 log = logging.getLogger(__name__)
 
 COMMIT_RETRIES = 5
+DLQ_MESSAGE_MAX_BYTES = 1_000_000_000  # librdkafka's maximum
 
 
 class TransientError(Exception):
@@ -86,8 +90,23 @@ class Stats:
         return ", ".join(f"{key} {value}" for key, value in sorted(self.counts.items())) or "no events"
 
 
+def _registry_unavailable(exc):
+    """True when the schema registry could not answer (down, overloaded, network): not the event's fault."""
+    while exc is not None:
+        if isinstance(exc, SchemaRegistryError):
+            status = exc.http_status_code
+            return status is None or status < 0 or status >= 500 or status in (408, 429)
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if isinstance(exc, OSError) or names & {"TransportError", "TimeoutException", "NetworkError"}:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def classify(exc):
     """``TransientError``, ``PermanentError`` or ``FatalError`` for an exception raised applying an event."""
+    if _registry_unavailable(exc):
+        return TransientError
     if isinstance(exc, ReceiverError):
         kinds = [classify(cause) for cause in exc.causes] or [PermanentError]
         for kind in (FatalError, TransientError):
@@ -119,6 +138,8 @@ class AcademyEventConsumer(KafkaEventConsumer):
         self._assigned = False
         self._scanning = set()  # partitions read from the beginning, skipping events older than start.time
         self._start_offsets = {}  # partition -> offset to seek on first assignment
+        self._uncommitted = {}  # (topic, partition) -> offset after the newest applied event, until committed
+        self._commit_failures = 0
         self._deserializers = {}
         _check_configured()
         super().__init__(topic or conf.topic(), group_id or conf.group_id())
@@ -126,7 +147,10 @@ class AcademyEventConsumer(KafkaEventConsumer):
             raise ImproperlyConfigured("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL is not set")
         self.full_topic = get_full_topic(self.topic)
         self.dlq_topic = get_full_topic(conf.dlq_topic(self.topic))
+        # A dead letter is as large as the event it copies, which the broker took (librdkafka's default 1 MB
+        # client-side limit would refuse it): let the broker judge the size.
         self.dlq_producer = Producer({**self._common_config(), "enable.idempotence": True, "acks": "all",
+                                      "message.max.bytes": DLQ_MESSAGE_MAX_BYTES,
                                       **_producer_part(conf.kafka_config())})
 
     # --- configuration -------------------------------------------------------------------------------
@@ -187,7 +211,18 @@ class AcademyEventConsumer(KafkaEventConsumer):
         self._last_activity = time.monotonic()
         log.info("assigned %s", [(p.partition, p.offset) for p in partitions])
 
-    def _on_revoke(self, consumer, partitions):  # pylint: disable=unused-argument
+    def _on_revoke(self, consumer, partitions):
+        """Commit what was applied on the partitions being taken away (once), then forget it: not ours now."""
+        revoked = {(p.topic, p.partition) for p in partitions}
+        pending = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items() if (t, p) in revoked]
+        if pending:
+            try:
+                consumer.commit(offsets=pending, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("offsets %s not committed before the rebalance (%s); those events will be read and "
+                            "applied again (harmless)", [(o.partition, o.offset) for o in pending], exc)
+            for key in revoked:
+                self._uncommitted.pop(key, None)
         log.info("revoked %s", [p.partition for p in partitions])
 
     # --- the loop ------------------------------------------------------------------------------------
@@ -212,12 +247,15 @@ class AcademyEventConsumer(KafkaEventConsumer):
                 if messages:
                     self._last_activity = now
                     self._process_batch(messages)
-                elif not self._assigned and now - started > self.assignment_timeout:
+                    continue
+                self._commit_uncommitted()  # commits that failed earlier (no-op when there are none)
+                if not self._assigned and now - started > self.assignment_timeout:
                     raise FatalError(f"no partition of {self.full_topic} was assigned within "
                                      f"{self.assignment_timeout:.0f} s")
                 elif self.until_idle is not None and self._assigned and now - self._last_activity >= self.until_idle:
                     log.info("idle for %.1f s: stopping", self.until_idle)
                     break
+            self._commit_before_exit()
         finally:
             self.consumer.close()
             self.dlq_producer.flush(10)
@@ -343,34 +381,63 @@ class AcademyEventConsumer(KafkaEventConsumer):
                 ("dlq-original-partition", str(message.partition()).encode()),
                 ("dlq-original-offset", str(message.offset()).encode()),
                 ("dlq-error-class", f"{type(exc).__module__}.{type(exc).__qualname__}".encode()),
-                ("dlq-error-message", str(exc)[:4000].encode("utf-8", "replace")),
+                ("dlq-error-message", _error_message(exc)[:4000].encode("utf-8", "replace")),
             ]
-            self.dlq_producer.produce(self.dlq_topic, key=message.key(), value=message.value(), headers=headers,
-                                      on_delivery=delivered)
+            try:
+                self.dlq_producer.produce(self.dlq_topic, key=message.key(), value=message.value(), headers=headers,
+                                          on_delivery=delivered)
+            except (KafkaException, BufferError) as refused:  # before sending (size, full queue)
+                failures.append(refused)
         remaining = self.dlq_producer.flush(30)
         if failures or remaining:
             raise TransientError(f"dead-letter topic {self.dlq_topic} did not take {len(failures) + remaining} "
                                  f"event(s): {failures[:1] or 'timed out'}")
 
     def _commit(self, messages):
-        """Commit the offset after the last event of each partition in the batch."""
-        last = {}
+        """Commit the offset after the last event of each partition in the batch (and any earlier, uncommitted)."""
         for message in messages:
             key = (message.topic(), message.partition())
-            last[key] = max(last.get(key, -1), message.offset())
-        offsets = [TopicPartition(topic, partition, offset + 1) for (topic, partition), offset in last.items()]
+            self._uncommitted[key] = max(self._uncommitted.get(key, 0), message.offset() + 1)
+        self._commit_uncommitted()
+
+    def _commit_uncommitted(self):
+        """
+        Commit the offsets of the applied batches not committed yet; True when none is left.
+
+        A failed commit (broker or coordinator unavailable, group rebalancing, ...) is not retried here: its
+        offsets are kept and committed with the next batch or after the next poll -- polling is also what lets
+        the client reconnect and rejoin its group -- so the loop never stalls on it and nothing applied is
+        left uncommitted once the broker answers again. A revoke drops the offsets of its partitions.
+        """
+        if not self._uncommitted:
+            return True
+        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in self._uncommitted.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is not None and getattr(error, "fatal", lambda: False)():
+                raise FatalError(f"fatal Kafka error on commit: {error}") from exc
+            self._commit_failures += 1
+            if self._commit_failures & (self._commit_failures - 1) == 0:  # 1st, 2nd, 4th, 8th... failure in a row
+                log.warning("offset commit failed (%s), %d time(s) in a row; retried after the next poll",
+                            exc, self._commit_failures)
+            return False
+        if self._commit_failures:
+            log.info("offsets committed after %d failed attempt(s)", self._commit_failures)
+        self._commit_failures = 0
+        self._uncommitted.clear()
+        return True
+
+    def _commit_before_exit(self):
+        """A clean stop: commit what is still uncommitted, retrying for a few seconds."""
         for attempt in range(1, COMMIT_RETRIES + 1):
-            try:
-                self.consumer.commit(offsets=offsets, asynchronous=False)
+            if self._commit_uncommitted():
                 return
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if error is not None and getattr(error, "fatal", lambda: False)():
-                    raise FatalError(f"fatal Kafka error on commit: {error}") from exc
-                log.warning("offset commit failed (%s), attempt %d", exc, attempt)
-                time.sleep(min(5.0, 0.2 * 2 ** attempt))
+            if attempt < COMMIT_RETRIES:
+                time.sleep(min(1.0, 0.2 * 2 ** attempt))
         log.warning("offsets %s not committed; those events will be read and applied again (harmless)",
-                    [(o.partition, o.offset) for o in offsets])
+                    sorted((partition, offset) for (_, partition), offset in self._uncommitted.items()))
 
 
 def _check_configured():
@@ -389,6 +456,16 @@ def _producer_part(config):
                      "auto.offset.reset", "enable.auto.commit", "fetch.wait.max.ms", "fetch.min.bytes",
                      "group.instance.id", "partition.assignment.strategy", "enable.partition.eof"}
     return {key: value for key, value in config.items() if key not in consumer_only}
+
+
+def _error_message(exc):
+    """The dead letter's ``dlq-error-message``: the exception's message, or what it means when it has none."""
+    text = str(exc)
+    if text:
+        return text
+    if isinstance(exc, EOFError):  # fastavro reading past the end of the value
+        return "the value ends before the Avro record does: truncated or not written with this schema"
+    return f"{type(exc).__name__} (no message)"
 
 
 def _root_cause(exc):
