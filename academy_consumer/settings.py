@@ -110,6 +110,18 @@ DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"].setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+# .. setting_name: DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS
+# .. setting_default: 120
+# .. setting_description: PostgreSQL and MariaDB end a session that sits idle inside a transaction this long.
+#   This service never does; a session the network cut off does, and its row locks would otherwise block
+#   the reconnected consumer (PostgreSQL would wait on them forever). 0 turns it off.
+_IDLE_TIMEOUT = int(env("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", "120"))
+if _IDLE_TIMEOUT and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        f"-c idle_in_transaction_session_timeout={_IDLE_TIMEOUT * 1000}")
+elif _IDLE_TIMEOUT and DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
+    DATABASES["default"]["OPTIONS"]["init_command"] = f"SET SESSION idle_transaction_timeout={_IDLE_TIMEOUT}"
+
 # .. setting_name: DATABASE_TEST_NAME
 # .. setting_default: None (Django's ``test_<name>``)
 # .. setting_description: Name of the throw-away database the test suite creates, so that two test runs

@@ -340,6 +340,32 @@ def test_new_group_without_offsets_starts_from_the_earliest_event(bus, devstack,
     assert table() == {item["uuid"]: (item["title"], True) for item in items}
 
 
+def test_schema_registry_outage_is_retried_not_dead_lettered(bus, devstack, cli_popen):
+    """The registry down when the consumer first needs a schema: a transient failure, never a dead letter."""
+    from urllib.parse import urlsplit  # pylint: disable=import-outside-toplevel
+
+    from tests.fault.tcp_proxy import TcpProxy  # pylint: disable=import-outside-toplevel
+
+    items = [academy(n) for n in range(1, 4)]
+    bus.produce("created", items)
+    registry = urlsplit(devstack.stack.schema_registry_url)
+    proxy = TcpProxy(registry.hostname, registry.port)
+    try:
+        proxy.cut(120)  # the consumer starts with the registry unreachable...
+        consumer = cli_popen("consume_academy_events", "--until-idle", IDLE, env={
+            **devstack.env, **CONSUMER_ENV, "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "1",
+            "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{proxy.port}"})
+        wait_for(lambda: consumer.stderr.count("not applied") >= 2, timeout=60, message="retries of the batch")
+        assert table() == {} and consumer.running()
+        proxy.restore()  # ... and comes back
+        assert consumer.wait(timeout=60) == 0, consumer.stderr
+    finally:
+        proxy.close()
+    assert counts(consumer.stdout) == {"events": 3, "created": 3}
+    assert table() == {item["uuid"]: (item["title"], True) for item in items}
+    assert devstack.read_dlq() == []
+
+
 # --- 8. the stock openedx-events consumer applies academy events through the same receivers ----------------
 
 

@@ -88,6 +88,10 @@ class TcpProxy:
                 except OSError:
                     pass
 
+    def restore(self):
+        """End a cut now: accept connections again."""
+        self._down_until = 0.0
+
     @property
     def is_down(self):
         return time.monotonic() < self._down_until
