@@ -1,0 +1,332 @@
+"""
+Crash and order: the consumer killed at random moments, and events delivered twice, late and out of order.
+
+1. ``test_sigkill_at_random_moments_loses_nothing``: a history of 20,000 events over 500 academies
+   (creates, updates with renames, deletes) is produced from this process while the real
+   ``consume_academy_events`` (a subprocess, one fixed consumer group) applies it. The consumer is
+   SIGKILLed five times at random moments -- each time after the table moved past a random threshold,
+   plus a random delay, so the kill lands in the middle of a batch's transaction -- and restarted; a last
+   run with ``--until-idle`` finishes. The table must then hold exactly the newest state of every academy.
+2. ``test_duplicated_and_shuffled_old_events_never_overwrite_newer_state``: after a history the topic gets
+   same-time follow-ups (where only offset order tells which event wins), duplicates, shuffled older
+   events with their original times, and finally newer updates. Consumed in batches of 7 across a SIGTERM
+   and a SIGKILL restart, the table must hold the newest state of every academy (at equal times: the
+   later offset, SPEC §5 "events with the same key are applied in offset order").
+
+Every restart waits for the mock broker to give the group's partitions to the new member: it keeps a
+killed member for ``session.timeout.ms`` (6 s in the devstack consumer config), and a new member that
+joins before that is often answered with a second rebalance round: 7-12 s per restart.
+
+Randomness comes from one seed, printed and named in every failure message; ``ACADEMY_FAULT_SEED``
+replays a run. Waits are polls of a condition with a deadline; the only sleeps are the random delays
+that place a fault at a random moment.
+"""
+
+import dataclasses
+import datetime
+import os
+import random
+import re
+import signal
+import threading
+import time
+
+import pytest
+from django.db.models import Count, Sum
+
+from academy_consumer.models import EnterpriseAcademy
+from academy_consumer.producer import encode, send_academy_events
+from tests.fault.history import Event, academy_uuid, check_table, expected_state, generate
+
+CHUNK = 5000  # events per send_academy_events call
+IDLE = "3"  # --until-idle of the last run
+CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
+RESTART_TIMEOUT = 90.0  # a restart (7-12 s, see above) and the next stretch of progress
+KILLS = 5  # each restart costs that wait: kill as often as the guarantee table says, no more
+PARTITIONS = range(3)  # of the academy topic the devstack fixture creates
+
+
+@pytest.fixture
+def seed():
+    value = int(os.environ.get("ACADEMY_FAULT_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"ACADEMY_FAULT_SEED={value}")
+    return value
+
+
+def wait_for(condition, timeout, what, seed, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (ACADEMY_FAULT_SEED={seed})")
+        time.sleep(interval)
+
+
+def point_producer_at(settings, devstack):
+    """``send_academy_events`` produces with the Django settings: point them at the dev stack."""
+    settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS = devstack.bootstrap_servers
+    settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL = devstack.stack.schema_registry_url
+
+
+def produce(events):
+    """Produce ``events`` (``history.Event`` s, each with its own time) in order, in chunks of ``CHUNK``."""
+    for start in range(0, len(events), CHUNK):
+        send_academy_events([(*encode(e.action, e.academy), e.time) for e in events[start:start + CHUNK]])
+
+
+class Background(threading.Thread):
+    """Run ``target`` in a thread; ``join(seed)`` re-raises what it raised; ``took`` is its duration (s)."""
+
+    def __init__(self, target):
+        super().__init__(name="fault-producer", daemon=True)
+        self._run_target = target
+        self.error = None
+        self.took = None
+        self.start()
+
+    def run(self):
+        started = time.monotonic()
+        try:
+            self._run_target()
+        except BaseException as exc:  # pylint: disable=broad-except
+            self.error = exc
+        self.took = time.monotonic() - started
+
+    def join(self, seed, timeout=300):  # pylint: disable=arguments-differ
+        super().join(timeout)
+        assert not self.is_alive(), f"the producer did not finish within {timeout} s (ACADEMY_FAULT_SEED={seed})"
+        if self.error is not None:
+            raise AssertionError(f"producing failed (ACADEMY_FAULT_SEED={seed}): {self.error!r}") from self.error
+
+
+def progress():
+    """How far the table is: rows plus the sum of their versions (``display_order`` only grows)."""
+    found = EnterpriseAcademy.objects.aggregate(rows=Count("id"), versions=Sum("display_order"))
+    return found["rows"] + (found["versions"] or 0)
+
+
+def final_progress(expected):
+    """``progress()`` of the table once every upsert of the history is applied."""
+    return len(expected) + sum(state["data"]["display_order"] for state in expected.values())
+
+
+def committed(reader, topic):
+    """The group's committed offsets, summed over the partitions: how many events it acknowledged."""
+    from confluent_kafka import TopicPartition  # pylint: disable=import-outside-toplevel
+
+    offsets = reader.committed([TopicPartition(topic, p) for p in PARTITIONS], timeout=10)
+    return sum(max(o.offset, 0) for o in offsets)
+
+
+def describe(check, seed):
+    return (f"ACADEMY_FAULT_SEED={seed}: lost {check.lost}, duplicates {check.duplicates}, stale {check.stale}; "
+            f"first problems: {check.problems[:10]}")
+
+
+@dataclasses.dataclass
+class Consumers:
+    """Start ``consume_academy_events`` of one consumer group (``cli_popen``), again and again."""
+
+    cli_popen: object
+    devstack: object
+    group: str
+    env: dict
+    runs: list = dataclasses.field(default_factory=list)
+    started: list = dataclasses.field(default_factory=list)
+
+    def start(self, *args):
+        self.started.append(datetime.datetime.now())
+        run = self.cli_popen("consume_academy_events", "--group-id", self.group, *args,
+                             env={**self.devstack.env, **CONSUMER_ENV, **self.env})
+        self.runs.append(run)
+        return run
+
+    def assignment_delays(self):
+        """Seconds from each start to its first assignment (process start-up and the group's rebalance)."""
+        delays = []
+        for run, started in zip(self.runs, self.started):
+            match = re.search(r"^(\S+ \S+) INFO academy_consumer\.consumer: assigned", run.stderr, re.M)
+            if match:
+                assigned = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+                delays.append(round((assigned - started).total_seconds(), 1))
+        return delays
+
+    def output(self):
+        """The tail of every run's stderr, for failure messages."""
+        return "\n".join(f"--- run {n} (pid {run.pid}):\n{run.stderr[-1500:]}" for n, run in enumerate(self.runs, 1))
+
+
+# --- 1. SIGKILL at random moments ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, guarantee, seed):
+    rng = random.Random(seed)
+    history = generate(academies=500, events=20_000, seed=seed, namespace="crash")
+    expected = expected_state(history)
+    target = final_progress(expected)
+    # One random threshold in each of KILLS equal slices of [4 %, 90 %] of the final progress, and a random
+    # delay after it: every kill lands at a random moment while events are still being applied.
+    low, high = 0.04, 0.90
+    width = (high - low) / KILLS
+    plan = [(low + width * (n + rng.random()), rng.uniform(0.0, 0.4)) for n in range(KILLS)]
+
+    started = time.monotonic()
+    point_producer_at(settings, devstack)
+    producer = Background(lambda: produce(history))  # this process produces while the consumer consumes
+    consumers = Consumers(cli_popen, devstack, "crash-restart", {})
+    consumer = consumers.start()
+    at_kill = []
+    for fraction, delay in plan:
+        wait_for(lambda: progress() >= fraction * target or not consumer.running() or producer.error,
+                 RESTART_TIMEOUT, f"the table to reach {fraction:.0%} of the history", seed)
+        if producer.error:
+            producer.join(seed)
+        assert consumer.running(), f"consumer exited (ACADEMY_FAULT_SEED={seed})\n{consumers.output()}"
+        time.sleep(delay)  # the random moment of the fault
+        consumer.send_signal(signal.SIGKILL)
+        assert consumer.wait(timeout=30) == -signal.SIGKILL
+        at_kill.append(progress())
+        if len(at_kill) < KILLS:
+            consumer = consumers.start()
+    assert all(reached < target for reached in at_kill), (
+        f"a kill landed after the end: progress {at_kill} of {target} (ACADEMY_FAULT_SEED={seed})")
+    producer.join(seed)
+    # The last restart of the group runs until idle: it finishes what the kills left.
+    final = consumers.start("--until-idle", IDLE)
+    assert final.wait(timeout=180) == 0, consumers.output()
+    took = time.monotonic() - started
+
+    check = check_table(expected)
+    dead = devstack.read_dlq()
+    print(f"{len(history)} events produced in {producer.took:.1f} s and all applied after {took:.1f} s, with "
+          f"{KILLS} SIGKILLs at {[f'{reached / target:.0%}' for reached in at_kill]} of the history; "
+          f"{len(dead)} dead-lettered; seconds to assignment per run {consumers.assignment_delays()}; "
+          f"last run: {final.stdout.strip()}")
+    guarantee("crash and restart (SIGKILL)", events=len(history), faults=KILLS, fault_kinds="SIGKILL",
+              bad_inputs=0, lost=check.lost + len(dead), duplicates=check.duplicates, stale=check.stale)
+    assert not dead, f"valid events were dead-lettered (ACADEMY_FAULT_SEED={seed}): {dead[:3]}"
+    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), describe(check, seed)
+
+
+# --- 2. duplicates, re-deliveries and shuffled old events ----------------------------------------------
+
+
+def order_history(seed, academies=100, events=1500, namespace="order"):
+    """
+    A history, then what a misbehaving world delivers after it, as phases in topic order:
+
+    * ``main``: the history (``history.generate``);
+    * ``ties``: for a quarter of the academies, an update with the SAME time as its newest event and the
+      next version: only offset order says it wins;
+    * ``duplicates``: a shuffled random sample of the events so far, re-produced as they were (except
+      the events a tie follow-up replaced: re-delivered after it, those would rightly win the tie again);
+    * ``old``: a shuffled sample of older events (original, older times);
+    * ``late``: newer updates for a third of the academies, after all that.
+
+    Returns (``[(phase name, events)]``, the newest state the table must show).
+    """
+    rng = random.Random(seed ^ 0x5EED)
+    main = generate(academies, events, seed, namespace)
+    index = {academy_uuid(n, namespace): n for n in range(academies)}
+    newest, last_upsert = {}, {}
+    for event in main:  # times grow per academy: the last event of an academy is its newest
+        newest[event.uuid] = event
+        if event.action != "deleted":
+            last_upsert[event.uuid] = event.academy
+
+    def follow_up(uuid, label, when):
+        version = newest[uuid].version + 1
+        academy = {**last_upsert[uuid], "title": f"Academy {index[uuid]} {label} v{version}",
+                   "short_description": f"v{version}", "display_order": version, "tags": [f"tag{version % 5}"]}
+        newest[uuid], last_upsert[uuid] = Event("updated", academy, when), academy
+        return newest[uuid]
+
+    tied = rng.sample(sorted(newest), academies // 4)
+    replaced = {id(newest[uuid]) for uuid in tied}
+    ties = [follow_up(uuid, "tie", newest[uuid].time) for uuid in tied]
+
+    candidates = [event for event in main + ties if id(event) not in replaced]
+    duplicates = rng.sample(candidates, len(candidates) // 5)  # (a sample comes in random order)
+    old = rng.sample([event for event in main if event.time < newest[event.uuid].time], len(main) // 4)
+
+    late = [follow_up(uuid, "late", newest[uuid].time + datetime.timedelta(seconds=rng.randint(1, 60)))
+            for uuid in rng.sample(sorted(newest), academies // 3)]
+
+    phases = [("main", main), ("ties", ties), ("duplicates", duplicates), ("old", old), ("late", late)]
+    # expected_state sorts by time, stably: at equal times the later event in topic order wins.
+    expected = expected_state([event for _, events in phases for event in events])
+    assert expected == expected_state(main + ties + late), "duplicates and old events must not change the newest state"
+    return phases, expected
+
+
+@pytest.mark.slow
+def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack, cli_popen, settings, guarantee,
+                                                                        seed):
+    from confluent_kafka import Consumer  # pylint: disable=import-outside-toplevel
+
+    rng = random.Random(seed)
+    phases, expected = order_history(seed)
+    phase = dict(phases)
+    point_producer_at(settings, devstack)
+    consumers = Consumers(cli_popen, devstack, "order-restart", {"ACADEMY_CONSUMER_BATCH_SIZE": "7"})
+    # Reads the group's committed offsets (it never subscribes, so it never joins the group).
+    reader = Consumer(devstack.stack.consumer_config("order-restart", {"enable.auto.commit": False}))
+    produced, restarts = 0, []
+
+    def acknowledged(count, what):
+        wait_for(lambda: committed(reader, devstack.topic) >= count or not consumer.running(),
+                 RESTART_TIMEOUT, what, seed)
+        assert consumer.running(), f"consumer exited (ACADEMY_FAULT_SEED={seed})\n{consumers.output()}"
+
+    try:
+        produce(phase["main"] + phase["ties"])
+        produced += len(phase["main"]) + len(phase["ties"])
+        consumer = consumers.start()
+        acknowledged(rng.randint(produced // 4, produced // 2), "the first part of the history")
+
+        # Duplicates arrive while it runs; a SIGTERM mid-stream (it finishes the batch, commits, exits 0).
+        produce(phase["duplicates"])
+        produced += len(phase["duplicates"])
+        acknowledged(rng.randint(produced * 5 // 8, produced * 6 // 8), "most of the history")
+        time.sleep(rng.uniform(0.0, 0.3))  # the random moment of the fault
+        consumer.send_signal(signal.SIGTERM)
+        assert consumer.wait(timeout=60) == 0, consumers.output()
+        assert "consumed " in consumer.stdout, consumers.output()
+        restarts.append("SIGTERM")
+        at_term = committed(reader, devstack.topic)
+        assert at_term < produced, f"the SIGTERM did not land mid-stream (ACADEMY_FAULT_SEED={seed})"
+
+        # Old events, shuffled, after the newer ones; the restarted consumer is SIGKILLed among them.
+        consumer = consumers.start()
+        produce(phase["old"])
+        acknowledged(rng.randint(produced, produced + len(phase["old"]) // 2), "some of the old events")
+        produced += len(phase["old"])
+        time.sleep(rng.uniform(0.0, 0.3))  # the random moment of the fault
+        consumer.send_signal(signal.SIGKILL)
+        assert consumer.wait(timeout=30) == -signal.SIGKILL
+        restarts.append("SIGKILL")
+        at_kill = committed(reader, devstack.topic)
+        assert at_kill < produced, f"the SIGKILL did not land mid-stream (ACADEMY_FAULT_SEED={seed})"
+
+        # Newer updates after all of that; the last run goes until idle.
+        produce(phase["late"])
+        produced += len(phase["late"])
+        final = consumers.start("--until-idle", IDLE)
+        assert final.wait(timeout=180) == 0, consumers.output()
+        assert committed(reader, devstack.topic) == produced, consumers.output()
+    finally:
+        reader.close()
+
+    check = check_table(expected)
+    dead = devstack.read_dlq()
+    print(f"phases {[(name, len(events)) for name, events in phases]}; {restarts} with {at_term} and {at_kill} "
+          f"events acknowledged; seconds to assignment per run {consumers.assignment_delays()}; "
+          f"last run: {final.stdout.strip()}")
+    guarantee("order: duplicates, re-deliveries, shuffled old events", events=produced, faults=len(restarts),
+              fault_kinds=", ".join(restarts), bad_inputs=0, lost=check.lost + len(dead),
+              duplicates=check.duplicates, stale=check.stale)
+    assert not dead, f"valid events were dead-lettered (ACADEMY_FAULT_SEED={seed}): {dead[:3]}"
+    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), describe(check, seed)
