@@ -43,17 +43,6 @@ ACADEMY_V2 = dict(
 ACADEMY_BREAKING = dict(ACADEMY_V1, fields=ACADEMY_V1["fields"] + [{"name": "required_new", "type": "string"}])
 
 
-def wait_for(condition, timeout=TIMEOUT, interval=0.05, message="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
-
-
 def consume(consumer, count, timeout=TIMEOUT, errors=None):
     """
     Poll until ``count`` messages arrived. Kafka errors other than EOF fail the test, unless

@@ -12,12 +12,12 @@ import datetime
 import json
 import re
 import signal
-import time
 
 import pytest
 
 from academy_consumer.devstack import ApiKey
 from academy_consumer.models import EnterpriseAcademy
+from tests.waiting import wait_for
 
 IDLE = "2"  # --until-idle seconds: the mock answers in milliseconds, so 2 s without events means "done"
 TIMEOUT = 30.0  # upper bound of any single wait
@@ -34,17 +34,6 @@ def academy_uuid(number):
 def academy(number, title=None, **fields):
     """A catalog academy item (SPEC §2 shape) with a deterministic uuid."""
     return {"uuid": academy_uuid(number), "title": title or f"Academy {number}", **fields}
-
-
-def wait_for(condition, timeout=TIMEOUT, interval=0.05, message="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
 
 
 def table():

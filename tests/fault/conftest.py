@@ -9,6 +9,7 @@ Every scenario records its figures with the ``guarantee`` fixture, and the sessi
 import dataclasses
 import json
 import os
+import random
 
 import pytest
 
@@ -49,6 +50,14 @@ def guarantee(request):
         return row
 
     return record
+
+
+@pytest.fixture
+def seed():
+    """The run's random seed, printed; ``ACADEMY_FAULT_SEED`` replays a run."""
+    value = int(os.environ.get("ACADEMY_FAULT_SEED") or random.SystemRandom().randrange(2**32))
+    print(f"ACADEMY_FAULT_SEED={value}")
+    return value
 
 
 def guarantees_table(rows):

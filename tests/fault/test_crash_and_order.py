@@ -24,7 +24,6 @@ that place a fault at a random moment.
 
 import dataclasses
 import datetime
-import os
 import random
 import re
 import signal
@@ -37,6 +36,7 @@ from django.db.models import Count, Sum
 from academy_consumer.models import EnterpriseAcademy
 from academy_consumer.producer import encode, send_academy_events
 from tests.fault.history import Event, academy_uuid, check_table, expected_state, generate
+from tests.waiting import seeded_wait_for as wait_for
 
 CHUNK = 5000  # events per send_academy_events call
 IDLE = "3"  # --until-idle of the last run
@@ -44,24 +44,6 @@ CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
 RESTART_TIMEOUT = 90.0  # a restart (7-12 s, see above) and the next stretch of progress
 KILLS = 5  # each restart costs that wait: kill as often as the guarantee table says, no more
 PARTITIONS = range(3)  # of the academy topic the devstack fixture creates
-
-
-@pytest.fixture
-def seed():
-    value = int(os.environ.get("ACADEMY_FAULT_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"ACADEMY_FAULT_SEED={value}")
-    return value
-
-
-def wait_for(condition, timeout, what, seed, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (ACADEMY_FAULT_SEED={seed})")
-        time.sleep(interval)
 
 
 def point_producer_at(settings, devstack):

@@ -29,7 +29,6 @@ replays a run. Waits are polls of a condition with a deadline; the only sleeps m
 import dataclasses
 import datetime
 import json
-import os
 import random
 import re
 import signal
@@ -46,6 +45,7 @@ from academy_consumer.producer import encode, send_academy_events
 from tests.conftest import subprocess_database_url
 from tests.fault.history import Event, academy_uuid, check_table, expected_state, generate
 from tests.fault.tcp_proxy import TcpProxy
+from tests.waiting import seeded_wait_for as wait_for
 
 pytestmark = [
     pytest.mark.slow,
@@ -62,24 +62,6 @@ CONSUMER_ENV = {
 }
 IDLE = "3"  # --until-idle: the run ends 3 s after the last event
 RETRY_LINE = re.compile(r"batch of \d+ events not applied \((\w+)")  # the consumer's warning, and the error class
-
-
-@pytest.fixture
-def seed():
-    value = int(os.environ.get("ACADEMY_FAULT_SEED") or random.SystemRandom().randrange(2**32))
-    print(f"ACADEMY_FAULT_SEED={value}")
-    return value
-
-
-def wait_for(condition, timeout, what, seed, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (ACADEMY_FAULT_SEED={seed})")
-        time.sleep(interval)
 
 
 def produce(settings, devstack, events, chunk=5000):
