@@ -110,3 +110,18 @@ def check_table(expected):
             check.problems.append(f"{ident}: {(row.name, row.display_order, row.is_active)} != "
                                   f"{(want['title'], want['display_order'], state['active'])}")
     return check
+
+
+def progress():
+    """How far the table is: rows plus the sum of their versions (``display_order`` only grows)."""
+    from django.db.models import Count, Sum  # pylint: disable=import-outside-toplevel
+
+    from academy_consumer.models import EnterpriseAcademy  # pylint: disable=import-outside-toplevel
+
+    found = EnterpriseAcademy.objects.aggregate(rows=Count("id"), versions=Sum("display_order"))
+    return found["rows"] + (found["versions"] or 0)
+
+
+def final_progress(expected):
+    """``progress()`` of the table once every upsert of ``expected`` (from ``expected_state``) is applied."""
+    return len(expected) + sum(state["data"]["display_order"] for state in expected.values())

@@ -31,11 +31,9 @@ import threading
 import time
 
 import pytest
-from django.db.models import Count, Sum
 
-from academy_consumer.models import EnterpriseAcademy
 from academy_consumer.producer import encode, send_academy_events
-from tests.fault.history import Event, academy_uuid, check_table, expected_state, generate
+from tests.fault.history import Event, academy_uuid, check_table, expected_state, final_progress, generate, progress
 from tests.waiting import seeded_wait_for as wait_for
 
 CHUNK = 5000  # events per send_academy_events call
@@ -81,17 +79,6 @@ class Background(threading.Thread):
         assert not self.is_alive(), f"the producer did not finish within {timeout} s (ACADEMY_FAULT_SEED={seed})"
         if self.error is not None:
             raise AssertionError(f"producing failed (ACADEMY_FAULT_SEED={seed}): {self.error!r}") from self.error
-
-
-def progress():
-    """How far the table is: rows plus the sum of their versions (``display_order`` only grows)."""
-    found = EnterpriseAcademy.objects.aggregate(rows=Count("id"), versions=Sum("display_order"))
-    return found["rows"] + (found["versions"] or 0)
-
-
-def final_progress(expected):
-    """``progress()`` of the table once every upsert of the history is applied."""
-    return len(expected) + sum(state["data"]["display_order"] for state in expected.values())
 
 
 def committed(reader, topic):

@@ -38,12 +38,11 @@ import uuid
 
 import pytest
 from django.db import connection
-from django.db.models import Count, Sum
 
 from academy_consumer.models import EnterpriseAcademy
 from academy_consumer.producer import encode, send_academy_events
 from tests.conftest import subprocess_database_url
-from tests.fault.history import Event, academy_uuid, check_table, expected_state, generate
+from tests.fault.history import Event, academy_uuid, check_table, expected_state, final_progress, generate, progress
 from tests.fault.tcp_proxy import TcpProxy
 from tests.waiting import seeded_wait_for as wait_for
 
@@ -70,16 +69,6 @@ def produce(settings, devstack, events, chunk=5000):
     settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL = devstack.stack.schema_registry_url
     for start in range(0, len(events), chunk):
         send_academy_events([(*encode(e.action, e.academy), e.time) for e in events[start:start + chunk]])
-
-
-def progress():
-    """How far the table is: rows plus the sum of their versions (``display_order`` only grows)."""
-    found = EnterpriseAcademy.objects.aggregate(rows=Count("id"), versions=Sum("display_order"))
-    return found["rows"] + (found["versions"] or 0)
-
-
-def final_progress(expected):
-    return len(expected) + sum(state["data"]["display_order"] for state in expected.values())
 
 
 def describe(check, seed):
