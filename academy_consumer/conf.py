@@ -1,14 +1,54 @@
 """
-The settings academy-consumer reads, with their defaults.
+The settings academy-consumer reads, with their defaults: each setting is documented once, here, above the
+accessor that reads it.
 
 A host service that adds ``academy_consumer`` to ``INSTALLED_APPS`` sets these in its own Django
 settings; the standalone ``academy_consumer.settings`` sets each from the environment variable of the
-same name. Event bus connection settings keep edx-event-bus-kafka's names
-(``EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS``, ``EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL``, ``EVENT_BUS_TOPIC_PREFIX``...)
-and are read by that library.
+same name (as a string: the accessors below convert and check values of either kind). Event bus
+connection settings keep edx-event-bus-kafka's names (``EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS``,
+``EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL``, ``EVENT_BUS_TOPIC_PREFIX``...) and are read by that library.
+
+A value that is not what the setting takes raises ``ImproperlyConfigured`` with one line naming the
+setting, what it takes and what it got; the commands print that line and exit 2.
 """
 
+import json
+import math
+
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+# Every academy-consumer setting the standalone settings module takes from the environment.
+SETTING_NAMES = (
+    "ACADEMY_EVENTS_TOPIC", "ACADEMY_EVENTS_DLQ_TOPIC", "ACADEMY_CONSUMER_GROUP_ID",
+    "ACADEMY_CONSUMER_GROUP_INSTANCE_ID", "ACADEMY_CONSUMER_BATCH_SIZE", "ACADEMY_CONSUMER_BATCH_WAIT_SECONDS",
+    "ACADEMY_CONSUMER_RETRY_MAX_SECONDS", "ACADEMY_CONSUMER_KAFKA_CONFIG", "ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS",
+    "ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS", "ACADEMY_CONSUMER_MAX_FUTURE_SECONDS",
+    "ACADEMY_MAX_INPUT_BYTES",
+)
+
+
+def _raw(name, default):
+    value = getattr(settings, name, None)
+    return default if value is None or value == "" else value
+
+
+def _number(name, default, kind, minimum):
+    """Setting ``name`` as a finite ``kind`` (int or float) >= ``minimum``; strings are parsed."""
+    value = _raw(name, default)
+    what = f"{'an integer' if kind is int else 'a number'} >= {minimum}"
+    try:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        number = kind(value.strip()) if isinstance(value, str) else kind(value)
+        if kind is int and not isinstance(value, str) and number != value:
+            raise ValueError(value)  # 2.5 is not an integer
+    except (TypeError, ValueError, OverflowError):
+        raise ImproperlyConfigured(f"{name} must be {what}, not {str(value)[:80]!r}") from None
+    if not math.isfinite(number) or number < minimum:
+        raise ImproperlyConfigured(f"{name} must be {what}, not {str(value)[:80]!r}")
+    return number
+
 
 # .. setting_name: ACADEMY_EVENTS_TOPIC
 # .. setting_default: "enterprise-academy-lifecycle"
@@ -16,71 +56,126 @@ from django.conf import settings
 #   produced to and consumed from. Producer and consumer share this one default.
 DEFAULT_TOPIC = "enterprise-academy-lifecycle"
 
+
+def topic():
+    """The academy events topic (without the environment prefix)."""
+    return str(_raw("ACADEMY_EVENTS_TOPIC", DEFAULT_TOPIC))
+
+
 # .. setting_name: ACADEMY_EVENTS_DLQ_TOPIC
 # .. setting_default: None (meaning ``<ACADEMY_EVENTS_TOPIC>-dlq``)
 # .. setting_description: Base name of the dead-letter topic that receives events which can never be applied
-#   (undecodable, unknown or missing ``ce_type``, rejected payload), with error headers.
+#   (undecodable, unknown or missing ``ce_type``, rejected payload, future-dated), with error headers.
+def dlq_topic(base_topic=None):
+    """The dead-letter topic for ``base_topic`` (without the environment prefix)."""
+    configured = _raw("ACADEMY_EVENTS_DLQ_TOPIC", None)
+    return str(configured) if configured else f"{base_topic or topic()}-dlq"
+
 
 # .. setting_name: ACADEMY_CONSUMER_GROUP_ID
 # .. setting_default: "academy-consumer"
 # .. setting_description: Kafka consumer group of ``consume_academy_events`` when ``--group-id`` is not given.
 DEFAULT_GROUP_ID = "academy-consumer"
 
+
+def group_id():
+    return str(_raw("ACADEMY_CONSUMER_GROUP_ID", DEFAULT_GROUP_ID))
+
+
+# .. setting_name: ACADEMY_CONSUMER_GROUP_INSTANCE_ID
+# .. setting_default: None (dynamic membership)
+# .. setting_description: Kafka static membership (``group.instance.id``): give each consumer process a
+#   stable id of its own (e.g. the Kubernetes pod name of a StatefulSet). A restarted process with the same
+#   id takes its partitions back at once instead of waiting for the broker to time its old session out.
+def group_instance_id():
+    value = _raw("ACADEMY_CONSUMER_GROUP_INSTANCE_ID", None)
+    return str(value) if value else None
+
+
 # .. setting_name: ACADEMY_CONSUMER_BATCH_SIZE
 # .. setting_default: 100
-# .. setting_description: Most events the consumer polls and applies in one database transaction.
+# .. setting_description: Most events the consumer polls and applies in one database transaction (>= 1).
+def batch_size():
+    return _number("ACADEMY_CONSUMER_BATCH_SIZE", 100, int, 1)
+
 
 # .. setting_name: ACADEMY_CONSUMER_BATCH_WAIT_SECONDS
 # .. setting_default: 1.0
-# .. setting_description: Longest the consumer waits to fill a batch before applying what it has.
+# .. setting_description: Longest the consumer waits to fill a batch before applying what it has (> 0).
+def batch_wait_seconds():
+    value = _number("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS", 1.0, float, 0.0)
+    if value == 0:
+        raise ImproperlyConfigured("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS must be a number > 0, not '0'")
+    return value
+
 
 # .. setting_name: ACADEMY_CONSUMER_RETRY_MAX_SECONDS
 # .. setting_default: 30
 # .. setting_description: Cap of the exponential backoff between retries of a batch that met a transient
 #   failure (database unreachable, deadlock, lock timeout, dead-letter topic unreachable). Such a batch
 #   is retried until it succeeds; it is never skipped.
+def retry_max_seconds():
+    return _number("ACADEMY_CONSUMER_RETRY_MAX_SECONDS", 30.0, float, 0.0)
+
 
 # .. setting_name: ACADEMY_CONSUMER_KAFKA_CONFIG
 # .. setting_default: {}
 # .. setting_description: Extra librdkafka settings for the consumer and its dead-letter producer (a dict; a
-#   JSON object in the environment), e.g. ``{"session.timeout.ms": 10000}``.
+#   JSON object in the environment), e.g. ``{"session.timeout.ms": 10000}``. An unknown property stops the
+#   consumer at start with one line naming it.
+def kafka_config():
+    value = _raw("ACADEMY_CONSUMER_KAFKA_CONFIG", {})
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"ACADEMY_CONSUMER_KAFKA_CONFIG is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"ACADEMY_CONSUMER_KAFKA_CONFIG must be a JSON object, not {type(value).__name__}")
+    return dict(value)
+
 
 # .. setting_name: ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS
 # .. setting_default: 30
 # .. setting_description: How long ``produce_academy_event`` waits for the broker to acknowledge every event
 #   before it exits non-zero.
-
-
-def topic():
-    """The academy events topic (without the environment prefix)."""
-    return getattr(settings, "ACADEMY_EVENTS_TOPIC", None) or DEFAULT_TOPIC
-
-
-def dlq_topic(base_topic=None):
-    """The dead-letter topic for ``base_topic`` (without the environment prefix)."""
-    configured = getattr(settings, "ACADEMY_EVENTS_DLQ_TOPIC", None)
-    return configured or f"{base_topic or topic()}-dlq"
-
-
-def group_id():
-    return getattr(settings, "ACADEMY_CONSUMER_GROUP_ID", None) or DEFAULT_GROUP_ID
-
-
-def batch_size():
-    return int(getattr(settings, "ACADEMY_CONSUMER_BATCH_SIZE", 100))
-
-
-def batch_wait_seconds():
-    return float(getattr(settings, "ACADEMY_CONSUMER_BATCH_WAIT_SECONDS", 1.0))
-
-
-def retry_max_seconds():
-    return float(getattr(settings, "ACADEMY_CONSUMER_RETRY_MAX_SECONDS", 30))
-
-
-def kafka_config():
-    return dict(getattr(settings, "ACADEMY_CONSUMER_KAFKA_CONFIG", None) or {})
-
-
 def producer_flush_timeout():
-    return float(getattr(settings, "ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS", 30))
+    return _number("ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS", 30.0, float, 0.0)
+
+
+# .. setting_name: ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS
+# .. setting_default: 100
+# .. setting_description: The consumer's circuit breaker. When more than this many events in a row would be
+#   dead-lettered with the same error class, something is wrong with the set-up rather than with the events
+#   (a wrong schema registry, a producer bug): the consumer stops with exit 1 and a line naming the class,
+#   before committing or dead-lettering the run. Any applied event, or another error class, resets the
+#   count. 0 turns the breaker off.
+def max_consecutive_dead_letters():
+    return _number("ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS", 100, int, 0)
+
+
+# .. setting_name: ACADEMY_CONSUMER_MAX_FUTURE_SECONDS
+# .. setting_default: 300
+# .. setting_description: How far ahead of this process's clock an event time (``ce_time``) or a stored
+#   ``source_timestamp`` may be. A later event is dead-lettered (it would freeze its row against every later
+#   change); a stored time beyond it no longer makes newer events and reconcile ``stale``, and
+#   ``repair_future_timestamps`` resets such times.
+def max_future_seconds():
+    return _number("ACADEMY_CONSUMER_MAX_FUTURE_SECONDS", 300.0, float, 0.0)
+
+
+# .. setting_name: ACADEMY_MAX_INPUT_BYTES
+# .. setting_default: 268435456 (256 MiB)
+# .. setting_description: The most bytes a command reads from one input file or stdin
+#   (``reconcile_academies --from-file``, ``produce_academy_event --file``); a larger input is refused
+#   with one line, before it can exhaust memory.
+def max_input_bytes():
+    return _number("ACADEMY_MAX_INPUT_BYTES", 256 * 1024 * 1024, int, 1)
+
+
+def check_all():
+    """Read every setting above once, so that a bad value fails at start, in one line, not mid-run."""
+    for accessor in (topic, dlq_topic, group_id, group_instance_id, batch_size, batch_wait_seconds,
+                     retry_max_seconds, kafka_config, producer_flush_timeout, max_consecutive_dead_letters,
+                     max_future_seconds, max_input_bytes):
+        accessor()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from academy_consumer import conf as _academy_conf
+
 
 def _read_env_file(path):
     """Parse ``KEY=VALUE`` lines (``#`` comments and blank lines ignored)."""
@@ -199,12 +201,8 @@ EVENT_BUS_KAFKA_API_SECRET = env("EVENT_BUS_KAFKA_API_SECRET")
 # .. setting_description: Environment prefix of every topic name (``<prefix>-<topic>``), as in edx-event-bus-kafka.
 EVENT_BUS_TOPIC_PREFIX = env("EVENT_BUS_TOPIC_PREFIX")
 
-# academy-consumer's own settings: documented in academy_consumer/conf.py.
-ACADEMY_EVENTS_TOPIC = env("ACADEMY_EVENTS_TOPIC", "enterprise-academy-lifecycle")
-ACADEMY_EVENTS_DLQ_TOPIC = env("ACADEMY_EVENTS_DLQ_TOPIC")
-ACADEMY_CONSUMER_GROUP_ID = env("ACADEMY_CONSUMER_GROUP_ID", "academy-consumer")
-ACADEMY_CONSUMER_BATCH_SIZE = int(env("ACADEMY_CONSUMER_BATCH_SIZE", "100"))
-ACADEMY_CONSUMER_BATCH_WAIT_SECONDS = float(env("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS", "1.0"))
-ACADEMY_CONSUMER_RETRY_MAX_SECONDS = float(env("ACADEMY_CONSUMER_RETRY_MAX_SECONDS", "30"))
-ACADEMY_CONSUMER_KAFKA_CONFIG = json.loads(env("ACADEMY_CONSUMER_KAFKA_CONFIG", "{}"))
-ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS = float(env("ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS", "30"))
+# academy-consumer's own settings, as the environment spells them: academy_consumer/conf.py documents each,
+# holds its default, and converts and checks its value where it is read.
+for _name in _academy_conf.SETTING_NAMES:
+    if env(_name) is not None:
+        globals()[_name] = env(_name)

@@ -1,10 +1,21 @@
-"""What every academy-consumer management command shares: one-line errors with documented exit codes."""
+"""
+What every academy-consumer management command shares: one-line errors with documented exit codes, and
+the start-up checks that turn a bad setting or a missing database into one line before any work.
+
+Exit codes: 0 done; 1 a runtime failure (rows that failed, a fatal consumer error, a database that is
+unreachable or not migrated); 2 bad arguments or bad settings.
+"""
 
 import sys
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
+from academy_consumer import conf
+from academy_consumer.preflight import NotReady, check_database
+
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE = 0, 1, 2
+EXIT_NOT_READY = 1
 
 
 def fail(message, code=EXIT_USAGE):
@@ -13,7 +24,14 @@ def fail(message, code=EXIT_USAGE):
 
 
 class AcademyCommand(BaseCommand):
-    """A BaseCommand whose argument errors are one line (``<command>: error: ...``) and exit 2."""
+    """
+    A BaseCommand whose argument errors are one line (``<command>: error: ...``) and exit 2, which checks
+    academy-consumer's settings (exit 2) and, when ``needs_database``, that the database answers and is
+    migrated (exit 1, "run `academy-consumer migrate`") before ``handle`` runs.
+    """
+
+    needs_database = True
+    requires_system_checks = []  # Django's checks add nothing here and would touch the database first
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
@@ -26,3 +44,15 @@ class AcademyCommand(BaseCommand):
 
         parser.error = error
         return parser
+
+    def execute(self, *args, **options):
+        try:
+            conf.check_all()
+        except ImproperlyConfigured as exc:
+            raise fail(f"bad setting: {exc}") from exc
+        if self.needs_database:
+            try:
+                check_database()
+            except NotReady as exc:
+                raise fail(str(exc), EXIT_NOT_READY) from exc
+        return super().execute(*args, **options)

@@ -27,6 +27,7 @@ MOCK_CONSUMER_CONFIG = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500
 
 class Command(AcademyCommand):
     help = "Run an embedded Kafka (librdkafka mock cluster) and schema registry for development and tests."
+    needs_database = False
 
     def add_arguments(self, parser):
         parser.add_argument("--partitions", type=int, default=3, help="Partitions of the academy topic (default 3).")

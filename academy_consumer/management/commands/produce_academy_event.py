@@ -52,6 +52,7 @@ def read_academies(path):
 
 class Command(AcademyCommand):
     help = "Produce academy created/updated/deleted events to the event bus."
+    needs_database = False
 
     def add_arguments(self, parser):
         parser.add_argument("--action", required=True, choices=sorted(SIGNALS))

@@ -1,0 +1,54 @@
+"""
+Start-up checks: what can be known before the first event or item is touched, said in one line.
+
+A command that would otherwise fail on every event (a database without the tables, a database that does
+not answer) checks here first and stops with a :class:`NotReady` whose message says what to do. The
+commands turn it into one line on stderr and exit status 1.
+"""
+
+import os
+
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.migrations.executor import MigrationExecutor
+
+from academy_consumer.redact import mask_urls
+
+MIGRATE_HINT = "run `academy-consumer migrate`"
+
+
+class NotReady(Exception):
+    """Something the command needs is missing or unreachable; the message is one line."""
+
+
+def describe_database(alias=DEFAULT_DB_ALIAS):
+    """``sqlite file.sqlite3`` / ``postgresql host:port/name``, never a password."""
+    conn = connections[alias]
+    settings_dict = conn.settings_dict
+    if conn.vendor == "sqlite":
+        return f"sqlite {settings_dict['NAME']}"
+    host = settings_dict.get("HOST") or "localhost"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"{conn.vendor} {host}{port}/{settings_dict.get('NAME')}"
+
+
+def check_database(alias=DEFAULT_DB_ALIAS):
+    """
+    Raise :class:`NotReady` unless the database answers and holds academy_consumer's tables, migrated.
+
+    A SQLite file that does not exist is reported as such and NOT created (connecting would create an
+    empty one, and every later command would fail on a missing table).
+    """
+    conn = connections[alias]
+    name = conn.settings_dict.get("NAME")
+    if conn.vendor == "sqlite" and name and str(name) != ":memory:" and "mode=memory" not in str(name):
+        if not os.path.exists(name):
+            raise NotReady(f"database {name} does not exist: {MIGRATE_HINT}")
+    try:
+        executor = MigrationExecutor(conn)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes("academy_consumer"))
+    except DatabaseError as exc:
+        reason = mask_urls(" ".join(str(exc).split())) or type(exc).__name__
+        raise NotReady(f"database {describe_database(alias)} unreachable: {reason}") from exc
+    if plan:
+        raise NotReady(f"database {describe_database(alias)} is not migrated ({len(plan)} migration(s) "
+                       f"of academy_consumer not applied): {MIGRATE_HINT}")
