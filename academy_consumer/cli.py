@@ -4,18 +4,117 @@ The ``academy-consumer`` console script: ``manage.py`` with the package's defaul
 ``academy-consumer migrate``, ``academy-consumer reconcile_academies ...`` and every other Django
 management command work as they would through a project's ``manage.py``. ``DJANGO_SETTINGS_MODULE``
 still wins when set, so a host service can point the script at its own settings.
+
+Exit status, for every command, Django's own included:
+
+- 0: done;
+- 1: a runtime failure, among them a database that is unreachable or not migrated;
+- 2: bad arguments or bad settings.
+
+A failure is one line on stderr, ``academy-consumer: <what went wrong>``, with database passwords and the
+credentials of any URL masked, never a traceback (``--traceback`` shows it, for debugging). Two rules keep
+a bad set-up from doing harm:
+
+- a setting that ``academy_consumer.settings`` could not use (a garbage ``DATABASE_URL``, a non-numeric
+  ``DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS``, an unknown ``LOG_LEVEL``) stops every command with
+  exit 2; help still works (and warns);
+- no command but ``migrate`` creates a SQLite database file: run elsewhere, it says "database ... does not
+  exist: run `academy-consumer migrate`" (exit 1) instead of leaving an empty file behind.
 """
 
 import os
+import re
 import sys
+from urllib.parse import quote
+
+PROG = "academy-consumer"
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+HELP_COMMANDS = {"help", "--help", "-h", "version", "--version"}
+CREATES_DATABASE = {"migrate"}
+_MISSING_TABLE = re.compile(r"no such table|doesn't exist|does not exist", re.I)
 
 
 def main(argv=None):
     """Run a Django management command with ``academy_consumer.settings`` as the default settings."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "academy_consumer.settings")
-    from django.core.management import execute_from_command_line  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+    from django.core.management import execute_from_command_line
+    from django.db import DatabaseError
 
-    execute_from_command_line(["academy-consumer", *(sys.argv[1:] if argv is None else argv)])
+    subcommand = argv[0] if argv else "help"
+    helping = subcommand in HELP_COMMANDS or bool({"-h", "--help"} & set(argv))
+    try:
+        errors = list(getattr(settings, "ACADEMY_CONSUMER_SETTINGS_ERRORS", ()))
+        databases = settings.DATABASES
+    except ImportError as exc:  # DJANGO_SETTINGS_MODULE names a module that cannot be imported
+        errors, databases = [f"DJANGO_SETTINGS_MODULE {os.environ['DJANGO_SETTINGS_MODULE']!r}: {exc}"], {}
+    except ImproperlyConfigured:
+        errors, databases = [], {}  # Django reports these itself
+    if errors and not helping:
+        _fail(f"bad setting: {'; '.join(errors)}", EXIT_USAGE)
+    if errors and databases:  # help still works; Django notes an unimportable settings module itself
+        sys.stderr.write(f"{PROG}: warning: bad setting: {'; '.join(errors)}\n")
+    missing = {} if subcommand in CREATES_DATABASE else _open_sqlite_without_creating(databases)
+    try:
+        execute_from_command_line([PROG, *argv])
+    except ImproperlyConfigured as exc:
+        if "--traceback" in argv:
+            raise
+        _fail(f"bad setting: {_one_line(exc)}", EXIT_USAGE, databases)
+    except DatabaseError as exc:
+        if "--traceback" in argv:
+            raise
+        _fail(_database_failure(exc, missing), EXIT_FAILURE, databases)
+
+
+def _open_sqlite_without_creating(databases):
+    """
+    Point each SQLite database whose file does not exist at ``file:<path>?mode=rw``: SQLite then refuses
+    to open it instead of creating an empty file. Returns ``{alias: path}`` of those files.
+    """
+    missing = {}
+    for alias, database in databases.items():
+        name = str(database.get("NAME") or "")
+        if (database.get("ENGINE") == "django.db.backends.sqlite3" and name and name != ":memory:"
+                and not name.startswith("file:") and not os.path.exists(name)):
+            missing[alias] = name
+            database["NAME"] = f"file:{quote(os.path.abspath(name))}?mode=rw"
+    return missing
+
+
+def _database_failure(exc, missing):
+    """The line for a database error: what to do when the database is missing or not migrated."""
+    # pylint: disable=import-outside-toplevel
+    from academy_consumer.preflight import MIGRATE_HINT, describe_database
+
+    reason = _one_line(exc) or type(exc).__name__
+    if missing:
+        return f"database {next(iter(missing.values()))} does not exist: {MIGRATE_HINT}"
+    hint = f": {MIGRATE_HINT}" if _MISSING_TABLE.search(reason) else ""
+    try:
+        where = describe_database()
+    except Exception:  # pylint: disable=broad-except  # the line must still be written
+        where = "default"
+    return f"database {where}: {reason}{hint}"
+
+
+def _one_line(exc):
+    return " ".join(str(exc).split())
+
+
+def _fail(message, code, databases=None):
+    """Write ``academy-consumer: message`` (secrets masked) on stderr and exit with ``code``."""
+    from academy_consumer.redact import mask_urls  # pylint: disable=import-outside-toplevel
+
+    message = mask_urls(message)
+    for database in (databases or {}).values():
+        if database.get("PASSWORD"):
+            message = message.replace(str(database["PASSWORD"]), "***")
+    sys.stderr.write(f"{PROG}: {message[:2000]}\n")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

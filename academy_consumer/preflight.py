@@ -7,6 +7,7 @@ commands turn it into one line on stderr and exit status 1.
 """
 
 import os
+from urllib.parse import unquote
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
@@ -20,12 +21,23 @@ class NotReady(Exception):
     """Something the command needs is missing or unreachable; the message is one line."""
 
 
+def sqlite_file(name):
+    """
+    The file a SQLite ``NAME`` opens: the path itself or a ``file:`` URI's path (``academy_consumer.cli``
+    opens a missing file as ``file:<path>?mode=rw``, so that it is not created); None when in memory.
+    """
+    text = str(name or "")
+    if not text or text == ":memory:" or "mode=memory" in text:
+        return None
+    return unquote(text[len("file:"):].partition("?")[0]) if text.startswith("file:") else text
+
+
 def describe_database(alias=DEFAULT_DB_ALIAS):
     """``sqlite file.sqlite3`` / ``postgresql host:port/name``, never a password."""
     conn = connections[alias]
     settings_dict = conn.settings_dict
     if conn.vendor == "sqlite":
-        return f"sqlite {settings_dict['NAME']}"
+        return f"sqlite {sqlite_file(settings_dict['NAME']) or settings_dict['NAME']}"
     host = settings_dict.get("HOST") or "localhost"
     port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
     return f"{conn.vendor} {host}{port}/{settings_dict.get('NAME')}"
@@ -39,10 +51,9 @@ def check_database(alias=DEFAULT_DB_ALIAS):
     empty one, and every later command would fail on a missing table).
     """
     conn = connections[alias]
-    name = conn.settings_dict.get("NAME")
-    if conn.vendor == "sqlite" and name and str(name) != ":memory:" and "mode=memory" not in str(name):
-        if not os.path.exists(name):
-            raise NotReady(f"database {name} does not exist: {MIGRATE_HINT}")
+    path = sqlite_file(conn.settings_dict.get("NAME")) if conn.vendor == "sqlite" else None
+    if path and not os.path.exists(path):
+        raise NotReady(f"database {path} does not exist: {MIGRATE_HINT}")
     try:
         executor = MigrationExecutor(conn)
         plan = executor.migration_plan(executor.loader.graph.leaf_nodes("academy_consumer"))

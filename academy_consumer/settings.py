@@ -10,8 +10,9 @@ Values are looked up in this order: the process environment, then ``.devstack.en
 directory (written by ``academy-consumer devstack``), then the defaults below.
 """
 
-import json
+import logging
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -83,10 +84,15 @@ INSTALLED_APPS = [
     "academy_consumer",
 ]
 
+# Django's stock stack: the only pages served are the (read-only) admin's.
 MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
 TEMPLATES = [
@@ -103,12 +109,48 @@ TEMPLATES = [
     }
 ]
 
+# Bad values of the settings read here are not raised at import (``academy-consumer --help`` must still
+# work): each is recorded as one line in ACADEMY_CONSUMER_SETTINGS_ERRORS, a harmless value is used in
+# its place, and ``academy_consumer.cli`` prints the line and exits 2 for any command but help.
+ACADEMY_CONSUMER_SETTINGS_ERRORS = []
+
 # .. setting_name: DATABASE_URL
 # .. setting_default: sqlite:///academy_consumer.sqlite3 (a file in the working directory)
 # .. setting_description: The database, as a URL: ``sqlite:///path``, ``postgres://user@host:5432/name``,
-#   ``mysql://user:password@host:3306/name`` (MySQL or MariaDB).
-DATABASE_URL = env("DATABASE_URL", "sqlite:///" + str(Path.cwd() / "academy_consumer.sqlite3"))
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+#   ``mysql://user:password@host:3306/name`` (MySQL or MariaDB). Empty means the default. Commands other
+#   than ``migrate`` never create the SQLite file: they say "run `academy-consumer migrate`".
+DATABASE_URL = env("DATABASE_URL") or "sqlite:///" + str(Path.cwd() / "academy_consumer.sqlite3")
+_ENGINES = ("django.db.backends.sqlite3", "django.db.backends.postgresql", "django.db.backends.mysql")
+
+
+def _parse_database_url(url):
+    """``DATABASES["default"]`` for ``url``; a bad URL is recorded (never echoed: it may hold a password)."""
+    scheme = url.partition("://")[0] if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,30}://.*", url, re.S) else None
+    try:
+        database = dj_database_url.parse(url, conn_max_age=0)
+    except dj_database_url.UnknownSchemeError:
+        database = {"ENGINE": "unknown"}
+    except Exception:  # pylint: disable=broad-except  # a bad port, say: ValueError, KeyError...
+        database = {}
+    if database.get("ENGINE") in _ENGINES:
+        return database
+    what = f"scheme {scheme!r} is not supported" if scheme and database else "it cannot be parsed"
+    ACADEMY_CONSUMER_SETTINGS_ERRORS.append(
+        f"DATABASE_URL is not a usable database URL ({what}): use sqlite:///PATH, "
+        f"postgres://HOST:PORT/NAME or mysql://HOST:PORT/NAME (credentials as USER:PASSWORD@HOST)")
+    return {"ENGINE": "django.db.backends.dummy"}
+
+
+def _non_negative_int(name, default):
+    """Setting ``name`` as an integer >= 0; a bad value is recorded and ``default`` used."""
+    value = (env(name) or str(default)).strip()
+    if re.fullmatch(r"\+?[0-9]{1,9}", value):
+        return int(value)
+    ACADEMY_CONSUMER_SETTINGS_ERRORS.append(f"{name} must be an integer >= 0, not {value[:80]!r}")
+    return default
+
+
+DATABASES = {"default": _parse_database_url(DATABASE_URL)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"].setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
@@ -116,8 +158,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
 # .. setting_default: 120
 # .. setting_description: PostgreSQL and MariaDB end a session that sits idle inside a transaction this long.
 #   This service never does; a session the network cut off does, and its row locks would otherwise block
-#   the reconnected consumer (PostgreSQL would wait on them forever). 0 turns it off.
-_IDLE_TIMEOUT = int(env("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", "120"))
+#   the reconnected consumer (PostgreSQL would wait on them forever). 0 turns it off. An integer >= 0.
+_IDLE_TIMEOUT = _non_negative_int("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 120)
 if _IDLE_TIMEOUT and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
         f"-c idle_in_transaction_session_timeout={_IDLE_TIMEOUT * 1000}")
@@ -166,13 +208,22 @@ BACKEND_SERVICE_EDX_OAUTH2_SECRET = env("BACKEND_SERVICE_EDX_OAUTH2_SECRET", "ac
 #   ``--enterprise-customer`` is not given.
 ENTERPRISE_CUSTOMER_UUID = env("ENTERPRISE_CUSTOMER_UUID")
 
+# .. setting_name: LOG_LEVEL
+# .. setting_default: None (WARNING for libraries, INFO for academy_consumer)
+# .. setting_description: Log level of every logger: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case).
+_LOG_LEVEL = (env("LOG_LEVEL") or "").strip().upper() or None
+if _LOG_LEVEL and _LOG_LEVEL not in logging.getLevelNamesMapping():
+    ACADEMY_CONSUMER_SETTINGS_ERRORS.append(
+        f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {_LOG_LEVEL[:80]!r}")
+    _LOG_LEVEL = None
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["stderr"], "level": env("LOG_LEVEL", "WARNING")},
-    "loggers": {"academy_consumer": {"level": env("LOG_LEVEL", "INFO")}},
+    "root": {"handlers": ["stderr"], "level": _LOG_LEVEL or "WARNING"},
+    "loggers": {"academy_consumer": {"level": _LOG_LEVEL or "INFO"}},
 }
 ROOT_URLCONF = "academy_consumer.urls"
 
