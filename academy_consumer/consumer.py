@@ -17,13 +17,24 @@ Avro deserialization through the schema registry and signal dispatch to the rece
   failed commit does not hold the loop up: its offsets are committed with the next batch or after the
   next poll, and on a clean stop;
 * a group with no committed offset starts at the earliest retained event;
-* replay: ``start`` can reset the assigned partitions to the beginning, to given offsets, or to a time
-  (the broker's timestamp lookup, else a scan that skips events older than the time);
+* replay: ``start`` can reset the assigned partitions to the beginning, to given offsets (an offset past the
+  end of its partition, or an unknown partition, is a ``BadStart``), or to a time: the broker's timestamp
+  lookup (approximate), else the beginning, and in every case events older than the time are skipped;
+* configuration faults are not bad events: a schema id the registry does not know, when the registry knows
+  none of the academy subjects or when the same id comes back on another event, is a ``FatalError`` (nothing
+  dead-lettered, nothing committed); and a circuit breaker stops the consumer before it dead-letters more
+  than ``conf.max_consecutive_dead_letters()`` events in a row of one error class;
+* waiting for a partition assignment is never fatal (a rebalance can take a whole session timeout): it is
+  logged every 30 s; ``--until-idle`` counts from the first assignment;
+* librdkafka's own log lines and errors go through one Python logger, one line per distinct error per 30 s;
 * ``stop()`` (SIGTERM/SIGINT) lets the batch in hand finish and commit; fatal errors raise.
 """
 
 import datetime
 import logging
+import math
+import re
+import struct
 import time
 from dataclasses import dataclass, field
 
@@ -39,8 +50,9 @@ from edx_event_bus_kafka.internal.config import get_full_topic, load_common_sett
 from edx_event_bus_kafka.internal.consumer import KafkaEventConsumer, ReceiverError
 from edx_event_bus_kafka.internal.utils import HEADER_TIME, _get_metadata_from_headers, get_message_header_values
 
-from academy_consumer import conf
+from academy_consumer import conf, preflight
 from academy_consumer.apply import is_transient
+from academy_consumer.redact import mask_url, mask_urls
 from academy_consumer.receivers import AcademyEventRejected
 from signals import ACADEMY_SIGNALS
 from signals.avro import AcademyAvroSignalDeserializer
@@ -49,6 +61,55 @@ log = logging.getLogger(__name__)
 
 COMMIT_RETRIES = 5
 DLQ_MESSAGE_MAX_BYTES = 1_000_000_000  # librdkafka's maximum
+WAITING_LOG_SECONDS = 30.0  # how often "waiting for a partition assignment" is logged
+KAFKA_LOG_SECONDS = 30.0  # one librdkafka line per distinct error per this many seconds
+PREFLIGHT_TIMEOUT_SECONDS = 10.0  # longest the start-up checks wait for Kafka and the registry
+
+
+class _OncePer(logging.Filter):
+    """
+    Let a record through once per ``seconds`` per distinct message, digits ignored ("after 3ms",
+    "5 identical error(s) suppressed" vary on every repetition): a broker that is down for an hour
+    gives a few lines, not thousands.
+    """
+
+    def __init__(self, seconds):
+        super().__init__()
+        self.seconds = seconds
+        self._last = {}
+
+    def filter(self, record):
+        key = (record.levelno, re.sub(r"\d+", "#", record.getMessage()))
+        now = time.monotonic()
+        if now - self._last.get(key, -math.inf) < self.seconds:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+# librdkafka's log lines (its ``logger`` setting) and client errors (``error_cb``), rate-limited.
+kafka_log = logging.getLogger("academy_consumer.kafka")
+kafka_log.addFilter(_OncePer(KAFKA_LOG_SECONDS))
+
+
+def _kafka_error(error):
+    """librdkafka's ``error_cb``: a client-level error (broker down, ...); the client retries by itself."""
+    kafka_log.warning("Kafka: %s", error.str())
+
+
+def kafka_client(kind, config):
+    """
+    ``kind(config)`` (a ``Consumer`` or ``Producer``) with librdkafka's logs and errors sent to ``kafka_log``;
+    an unknown or invalid librdkafka property is a ``BadKafkaConfig`` (one line).
+    """
+    try:
+        return kind({"logger": kafka_log, "error_cb": _kafka_error, **config})
+    except (KafkaException, ValueError, TypeError) as exc:
+        error = exc.args[0] if exc.args else exc
+        text = error.str() if hasattr(error, "str") else str(error)
+        raise BadKafkaConfig(f"ACADEMY_CONSUMER_KAFKA_CONFIG (librdkafka): {mask_urls(text)}") from None
 
 
 class TransientError(Exception):
@@ -61,6 +122,14 @@ class FatalError(Exception):
 
 class PermanentError(Exception):
     """This one event can never be applied: dead-letter it."""
+
+
+class BadStart(ValueError):
+    """The replay start does not fit the topic (a partition it does not have, an offset past the end)."""
+
+
+class BadKafkaConfig(ImproperlyConfigured):
+    """librdkafka refused a property of ``ACADEMY_CONSUMER_KAFKA_CONFIG``."""
 
 
 @dataclass
@@ -103,6 +172,22 @@ def _registry_unavailable(exc):
     return False
 
 
+def _unknown_schema_id(exc, value):
+    """The schema id of ``value`` when ``exc`` says the registry does not know it (HTTP 404), else None."""
+    while exc is not None:
+        if isinstance(exc, SchemaRegistryError):
+            if exc.http_status_code == 404 and isinstance(value, bytes) and len(value) >= 5 and value[0] == 0:
+                return struct.unpack(">I", value[1:5])[0]
+            return None
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def error_class(exc):
+    """The ``dlq-error-class`` of an exception: ``module.QualifiedName``."""
+    return f"{type(exc).__module__}.{type(exc).__qualname__}"
+
+
 def classify(exc):
     """``TransientError``, ``PermanentError`` or ``FatalError`` for an exception raised applying an event."""
     if _registry_unavailable(exc):
@@ -126,18 +211,23 @@ class AcademyEventConsumer(KafkaEventConsumer):
     """Consume the academy topic in batches; see the module docstring for the guarantees."""
 
     def __init__(self, topic=None, group_id=None, *, start=None, batch_size=None, batch_wait=None,
-                 max_events=None, until_idle=None, assignment_timeout=60.0):
+                 max_events=None, until_idle=None):
         self.start = start or Start()
         self.batch_size = batch_size or conf.batch_size()
         self.batch_wait = conf.batch_wait_seconds() if batch_wait is None else batch_wait
         self.max_events = max_events
         self.until_idle = until_idle
-        self.assignment_timeout = max(assignment_timeout, until_idle or 0)
+        self.max_dead_run = conf.max_consecutive_dead_letters()
         self.stats = Stats()
         self._stopping = False
-        self._assigned = False
-        self._scanning = set()  # partitions read from the beginning, skipping events older than start.time
+        self._assigned = False  # an assignment arrived (--until-idle counts from the first one)
+        self._waiting_since = None  # (monotonic, wall clock) while no partitions are assigned
+        self._waiting_logged = 0.0
+        self._from_millis = None if self.start.time is None else self.start.time.timestamp() * 1000
         self._start_offsets = {}  # partition -> offset to seek on first assignment
+        self._dead_run = (None, 0)  # (error class, how many events in a row were dead-lettered with it)
+        self._unknown_schemas = {}  # schema id the registry does not know -> {(partition, offset)} using it
+        self._registry_has_academy_subjects = False
         self._uncommitted = {}  # (topic, partition) -> offset after the newest applied event, until committed
         self._commit_failures = 0
         self._deserializers = {}
@@ -149,9 +239,9 @@ class AcademyEventConsumer(KafkaEventConsumer):
         self.dlq_topic = get_full_topic(conf.dlq_topic(self.topic))
         # A dead letter is as large as the event it copies, which the broker took (librdkafka's default 1 MB
         # client-side limit would refuse it): let the broker judge the size.
-        self.dlq_producer = Producer({**self._common_config(), "enable.idempotence": True, "acks": "all",
-                                      "message.max.bytes": DLQ_MESSAGE_MAX_BYTES,
-                                      **_producer_part(conf.kafka_config())})
+        self.dlq_producer = kafka_client(Producer, {
+            **self._common_config(), "enable.idempotence": True, "acks": "all",
+            "message.max.bytes": DLQ_MESSAGE_MAX_BYTES, **_producer_part(conf.kafka_config())})
 
     # --- configuration -------------------------------------------------------------------------------
 
@@ -163,44 +253,82 @@ class AcademyEventConsumer(KafkaEventConsumer):
         return config
 
     def _create_consumer(self):
-        """The stock consumer's configuration, plus: start at the earliest event; no auto-commit."""
-        return Consumer({
+        """
+        The stock consumer's configuration, plus: start at the earliest event; no auto-commit; static
+        membership (``group.instance.id``) when ``ACADEMY_CONSUMER_GROUP_INSTANCE_ID`` is set.
+        """
+        instance = conf.group_instance_id()
+        return kafka_client(Consumer, {
             **self._common_config(),
             "group.id": self.group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
+            **({"group.instance.id": instance} if instance else {}),
             **conf.kafka_config(),
         })
 
+    # --- start-up checks -----------------------------------------------------------------------------
+
+    def check_ready(self):
+        """
+        Before the first poll: the topic exists (``NotReady`` also when Kafka does not answer in time), the
+        replay start fits it (``BadStart``), the schema registry answers as one (``NotReady``; a registry
+        that does not answer now is only logged: that is transient and batches are retried). One line says it.
+        """
+        partitions = preflight.check_topic(self.consumer, self.full_topic, PREFLIGHT_TIMEOUT_SECONDS)
+        self._plan_start(partitions)
+        url = settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL
+        try:
+            registry = f"schema registry {mask_url(url)} ({len(preflight.check_schema_registry(self.schema_registry_client, url))} subject(s))"
+        except preflight.RegistryUnreachable as exc:
+            registry = f"{exc} (batches are retried until it answers)"
+        log.info("ready: database %s; topic %s (%d partition(s)) of %s, group %s; %s",
+                 preflight.describe_database(), self.full_topic, len(partitions),
+                 mask_urls(str(settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS)), self.group_id, registry)
+
     # --- replay: where each partition starts ---------------------------------------------------------
 
-    def _plan_start(self):
-        """Resolve ``self.start`` into an offset per partition (asked once, before subscribing)."""
-        if not (self.start.beginning or self.start.offsets or self.start.time):
-            return
-        metadata = self.consumer.list_topics(self.full_topic, timeout=30)
-        topic = metadata.topics.get(self.full_topic)
-        if topic is None or topic.error is not None:
-            raise FatalError(f"topic {self.full_topic} does not exist")
-        partitions = sorted(topic.partitions)
-        unknown = set(self.start.offsets) - set(partitions)
-        if unknown:
-            raise FatalError(f"topic {self.full_topic} has no partition {sorted(unknown)[0]}")
+    def _plan_start(self, partitions):
+        """
+        Resolve ``self.start`` into an offset per partition of ``partitions`` (once, before subscribing).
+
+        ``--from-offset`` must name a partition of the topic and an offset at most its end (``BadStart``):
+        Kafka would otherwise reset it to the earliest event, a silent replay of everything. ``--from-time``
+        starts where the broker's timestamp lookup says (the beginning where it cannot answer); the lookup is
+        approximate, so ``_skipped_by_replay`` skips older events on every partition whatever it answered.
+        """
         if self.start.beginning:
             self._start_offsets = dict.fromkeys(partitions, OFFSET_BEGINNING)
         elif self.start.offsets:
+            for partition, offset in sorted(self.start.offsets.items()):
+                if partition not in partitions:
+                    raise BadStart(f"topic {self.full_topic} has no partition {partition} "
+                                   f"(it has {len(partitions)}: 0-{len(partitions) - 1})")
+                low, high = self._watermarks(partition)
+                if offset > high:
+                    raise BadStart(f"--from-offset {partition}:{offset} is past the end of partition {partition} "
+                                   f"of {self.full_topic} (its next offset is {high})")
+                if offset < low:
+                    log.warning("partition %d starts at offset %d now (older events were deleted): reading from %d",
+                                partition, low, low)
             self._start_offsets = dict(self.start.offsets)
-        else:
-            millis = int(self.start.time.timestamp() * 1000)
-            asked = [TopicPartition(self.full_topic, p, millis) for p in partitions]
-            for found in self.consumer.offsets_for_times(asked, timeout=30):
-                if found.offset >= 0:
-                    self._start_offsets[found.partition] = found.offset
-                else:  # the broker could not answer (or nothing is that new): scan by message timestamp
-                    self._start_offsets[found.partition] = OFFSET_BEGINNING
-                    self._scanning.add(found.partition)
-            log.info("replay from %s: offsets %s, scanning partitions %s", self.start.time.isoformat(),
-                     self._start_offsets, sorted(self._scanning))
+        elif self.start.time is not None:
+            asked = [TopicPartition(self.full_topic, p, int(self._from_millis)) for p in partitions]
+            try:
+                answers = self.consumer.offsets_for_times(asked, timeout=PREFLIGHT_TIMEOUT_SECONDS)
+            except KafkaException as exc:
+                raise FatalError(f"Kafka did not answer the timestamp lookup: {exc}") from exc
+            for found in answers:  # -1: the broker could not answer, or nothing is that new
+                self._start_offsets[found.partition] = found.offset if found.offset >= 0 else OFFSET_BEGINNING
+            log.info("replay from %s: start offsets %s (-2: the beginning); older events are skipped",
+                     self.start.time.isoformat(), self._start_offsets)
+
+    def _watermarks(self, partition):
+        try:
+            return self.consumer.get_watermark_offsets(TopicPartition(self.full_topic, partition),
+                                                       timeout=PREFLIGHT_TIMEOUT_SECONDS)
+        except KafkaException as exc:
+            raise FatalError(f"Kafka did not say where partition {partition} ends: {exc}") from exc
 
     def _on_assign(self, consumer, partitions):
         for partition in partitions:
@@ -208,6 +336,7 @@ class AcademyEventConsumer(KafkaEventConsumer):
                 partition.offset = self._start_offsets.pop(partition.partition)
         consumer.assign(partitions)
         self._assigned = True
+        self._waiting_since = None
         self._last_activity = time.monotonic()
         log.info("assigned %s", [(p.partition, p.offset) for p in partitions])
 
@@ -223,6 +352,7 @@ class AcademyEventConsumer(KafkaEventConsumer):
                             "applied again (harmless)", [(o.partition, o.offset) for o in pending], exc)
             for key in revoked:
                 self._uncommitted.pop(key, None)
+        self._waiting_since = (time.monotonic(), datetime.datetime.now(datetime.timezone.utc))
         log.info("revoked %s", [p.partition for p in partitions])
 
     # --- the loop ------------------------------------------------------------------------------------
@@ -234,9 +364,10 @@ class AcademyEventConsumer(KafkaEventConsumer):
     def run(self):
         """Consume until stopped, idle for ``until_idle`` seconds, or ``max_events`` handled. Returns stats."""
         try:
-            self._plan_start()
+            self.check_ready()
             self.consumer.subscribe([self.full_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-            started = self._last_activity = time.monotonic()
+            self._last_activity = time.monotonic()
+            self._waiting_since = (self._last_activity, datetime.datetime.now(datetime.timezone.utc))
             while not self._stopping:
                 if self.max_events is not None and self.stats.events >= self.max_events:
                     break
@@ -249,10 +380,9 @@ class AcademyEventConsumer(KafkaEventConsumer):
                     self._process_batch(messages)
                     continue
                 self._commit_uncommitted()  # commits that failed earlier (no-op when there are none)
-                if not self._assigned and now - started > self.assignment_timeout:
-                    raise FatalError(f"no partition of {self.full_topic} was assigned within "
-                                     f"{self.assignment_timeout:.0f} s")
-                elif self.until_idle is not None and self._assigned and now - self._last_activity >= self.until_idle:
+                if self._waiting_since is not None:
+                    self._log_waiting(now)
+                elif self.until_idle is not None and now - self._last_activity >= self.until_idle:
                     log.info("idle for %.1f s: stopping", self.until_idle)
                     break
             self._commit_before_exit()
@@ -260,6 +390,15 @@ class AcademyEventConsumer(KafkaEventConsumer):
             self.consumer.close()
             self.dlq_producer.flush(10)
         return self.stats
+
+    def _log_waiting(self, now):
+        """Waiting for an assignment is never fatal (a rebalance can last a session timeout): say so every 30 s."""
+        since, wall = self._waiting_since
+        if now - since >= WAITING_LOG_SECONDS and now - self._waiting_logged >= WAITING_LOG_SECONDS:
+            self._waiting_logged = now
+            log.warning("waiting for a partition assignment of %s in group %s since %s (%.0f s): the group "
+                        "coordinator rebalances when the previous member leaves or its session times out",
+                        self.full_topic, self.group_id, wall.isoformat(timespec="seconds"), now - since)
 
     def _poll(self, want):
         messages = []
@@ -272,17 +411,22 @@ class AcademyEventConsumer(KafkaEventConsumer):
             elif error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
                 raise FatalError(f"topic {self.full_topic} does not exist")
             elif error.code() != KafkaError._PARTITION_EOF:
-                log.warning("Kafka reports: %s (the client retries by itself)", error.str())
+                kafka_log.warning("Kafka reports: %s (the client retries by itself)", error.str())
         return messages
 
     def _process_batch(self, messages):
-        """Apply, dead-letter and commit one batch; retry it whole on transient failures."""
+        """
+        Apply, dead-letter and commit one batch; retry it whole on transient failures. The circuit breaker
+        is checked after the apply and before anything is dead-lettered or committed.
+        """
+        started = time.monotonic()
         to_apply = [m for m in messages if not self._skipped_by_replay(m)]
         skipped = len(messages) - len(to_apply)
         attempt = 0
         while True:
             try:
                 outcomes, dead = self._apply_batch(to_apply)
+                dead_run = self._breaker(to_apply, dead)
                 self._dead_letter(dead)
                 break
             except TransientError as exc:
@@ -295,24 +439,53 @@ class AcademyEventConsumer(KafkaEventConsumer):
                     log.warning("stopping with the batch unapplied and uncommitted; it will be read again")
                     return
                 time.sleep(delay)
+        self._dead_run = dead_run
+        for message, cause in dead:
+            log.warning("dead-lettered %s[%d]@%d: %s: %s", message.topic(), message.partition(), message.offset(),
+                        type(cause).__name__, cause)
+        batch = Stats()
         for outcome in outcomes:
-            self.stats.add(outcome)
+            batch.add(outcome)
         if dead:
-            self.stats.add("dead_lettered", len(dead))
+            batch.add("dead_lettered", len(dead))
         if skipped:
-            self.stats.add("before_replay_time", skipped)
+            batch.add("before_replay_time", skipped)
+        for outcome, n in batch.counts.items():
+            self.stats.add(outcome, n)
         self.stats.batches += 1
         self._commit(messages)
+        log.info("batch %s: %s (%.2f s)", _positions(messages), batch.summary(), time.monotonic() - started)
+
+    def _breaker(self, messages, dead):
+        """
+        The circuit breaker: the run of consecutive dead letters of one error class once this batch is
+        through (an applied event ends a run). More than ``max_dead_run`` in a row is a ``FatalError``,
+        raised before this batch is dead-lettered or committed: so many of one kind is the set-up's fault
+        (a wrong registry, a producer bug), not the events'. Returns the new run; 0 turns the breaker off.
+        """
+        classes = {id(message): error_class(cause) for message, cause in dead}
+        kind, count = self._dead_run
+        for message in messages:
+            this = classes.get(id(message))
+            kind, count = (this, count + 1 if this == kind else 1) if this else (None, 0)
+            if self.max_dead_run and count > self.max_dead_run:
+                raise FatalError(
+                    f"circuit breaker: more than {self.max_dead_run} events in a row would be dead-lettered as "
+                    f"{kind} (the last at {message.topic()}[{message.partition()}]@{message.offset()}); stopped "
+                    f"with none of this batch dead-lettered or committed. Fix the cause, or raise "
+                    f"ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS (0 turns the breaker off)")
+        return kind, count
 
     def _skipped_by_replay(self, message):
-        """During a scan-based ``--from-time`` replay, skip a partition's events older than the time."""
-        if message.partition() not in self._scanning:
+        """
+        During a ``--from-time`` replay, skip every event the broker timestamped before the time, on every
+        partition and for the whole run: the broker's lookup is approximate and timestamps need not grow
+        with offsets, so exactly the events at or after the time are applied.
+        """
+        if self._from_millis is None:
             return False
         _, millis = message.timestamp()
-        if millis >= 0 and millis < self.start.time.timestamp() * 1000:
-            return True
-        self._scanning.discard(message.partition())
-        return False
+        return 0 <= millis < self._from_millis
 
     def _apply_batch(self, messages):
         """Apply the events in one transaction, a savepoint each. Returns (outcomes, dead letters)."""
@@ -324,10 +497,7 @@ class AcademyEventConsumer(KafkaEventConsumer):
                     try:
                         outcomes.append(self._apply_message(message))
                     except PermanentError as exc:
-                        cause = exc.__cause__ or exc
-                        dead.append((message, cause))
-                        log.warning("dead-lettering %s[%d]@%d: %s: %s", message.topic(), message.partition(),
-                                    message.offset(), type(cause).__name__, cause)
+                        dead.append((message, exc.__cause__ or exc))
         except DatabaseError as exc:  # the transaction's commit, or the connection, failed
             kind = TransientError if classify(exc) is TransientError else FatalError
             raise kind(f"{type(exc).__name__}: {exc}") from exc
@@ -351,10 +521,40 @@ class AcademyEventConsumer(KafkaEventConsumer):
         except Exception as exc:  # pylint: disable=broad-except
             kind = classify(exc)
             if kind is PermanentError:
+                schema_id = _unknown_schema_id(exc, message.value())
+                if schema_id is not None:
+                    self._check_unknown_schema(schema_id, message)
                 raise PermanentError(str(exc)) from _root_cause(exc)
             raise kind(f"{type(exc).__name__}: {exc}") from exc
         outcome = next((r.outcome for _, r in results if hasattr(r, "outcome")), "applied")
         return outcome
+
+    def _check_unknown_schema(self, schema_id, message):
+        """
+        A schema id the registry does not know is a corrupt message only if the registry is the right one:
+        a ``FatalError`` (a configuration fault: nothing dead-lettered or committed) when the registry knows
+        none of the academy subjects of the topic, or when a second event uses the same unknown id.
+        """
+        url = mask_url(settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL)
+        seen = self._unknown_schemas.setdefault(schema_id, set())
+        seen.add((message.partition(), message.offset()))
+        if len(seen) > 1:
+            raise FatalError(f"schema id {schema_id} is unknown to the schema registry {url} yet used by {len(seen)} "
+                             f"events of {self.full_topic}: is EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL the registry "
+                             f"the producers use? (nothing dead-lettered or committed)")
+        if self._registry_has_academy_subjects:
+            return
+        try:
+            subjects = self.schema_registry_client.get_subjects()
+        except Exception as exc:  # pylint: disable=broad-except
+            raise (TransientError if _registry_unavailable(exc) else FatalError)(
+                f"schema registry {url}: {type(exc).__name__}: {exc}") from exc
+        prefixes = tuple(f"{self.full_topic}-{signal.event_type}" for signal in ACADEMY_SIGNALS)
+        if not any(str(subject).startswith(prefixes) for subject in subjects):
+            raise FatalError(f"the schema registry {url} knows none of the academy schemas of {self.full_topic} "
+                             f"(schema id {schema_id} not found, no subject {self.full_topic}-<academy event type>): "
+                             f"is EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL right? (nothing dead-lettered or committed)")
+        self._registry_has_academy_subjects = True
 
     def _deserializer(self, signal):
         """Avro through the registry, keeping ``False``/``0``/``""`` (see ``signals.avro``)."""
@@ -380,7 +580,7 @@ class AcademyEventConsumer(KafkaEventConsumer):
                 ("dlq-original-topic", message.topic().encode()),
                 ("dlq-original-partition", str(message.partition()).encode()),
                 ("dlq-original-offset", str(message.offset()).encode()),
-                ("dlq-error-class", f"{type(exc).__module__}.{type(exc).__qualname__}".encode()),
+                ("dlq-error-class", error_class(exc).encode()),
                 ("dlq-error-message", _error_message(exc)[:4000].encode("utf-8", "replace")),
             ]
             try:
@@ -456,6 +656,16 @@ def _producer_part(config):
                      "auto.offset.reset", "enable.auto.commit", "fetch.wait.max.ms", "fetch.min.bytes",
                      "group.instance.id", "partition.assignment.strategy", "enable.partition.eof"}
     return {key: value for key, value in config.items() if key not in consumer_only}
+
+
+def _positions(messages):
+    """``topic[0]@10-19 [2]@5``: where a batch's messages are, per partition."""
+    ranges = {}
+    for message in messages:
+        low, high = ranges.get(message.partition(), (message.offset(), message.offset()))
+        ranges[message.partition()] = (min(low, message.offset()), max(high, message.offset()))
+    parts = [f"[{p}]@{low}" + (f"-{high}" if high != low else "") for p, (low, high) in sorted(ranges.items())]
+    return (messages[0].topic() if messages else "") + " ".join(parts)
 
 
 def _error_message(exc):

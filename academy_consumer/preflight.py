@@ -63,3 +63,53 @@ def check_database(alias=DEFAULT_DB_ALIAS):
     if plan:
         raise NotReady(f"database {describe_database(alias)} is not migrated ({len(plan)} migration(s) "
                        f"of academy_consumer not applied): {MIGRATE_HINT}")
+
+
+class RegistryUnreachable(NotReady):
+    """The schema registry did not answer (down, network, overloaded): transient, unlike a wrong URL."""
+
+
+def check_topic(client, topic, timeout):
+    """
+    The sorted partition ids of ``topic``, asked of Kafka through ``client`` (a confluent-kafka Consumer or
+    Producer); :class:`NotReady` when Kafka does not answer within ``timeout`` seconds or has no such topic.
+    """
+    from confluent_kafka import KafkaError, KafkaException  # pylint: disable=import-outside-toplevel
+
+    try:
+        metadata = client.list_topics(topic, timeout=timeout)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        reason = error.str() if hasattr(error, "str") else str(error)
+        raise NotReady(f"Kafka did not answer within {timeout:.0f} s ({mask_urls(reason)}): is "
+                       f"EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS right and the broker up?") from None
+    found = metadata.topics.get(topic)
+    if found is None or (found.error is not None and found.error.code() in (
+            KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)):  # pylint: disable=protected-access
+        raise NotReady(f"topic {topic} does not exist (create it, or check ACADEMY_EVENTS_TOPIC and "
+                       f"EVENT_BUS_TOPIC_PREFIX)")
+    if found.error is not None:
+        raise NotReady(f"topic {topic} is not available: {found.error.str()}")
+    return sorted(found.partitions)
+
+
+def check_schema_registry(client, url):
+    """
+    The subjects the schema registry at ``url`` knows (through ``client``, a SchemaRegistryClient).
+    :class:`RegistryUnreachable` when it does not answer or answers 5xx/408/429; :class:`NotReady` when it
+    answers as no schema registry does (e.g. 404 or 401: a wrong URL or credentials).
+    """
+    from confluent_kafka.schema_registry.error import SchemaRegistryError  # pylint: disable=import-outside-toplevel
+
+    where = mask_urls(str(url))
+    try:
+        return client.get_subjects()
+    except SchemaRegistryError as exc:
+        status = exc.http_status_code
+        if status is None or status < 0 or status >= 500 or status in (408, 429):
+            raise RegistryUnreachable(f"schema registry {where} unavailable (HTTP {status})") from None
+        raise NotReady(f"schema registry {where} answers HTTP {status} ({mask_urls(str(exc.error_message))}): "
+                       f"is EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL (and its credentials) right?") from None
+    except Exception as exc:  # pylint: disable=broad-except  # httpx / OS errors: no answer
+        reason = mask_urls(" ".join(str(exc).split())) or type(exc).__name__
+        raise RegistryUnreachable(f"schema registry {where} unreachable: {reason}") from None

@@ -23,7 +23,7 @@ class AcademyEventRejected(Exception):
 def _checked(outcome, event_type):
     if outcome.outcome in (SKIPPED, ERRORS):
         raise AcademyEventRejected(f"{event_type} for {outcome.uuid or outcome.name}: {outcome.reason}")
-    log.info("%s %s: %s %s", event_type, outcome.uuid or outcome.name, outcome.outcome, outcome.reason)
+    log.debug("%s %s: %s %s", event_type, outcome.uuid or outcome.name, outcome.outcome, outcome.reason)
     return outcome
 
 

@@ -421,6 +421,9 @@ def test_producer_without_bootstrap_servers_exits_2_with_one_line(cli, monkeypat
     ["--from-beginning", "--from-time", "2024-01-01T00:00:00Z"],
     ["--from-time", "yesterday"],
     ["--until-idle", "0"],
+    ["--until-idle", "nan"],
+    ["--until-idle", "inf"],
+    ["--until-idle", "-inf"],
 ])
 def test_consumer_bad_arguments_exit_2_with_one_line(cli, devstack, args):
     done = cli("consume_academy_events", *args, env=devstack.env)
@@ -439,10 +442,21 @@ def test_producer_item_missing_title_exits_2_and_sends_nothing(cli, devstack):
 @pytest.mark.parametrize("args, says", [
     (["--topic", "no-such-topic"], "no-such-topic"),
     (["--topic", "no-such-topic", "--from-beginning"], "no-such-topic"),
-    (["--from-offset", "7:0"], "partition 7"),
 ])
 def test_consumer_fatal_errors_exit_non_zero_with_one_line(cli, devstack, args, says):
     done = cli("consume_academy_events", "--until-idle", IDLE, *args, env=devstack.env)
     assert done.returncode == 1, done.stderr
+    assert says in one_line(done.stderr)
+    assert EnterpriseAcademy.objects.count() == 0
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--from-offset", "7:0"], "no partition 7"),
+    (["--from-offset", "1:5"], "past the end of partition 1"),  # the topic is empty: every partition ends at 0
+])
+def test_consumer_replay_start_outside_the_topic_exits_2_with_one_line(cli, devstack, args, says):
+    """Kafka would reset an out-of-range offset to the earliest event: a silent replay of everything."""
+    done = cli("consume_academy_events", "--until-idle", IDLE, *args, env=devstack.env)
+    assert done.returncode == 2, done.stderr
     assert says in one_line(done.stderr)
     assert EnterpriseAcademy.objects.count() == 0

@@ -6,18 +6,23 @@ Consume academy events from the event bus and apply them (SPEC §5).
         [--until-idle SECONDS] [--max-events N]
 
 Runs until SIGTERM/SIGINT (the batch in hand is finished and committed; exit 0), until idle for
-``--until-idle`` seconds, or until ``--max-events`` events were handled. Exit status: 0 on a clean stop,
-1 on a fatal error (bad configuration, missing tables, a fatal Kafka error), 2 on bad arguments.
+``--until-idle`` seconds (counted from the first partition assignment), or until ``--max-events`` events
+were handled. Exit status: 0 on a clean stop; 1 on a fatal error or when not ready (database not migrated
+or unreachable, Kafka unreachable, no such topic, a schema registry that is not one or does not know the
+academy schemas, the circuit breaker, a fatal Kafka error); 2 on bad arguments or bad settings (an unknown
+librdkafka property, ``--from-offset`` past the end of a partition or on a partition the topic lacks).
 """
 
 import logging
+import math
 import signal
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
-from academy_consumer.consumer import AcademyEventConsumer, FatalError, Start
-from academy_consumer.management.base import EXIT_ROW_ERRORS, AcademyCommand, fail
+from academy_consumer.consumer import AcademyEventConsumer, BadKafkaConfig, BadStart, FatalError, Start
+from academy_consumer.management.base import EXIT_NOT_READY, EXIT_ROW_ERRORS, AcademyCommand, fail
+from academy_consumer.preflight import NotReady
 from academy_consumer.management.commands.produce_academy_event import iso_time
 
 log = logging.getLogger(__name__)
@@ -35,9 +40,10 @@ partition_offset.__name__ = "PARTITION:OFFSET"
 
 
 def positive(kind):
+    """argparse type: a finite ``kind`` > 0 (``nan`` and ``inf`` are refused)."""
     def parse(value):
         number = kind(value)
-        if number <= 0:
+        if not math.isfinite(number) or number <= 0:
             raise ValueError(value)
         return number
     parse.__name__ = f"positive {kind.__name__}"
@@ -67,12 +73,18 @@ class Command(AcademyCommand):
         try:
             consumer = AcademyEventConsumer(options["topic"], options["group_id"], start=start,
                                             max_events=options["max_events"], until_idle=options["until_idle"])
+        except BadKafkaConfig as exc:
+            raise fail(f"bad setting: {exc}") from None
         except ImproperlyConfigured as exc:
             raise fail(f"event bus not configured: {exc} (run `academy-consumer devstack` for a local one)")
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: consumer.stop())
         try:
             stats = consumer.run()
+        except BadStart as exc:
+            raise fail(str(exc)) from None
+        except NotReady as exc:
+            raise fail(f"not ready: {exc}", EXIT_NOT_READY) from None
         except (FatalError, DatabaseError) as exc:
             raise fail(f"consumer stopped: {exc}", EXIT_ROW_ERRORS) from exc
         self.stdout.write(f"consumed {stats.events} event(s) in {stats.batches} batch(es): {stats.summary()}")
