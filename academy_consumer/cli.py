@@ -44,6 +44,7 @@ def main(argv=None):
     from django.core.management import execute_from_command_line
     from django.db import DatabaseError
 
+    _handle_settings_options(argv)
     subcommand = argv[0] if argv else "help"
     helping = subcommand in HELP_COMMANDS or bool({"-h", "--help"} & set(argv))
     try:
@@ -68,6 +69,21 @@ def main(argv=None):
         if "--traceback" in argv:
             raise
         _fail(_database_failure(exc, missing), EXIT_FAILURE, databases)
+
+
+def _handle_settings_options(argv):
+    """Apply ``--settings`` and ``--pythonpath`` now, as Django would, since settings are read before it runs."""
+    # pylint: disable=import-outside-toplevel
+    from django.core.management.base import CommandError, CommandParser, handle_default_options
+
+    parser = CommandParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--settings")
+    parser.add_argument("--pythonpath")
+    try:
+        options, _ = parser.parse_known_args(argv[1:])
+    except CommandError:
+        return  # Django reports it
+    handle_default_options(options)
 
 
 def _open_sqlite_without_creating(databases):

@@ -92,6 +92,10 @@ def test_host_settings_module_still_wins(tmp_path):
     done = run_here(tmp_path, "list_academies", env=env)
     assert done.returncode == 0, done.stderr
     assert "(0 academies)" in done.stdout
+    # Django's --settings / --pythonpath options work the same
+    done = run_here(tmp_path, "list_academies", "--settings=host_settings", "--pythonpath", str(tmp_path),
+                    env={"DATABASE_URL": "garbage"})
+    assert done.returncode == 0, done.stderr
     assert not (tmp_path / DEFAULT_FILE).exists()
 
 
