@@ -86,7 +86,8 @@ def test_host_settings_module_still_wins(tmp_path):
     (tmp_path / "host_settings.py").write_text(
         "SECRET_KEY = 'host'\nUSE_TZ = True\n"
         "INSTALLED_APPS = ['django.contrib.contenttypes', 'django.contrib.auth', 'academy_consumer']\n"
-        f"DATABASES = {{'default': {{'ENGINE': 'django.db.backends.sqlite3', 'NAME': {str(tmp_path / 'host.db')!r}}}}}\n")
+        f"DATABASES = {{'default': {{'ENGINE': 'django.db.backends.sqlite3', "
+        f"'NAME': {str(tmp_path / 'host.db')!r}}}}}\n")
     env = {"DJANGO_SETTINGS_MODULE": "host_settings", "PYTHONPATH": str(tmp_path), "DATABASE_URL": "garbage"}
     assert run_here(tmp_path, "migrate", env=env).returncode == 0
     done = run_here(tmp_path, "list_academies", env=env)
@@ -103,7 +104,8 @@ def test_host_settings_module_still_wins(tmp_path):
 
 @pytest.mark.parametrize("args", [
     ["list_academies"], ["list_academies", "--json"], ["showmigrations"], ["consume_academy_events"],
-    ["reconcile_academies", "--from-file", "-"], ["createsuperuser", "--noinput", "--username", "a", "--email", "a@b.c"],
+    ["reconcile_academies", "--from-file", "-"],
+    ["createsuperuser", "--noinput", "--username", "a", "--email", "a@b.c"],
 ])
 def test_no_database_here_says_run_migrate_and_creates_no_file(tmp_path, args):
     done = run_here(tmp_path, *args)
@@ -127,8 +129,8 @@ def test_database_that_is_not_migrated(tmp_path):
 
 
 @pytest.mark.parametrize("vendor", sorted(UNREACHABLE))
-@pytest.mark.parametrize("args", [["migrate"], ["showmigrations"], ["list_academies"], ["createsuperuser", "--noinput",
-                                                                                       "--username", "a"]])
+@pytest.mark.parametrize("args", [["migrate"], ["showmigrations"], ["list_academies"],
+                                  ["createsuperuser", "--noinput", "--username", "a"]])
 def test_unreachable_database_is_one_line_exit_1(tmp_path, vendor, args):
     done = run_here(tmp_path, *args, env={"DATABASE_URL": UNREACHABLE[vendor]})
     assert_one_line(done, 1, "127.0.0.1:1/x")
