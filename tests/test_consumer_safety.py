@@ -1,0 +1,250 @@
+"""
+The consumer under faults of configuration, not of events (issue 7): they must stop it with one line and
+exit 1 -- nothing dead-lettered, nothing committed -- rather than send good events to the dead-letter topic.
+Also the circuit breaker, the start-up checks, bad librdkafka settings, an unreachable Kafka (bounded time,
+bounded log lines), future-dated events and the per-batch log line.
+
+Real parts only: the commands as subprocesses, the dev stack's mock Kafka and schema registry, a second
+(empty) schema registry server.
+"""
+
+import re
+import struct
+import time
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from academy_consumer.devstack.schema_registry import SchemaRegistryServer
+from academy_consumer.models import EnterpriseAcademy
+from tests.test_event_bus import CONSUMER_ENV, IDLE, Bus, academy, counts, table
+
+DEAD_CLASS_REJECTED = "academy_consumer.receivers.AcademyEventRejected"
+
+
+@pytest.fixture
+def bus(devstack, cli):
+    return Bus(devstack, cli)
+
+
+def run_consumer(cli, devstack, *args, group="safety", **env):
+    return cli("consume_academy_events", "--group-id", group, "--until-idle", IDLE, *args,
+               env={**devstack.env, **CONSUMER_ENV, **env})
+
+
+def last_line(text):
+    lines = text.strip().splitlines()
+    assert lines, "nothing on stderr"
+    return lines[-1]
+
+
+def committed(devstack, group):
+    """The offsets ``group`` committed on the academy topic: {partition: offset} (none: {})."""
+    consumer = Consumer(devstack.stack.consumer_config(group, {"enable.auto.commit": False}))
+    try:
+        asked = [TopicPartition(devstack.topic, p) for p in range(3)]
+        return {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=15) if tp.offset >= 0}
+    finally:
+        consumer.close()
+
+
+SCRATCH = "breaker-test"  # a one-partition topic (and its -dlq): its events are read in exactly this order
+
+
+@pytest.fixture
+def scratch(devstack):
+    devstack.stack.create_topic(SCRATCH, 1)
+    devstack.stack.create_topic(f"{SCRATCH}-dlq", 1)
+    return SCRATCH
+
+
+def copies(devstack, template, times):
+    """Produce ``times`` raw copies of ``template`` (a ``KafkaRecord``) to the scratch topic, in order."""
+    for _ in range(times):
+        devstack.produce_raw(template.value, headers=template.header_list, key=template.key, topic=SCRATCH)
+
+
+def templates(bus, devstack):
+    """A real rejected event (negative display order) and a real valid one, as produced by the producer."""
+    bus.produce("created", [academy(1, display_order=-1), academy(2)])
+    rejected, good = sorted(devstack.read_topic(), key=lambda r: b"000000000002" in r.key)
+    return rejected, good
+
+
+# --- 1a. the wrong schema registry --------------------------------------------------------------------------
+
+
+def test_an_empty_schema_registry_stops_the_consumer_without_dead_lettering(bus, devstack, cli):
+    items = [academy(n) for n in range(1, 6)]
+    bus.produce("created", items)
+    empty = SchemaRegistryServer().start()
+    try:
+        done = run_consumer(cli, devstack, EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL=empty.url)
+    finally:
+        empty.stop()
+    assert done.returncode == 1, done.stderr
+    line = last_line(done.stderr)
+    assert "knows none of the academy schemas" in line and "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL" in line, line
+    assert devstack.read_dlq() == [] and table() == {} and committed(devstack, "safety") == {}
+    # Pointed at the right registry, the same group applies everything: nothing was skipped.
+    again = run_consumer(cli, devstack)
+    assert again.returncode == 0, again.stderr
+    assert counts(again.stdout) == {"events": 5, "created": 5}
+
+
+def test_one_unknown_schema_id_repeated_is_a_configuration_fault(bus, devstack, cli):
+    """The registry knows the academy subjects, but two events use one id it does not know: wrong registry."""
+    bus.produce("created", [academy(1)])
+    template = devstack.read_topic()[0]
+    unknown = b"\x00" + struct.pack(">I", 4242) + template.value[5:]
+    for _ in range(2):
+        devstack.produce_raw(unknown, headers=template.header_list, key=template.key, partition=0)
+    first_unknown = 1 if template.partition == 0 else 0  # the offset of the first of them on partition 0
+    done = run_consumer(cli, devstack)
+    assert done.returncode == 1, done.stderr
+    assert "schema id 4242 is unknown" in last_line(done.stderr), done.stderr
+    assert devstack.read_dlq() == [] and committed(devstack, "safety").get(0, 0) <= first_unknown
+
+
+def test_a_single_corrupt_schema_id_is_still_dead_lettered(bus, devstack, cli):
+    bus.produce("created", [academy(1)])
+    template = devstack.read_topic()[0]
+    devstack.produce_raw(b"\x00" + struct.pack(">I", 4242) + template.value[5:], headers=template.header_list,
+                         key=template.key, partition=0)
+    bus.produce("created", [academy(2)])
+    done = run_consumer(cli, devstack)
+    assert done.returncode == 0, done.stderr
+    assert counts(done.stdout) == {"events": 3, "created": 2, "dead_lettered": 1}
+    assert "Schema 4242 not found" in devstack.read_dlq()[0].headers["dlq-error-message"]
+
+
+# --- 1b. the circuit breaker ---------------------------------------------------------------------------------
+
+
+def test_circuit_breaker_stops_before_dead_lettering_a_long_run_of_one_class(bus, devstack, cli, scratch):
+    rejected, _ = templates(bus, devstack)
+    copies(devstack, rejected, 5)
+    done = run_consumer(cli, devstack, "--topic", scratch, ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS="3")
+    assert done.returncode == 1, done.stderr
+    line = last_line(done.stderr)
+    assert "circuit breaker" in line and DEAD_CLASS_REJECTED in line, line
+    assert devstack.read_topic(f"{scratch}-dlq") == []
+    # Nothing was committed: 0 turns the breaker off, and the same group dead-letters all five.
+    off = run_consumer(cli, devstack, "--topic", scratch, ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS="0")
+    assert off.returncode == 0, off.stderr
+    assert counts(off.stdout) == {"events": 5, "dead_lettered": 5}
+    assert len(devstack.read_topic(f"{scratch}-dlq")) == 5
+
+
+def test_circuit_breaker_counts_across_batches_and_an_applied_event_resets_it(bus, devstack, cli, scratch):
+    rejected, good = templates(bus, devstack)
+    limit = {"ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS": "2", "ACADEMY_CONSUMER_BATCH_SIZE": "2"}
+    # In order: bad bad | good bad | bad -- runs of 2 at most, across batches: never over a limit of 2.
+    copies(devstack, rejected, 2)
+    copies(devstack, good, 1)
+    copies(devstack, rejected, 2)
+    first = run_consumer(cli, devstack, "--topic", scratch, **limit)
+    assert first.returncode == 0, first.stderr
+    assert counts(first.stdout) == {"events": 5, "created": 1, "dead_lettered": 4}
+    # Then bad bad | bad: the run of 3 spans two batches; the first (within the limit) went out, the rest not.
+    copies(devstack, rejected, 3)
+    second = run_consumer(cli, devstack, "--topic", scratch, **limit)
+    assert second.returncode == 1, second.stderr
+    assert "circuit breaker" in last_line(second.stderr)
+    assert len(devstack.read_topic(f"{scratch}-dlq")) == 4 + 2
+
+
+# --- 1c. start-up checks; 8. bad settings, Kafka unreachable -------------------------------------------------
+
+
+def test_start_up_says_ready_in_one_line(bus, devstack, cli):
+    done = run_consumer(cli, devstack)
+    assert done.returncode == 0, done.stderr
+    ready = [line for line in done.stderr.splitlines() if " ready: " in line]
+    assert len(ready) == 1, done.stderr
+    assert "database" in ready[0] and devstack.topic in ready[0] and "schema registry" in ready[0]
+
+
+def test_unmigrated_database_stops_the_consumer_with_one_line(devstack, cli, tmp_path):
+    import sqlite3  # pylint: disable=import-outside-toplevel
+
+    empty = tmp_path / "empty.sqlite3"
+    sqlite3.connect(empty).close()
+    done = cli("consume_academy_events", "--until-idle", IDLE, env={**devstack.env, "DATABASE_URL": f"sqlite:///{empty}"})
+    assert done.returncode == 1, done.stderr
+    assert "academy-consumer migrate" in done.stderr.strip().splitlines()[0] and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_librdkafka_property_exits_2_with_one_line(devstack, cli):
+    done = cli("consume_academy_events", "--until-idle", IDLE,
+               env={**devstack.env, "ACADEMY_CONSUMER_KAFKA_CONFIG": '{"no.such.property": 1}'})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no.such.property" in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["--from-beginning"]], ids=["committed", "from-beginning"])
+def test_kafka_unreachable_exits_1_in_bounded_time_and_few_lines(devstack, cli, args):
+    import socket  # pylint: disable=import-outside-toplevel
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    done = cli("consume_academy_events", "--until-idle", IDLE, *args, timeout=60,
+               env={**devstack.env, "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"})
+    assert done.returncode == 1, done.stderr
+    assert time.monotonic() - started < 40
+    assert "Kafka did not answer" in last_line(done.stderr)
+    assert len(done.stderr.splitlines()) <= 5, done.stderr
+
+
+def test_broker_down_logs_each_distinct_kafka_error_once_per_30_s(bus, devstack, cli_popen):
+    from tests.waiting import wait_for  # pylint: disable=import-outside-toplevel
+
+    consumer = cli_popen("consume_academy_events", "--group-id", "down",
+                         env={**devstack.env, **CONSUMER_ENV})
+    wait_for(lambda: "assigned" in consumer.stderr or not consumer.running(), message="the assignment")
+    devstack.stack.kafka.broker_down(1)
+    deadline = time.monotonic() + 12
+    while time.monotonic() < deadline and consumer.running():  # the fault's duration, not a synchronisation
+        time.sleep(0.5)
+    devstack.stack.kafka.broker_up(1)
+    assert consumer.running(), consumer.stderr
+    consumer.send_signal(15)
+    assert consumer.wait(timeout=30) == 0, consumer.stderr
+    kafka_lines = [re.sub(r"^\S+ \S+ ", "", line) for line in consumer.stderr.splitlines()
+                   if "academy_consumer.kafka" in line or "rdkafka" in line]
+    assert kafka_lines, consumer.stderr  # the outage was reported ...
+    normalized = [re.sub(r"\d+", "#", line) for line in kafka_lines]
+    assert len(normalized) == len(set(normalized)), "\n".join(kafka_lines)  # ... each error once
+
+
+# --- 2. future-dated events (the bound is the apply layer's; the consumer dead-letters them) ------------------
+
+
+def test_a_future_dated_event_is_dead_lettered_and_a_later_update_applies(bus, devstack, cli):
+    bus.produce("created", [academy(1, "Frozen Academy")], event_time="9999-12-31T00:00:00Z")
+    bus.produce("updated", [academy(1, "Live Academy")])
+    done = run_consumer(cli, devstack)
+    assert done.returncode == 0, done.stderr
+    assert counts(done.stdout) == {"events": 2, "created": 1, "dead_lettered": 1}
+    assert table() == {academy(1)["uuid"]: ("Live Academy", True)}
+    (letter,) = devstack.read_dlq()
+    assert letter.headers["dlq-error-class"] == DEAD_CLASS_REJECTED
+    assert "ahead" in letter.headers["dlq-error-message"], letter.headers
+    assert "ACADEMY_CONSUMER_MAX_FUTURE_SECONDS" in letter.headers["dlq-error-message"]
+    assert EnterpriseAcademy.objects.get().source_timestamp.year < 9999
+
+
+# --- 10. one INFO line per batch, none per event --------------------------------------------------------------
+
+
+def test_info_log_has_one_line_per_batch_not_per_event(bus, devstack, cli):
+    bus.produce("created", [academy(n) for n in range(1, 41)])
+    done = run_consumer(cli, devstack, ACADEMY_CONSUMER_BATCH_SIZE="100")
+    assert done.returncode == 0, done.stderr
+    assert counts(done.stdout) == {"events": 40, "created": 40}
+    batch_lines = [line for line in done.stderr.splitlines() if " batch " in line and "created" in line]
+    assert batch_lines and sum(int(n) for l in batch_lines for n in re.findall(r"created (\d+)", l)) == 40
+    assert len(done.stderr.splitlines()) < 15, done.stderr  # not 40 per-event lines
