@@ -13,7 +13,11 @@ Rules, in the order the code applies them:
    renames the row in place; matched by name only, the stored casing is kept and the uuid filled in.
    A name already held by a row with a *different* uuid is a conflict: the item is skipped.
 2. Stale guard: each row keeps ``source_timestamp``, the time of the newest event or snapshot applied
-   to it. An older event or snapshot is not applied (outcome ``stale``).
+   to it. An older event or snapshot is not applied (outcome ``stale``). Times are bounded by this
+   process's clock plus ``ACADEMY_CONSUMER_MAX_FUTURE_SECONDS``: a later event or snapshot time is never
+   applied (outcome ``skipped``, which the consumer dead-letters: it would freeze its row against every
+   later change), and a stored time beyond the bound counts as absent (it makes nothing stale, and the
+   next write replaces it; ``repair_future_timestamps`` resets such times).
 3. Absent means keep: an update writes only what the payload carries; defaults (slug, lookup key,
    display order, product id) are used only on create. ``is_active`` is always carried (absent = live).
 4. Unchanged means no write: when no field differs, the row is not saved and ``modified`` stays.
@@ -26,14 +30,17 @@ Rules, in the order the code applies them:
 """
 
 import dataclasses
+import datetime
 import logging
 import re
 import time
 
-from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from academy_consumer import conf
 from academy_consumer.models import EnterpriseAcademy, name_key
+from academy_consumer.redact import mask_urls
 from academy_consumer.normalize import MAX_NAME_LENGTH, NormalizedAcademy, Rejected, normalize_academy, parse_uuid
 
 log = logging.getLogger(__name__)
@@ -88,6 +95,48 @@ class SyncResult:
 
 class ConflictError(Exception):
     """The item would take a unique value (name, lookup key) that belongs to another academy."""
+
+
+class DatabaseUnavailable(Exception):
+    """The connection to the database was lost mid-sync; the message is one line. The sync stopped there."""
+
+
+def future_bound():
+    """The latest event, snapshot or stored time that is believed: now + ``ACADEMY_CONSUMER_MAX_FUTURE_SECONDS``."""
+    return timezone.now() + datetime.timedelta(seconds=conf.max_future_seconds())
+
+
+def _too_far_ahead(source_time):
+    """The reason not to apply ``source_time``, when it is beyond ``future_bound()``; else ``None``."""
+    if source_time is None:
+        return None
+    bound = future_bound()
+    if source_time <= bound:
+        return None
+    return (f"time {source_time.isoformat()} is more than {conf.max_future_seconds():g} s ahead of this clock "
+            f"(bound {bound.isoformat(timespec='seconds')}, ACADEMY_CONSUMER_MAX_FUTURE_SECONDS); not applied")
+
+
+def _believed(stored, bound):
+    """A stored ``source_timestamp``, or ``None`` when it lies beyond ``bound`` (a time no clock has reached)."""
+    return stored if stored is not None and stored <= bound else None
+
+
+def is_connection_lost(exc):
+    """True for database errors that mean the connection is gone (server down, killed, unreachable)."""
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    code = getattr(cause, "pgcode", None)
+    if code is not None:
+        return code.startswith("08") or code.startswith("57P")
+    args = getattr(cause, "args", ()) or exc.args
+    if args and isinstance(args[0], int):
+        return args[0] in {2002, 2003, 2006, 2013, 2055, 4031}
+    message = str(exc).lower()
+    return any(text in message for text in ("connection", "server closed", "terminating"))
 
 
 def is_transient(exc):
@@ -178,9 +227,10 @@ def _upsert_once(academy, source_time, check_rename=True):
     and the caller runs the checked attempt, which reports it.
     """
     row, matched_by = _find_row(academy)
-    if row is not None and source_time is not None and row.source_timestamp and source_time < row.source_timestamp:
+    stored = _believed(row.source_timestamp, future_bound()) if row is not None else None
+    if stored is not None and source_time is not None and source_time < stored:
         return Outcome(STALE, row, f"event time {source_time.isoformat()} is older than the row's "
-                                   f"{row.source_timestamp.isoformat()}")
+                                   f"{stored.isoformat()}")
     values = _desired_values(academy, row, matched_by)
     if "name" in values and (row is None or name_key(values["name"]) != row.name_key):
         if row is None or check_rename:
@@ -196,7 +246,8 @@ def _upsert_once(academy, source_time, check_rename=True):
         return Outcome(CREATED, row)
 
     changed = [field for field, value in values.items() if getattr(row, field) != value]
-    newer = source_time is not None and (row.source_timestamp is None or source_time > row.source_timestamp)
+    # (a stored time beyond the bound is not believed: any time replaces it)
+    newer = source_time is not None and (stored is None or source_time > stored)
     if not changed:
         if newer:  # record the newer time only; the data and `modified` stay as they are
             EnterpriseAcademy.objects.filter(pk=row.pk).update(source_timestamp=source_time)
@@ -217,11 +268,15 @@ def upsert_academy(academy: NormalizedAcademy, source_time=None):
     Create or update the row for one normalized academy, in its own savepoint.
 
     ``source_time`` is the event time (or catalog snapshot time); ``None`` applies unconditionally
-    and leaves the stored time alone. Returns an ``Outcome``; conflicts come back as ``skipped``.
+    and leaves the stored time alone. A time beyond ``future_bound()`` is not applied (``skipped``, with
+    the time and the bound). Returns an ``Outcome``; conflicts come back as ``skipped``.
     Database errors other than a lost uniqueness race propagate to the caller, whose transaction
     decides whether to retry (see ``is_transient``).
     """
     ident = {"uuid": str(academy.uuid) if academy.uuid else None, "name": academy.name}
+    ahead = _too_far_ahead(source_time)
+    if ahead:
+        return Outcome(SKIPPED, None, f"event {ahead}", **ident)
     try:  # first without the rename check: the unique index says the same, a query less
         with transaction.atomic():
             outcome = _upsert_once(academy, source_time, check_rename=False)
@@ -253,9 +308,13 @@ def deactivate_academy(academy_uuid=None, name=None, source_time=None):
     What a ``deleted`` event does: mark the academy's row inactive (never a hard delete).
 
     An academy that has no row is nothing to deactivate (``unchanged``, with that reason). A row
-    already inactive only records the newer time. The stale guard applies as for upserts.
+    already inactive only records the newer time. The stale guard and the bound on times apply as for
+    upserts.
     """
     ident = {"uuid": str(academy_uuid) if academy_uuid else None, "name": name}
+    ahead = _too_far_ahead(source_time)
+    if ahead:
+        return Outcome(SKIPPED, None, f"delete {ahead}", **ident)
     with transaction.atomic():
         rows = EnterpriseAcademy.objects.select_for_update()
         row = _first(rows.filter(uuid=academy_uuid)) if academy_uuid else None
@@ -266,9 +325,10 @@ def deactivate_academy(academy_uuid=None, name=None, source_time=None):
         if row is None:
             return Outcome(UNCHANGED, None, "no such academy in the table; nothing to deactivate", **ident)
         ident["name"] = row.name
-        if source_time is not None and row.source_timestamp and source_time < row.source_timestamp:
+        stored = _believed(row.source_timestamp, future_bound())
+        if source_time is not None and stored is not None and source_time < stored:
             return Outcome(STALE, row, "delete is older than the row's newest update", **ident)
-        newer = source_time is not None and (row.source_timestamp is None or source_time > row.source_timestamp)
+        newer = source_time is not None and (stored is None or source_time > stored)
         if not row.is_active:
             if newer:
                 EnterpriseAcademy.objects.filter(pk=row.pk).update(source_timestamp=source_time)
@@ -312,13 +372,16 @@ def _raw_identity(item):
 
 
 def _apply_with_retry(item, source_time):
-    """One item in its own transaction, retrying deadlocks and lock timeouts with backoff."""
+    """
+    One item in its own transaction, retrying deadlocks and lock timeouts with backoff. A lost connection
+    is not retried here: it raises at once (see ``_sync``).
+    """
     for attempt in range(1, TRANSIENT_RETRIES + 1):
         try:
             with transaction.atomic():
                 return apply_item(item, source_time)
         except DatabaseError as exc:
-            if not is_transient(exc) or attempt == TRANSIENT_RETRIES:
+            if is_connection_lost(exc) or not is_transient(exc) or attempt == TRANSIENT_RETRIES:
                 raise
             log.warning("transient database error (%s); retrying item (attempt %d)", exc, attempt)
             time.sleep(min(2.0, 0.05 * 2 ** attempt))
@@ -337,6 +400,9 @@ def sync_academies(items, *, source_time=None, deactivate_missing=False, dry_run
       empty, when no item could be normalized, or when ``limited`` (the sync covered one academy).
     * ``dry_run`` runs the very same code inside a transaction that is rolled back: same counts,
       zero writes.
+    * A lost database connection stops the sync at that item: ``DatabaseUnavailable`` is raised (no
+      retries, no further items, no ``deactivate_missing``); items applied before it stay applied (each
+      committed on its own), which is harmless, since a rerun converges.
     """
     source_time = source_time or timezone.now()
     result = SyncResult(dry_run=dry_run)
@@ -351,14 +417,18 @@ def sync_academies(items, *, source_time=None, deactivate_missing=False, dry_run
 
 def _sync(items, source_time, deactivate_missing, limited, result, in_outer_transaction):
     seen_uuids, seen_names = set(), set()
-    for item in items:
+    for number, item in enumerate(items, 1):
         ident = _raw_identity(item)
         try:
             if in_outer_transaction:
                 outcome = apply_item(item, source_time)
             else:
                 outcome = _apply_with_retry(item, source_time)
-        except DatabaseError as exc:
+        except (DatabaseError, InterfaceError) as exc:
+            if is_connection_lost(exc):
+                reason = mask_urls(" ".join(str(exc).split())) or type(exc).__name__
+                raise DatabaseUnavailable(f"database connection lost at item {number} ({reason}); "
+                                          f"sync stopped, {number - 1} item(s) before it were applied") from exc
             outcome = Outcome(ERRORS, None, f"{type(exc).__name__}: {exc}".strip(), **ident)
         result.add(outcome)
         for uuid_text in (ident["uuid"], outcome.uuid):
@@ -380,14 +450,19 @@ def _sync(items, source_time, deactivate_missing, limited, result, in_outer_tran
 
 
 def _deactivate_missing(seen_uuids, seen_names, source_time, result):
-    """Deactivate active rows the list did not name and no newer event touched; return how many."""
+    """
+    Deactivate active rows the list did not name and no newer event touched; return how many. A stored
+    time beyond ``future_bound()`` is not taken for a newer event.
+    """
     count = 0
+    bound = future_bound()
     with transaction.atomic():
         candidates = EnterpriseAcademy.objects.select_for_update().filter(is_active=True).order_by("pk")
         for row in candidates:
             if (row.uuid and str(row.uuid) in seen_uuids) or row.name_key in seen_names:
                 continue
-            if row.source_timestamp and row.source_timestamp > source_time:
+            stored = _believed(row.source_timestamp, bound)
+            if stored is not None and stored > source_time:
                 continue
             row.is_active = False
             row.source_timestamp = source_time
