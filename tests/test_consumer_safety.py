@@ -248,3 +248,55 @@ def test_info_log_has_one_line_per_batch_not_per_event(bus, devstack, cli):
     batch_lines = [line for line in done.stderr.splitlines() if " batch " in line and "created" in line]
     assert batch_lines and sum(int(n) for l in batch_lines for n in re.findall(r"created (\d+)", l)) == 40
     assert len(done.stderr.splitlines()) < 15, done.stderr  # not 40 per-event lines
+
+
+# --- 5. a restart waits for its partitions ------------------------------------------------------------------
+
+
+def _killed_member(bus, devstack, cli_popen, group, env):
+    """A consumer of ``group`` that got its partitions and was then SIGKILLed: the group keeps it for a session."""
+    from tests.waiting import wait_for  # pylint: disable=import-outside-toplevel
+
+    bus.produce("created", [academy(1)])
+    first = cli_popen("consume_academy_events", "--group-id", group, env=env)
+    wait_for(lambda: EnterpriseAcademy.objects.exists() or not first.running(), message="the first consumer")
+    assert first.running(), first.stderr
+    first.kill()
+    bus.produce("created", [academy(2)])
+
+
+LONG_SESSION = '{"session.timeout.ms": 40000, "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 100}'
+
+
+@pytest.mark.slow
+def test_a_restart_waits_for_its_partitions_and_says_so(bus, devstack, cli_popen):
+    """The dead member holds the partitions until its 40 s session times out: waiting is logged, never fatal."""
+    env = {**devstack.env, **CONSUMER_ENV, "ACADEMY_CONSUMER_KAFKA_CONFIG": LONG_SESSION}
+    _killed_member(bus, devstack, cli_popen, "restarting", env)
+    second = cli_popen("consume_academy_events", "--group-id", "restarting", "--until-idle", IDLE, env=env)
+    assert second.wait(timeout=120) == 0, second.stderr
+    waiting = [line for line in second.stderr.splitlines() if "waiting for a partition assignment" in line]
+    assert len(waiting) == 1 and "since" in waiting[0], second.stderr  # after 30 s; assigned before 60 s
+    assert counts(second.stdout)["events"] >= 1 and len(table()) == 2
+
+
+def test_group_instance_id_sets_static_membership(devstack, settings, monkeypatch):
+    """``ACADEMY_CONSUMER_GROUP_INSTANCE_ID`` reaches librdkafka as ``group.instance.id`` (the mock broker
+    does not implement static membership's fast rejoin, so this checks the real client's configuration)."""
+    from academy_consumer import consumer as consumer_module  # pylint: disable=import-outside-toplevel
+
+    made = []
+
+    def recording(config):
+        made.append(config)
+        return Consumer(config)  # the real client: it accepts the property
+
+    monkeypatch.setattr(consumer_module, "Consumer", recording)
+    settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS = devstack.bootstrap_servers
+    settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL = devstack.stack.schema_registry_url
+    settings.ACADEMY_CONSUMER_GROUP_INSTANCE_ID = "consumer-0"
+    built = consumer_module.AcademyEventConsumer(group_id="static")
+    try:
+        assert made[-1]["group.instance.id"] == "consumer-0"
+    finally:
+        built.consumer.close()
