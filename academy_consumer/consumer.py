@@ -223,7 +223,8 @@ class AcademyEventConsumer(KafkaEventConsumer):
         self._assigned = False  # an assignment arrived (--until-idle counts from the first one)
         self._waiting_since = None  # (monotonic, wall clock) while no partitions are assigned
         self._waiting_logged = 0.0
-        self._from_millis = None if self.start.time is None else self.start.time.timestamp() * 1000
+        # Kafka timestamps are milliseconds: an event in the same millisecond as the time is at the time.
+        self._from_millis = None if self.start.time is None else math.floor(self.start.time.timestamp() * 1000)
         self._start_offsets = {}  # partition -> offset to seek on first assignment
         self._dead_run = (None, 0)  # (error class, how many events in a row were dead-lettered with it)
         self._unknown_schemas = {}  # schema id the registry does not know -> {(partition, offset)} using it
