@@ -279,13 +279,15 @@ class AcademyEventConsumer(KafkaEventConsumer):
         partitions = preflight.check_topic(self.consumer, self.full_topic, PREFLIGHT_TIMEOUT_SECONDS)
         self._plan_start(partitions)
         url = settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL
+        level = logging.INFO
         try:
-            registry = f"schema registry {mask_url(url)} ({len(preflight.check_schema_registry(self.schema_registry_client, url))} subject(s))"
+            subjects = preflight.check_schema_registry(self.schema_registry_client, url)
+            registry = f"schema registry {mask_url(url)} ({len(subjects)} subject(s))"
         except preflight.RegistryUnreachable as exc:
-            registry = f"{exc} (batches are retried until it answers)"
-        log.info("ready: database %s; topic %s (%d partition(s)) of %s, group %s; %s",
-                 preflight.describe_database(), self.full_topic, len(partitions),
-                 mask_urls(str(settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS)), self.group_id, registry)
+            level, registry = logging.WARNING, f"{exc} (batches are retried until it answers)"
+        log.log(level, "ready: database %s; topic %s (%d partition(s)) of %s, group %s; %s",
+                preflight.describe_database(), self.full_topic, len(partitions),
+                mask_urls(str(settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS)), self.group_id, registry)
 
     # --- replay: where each partition starts ---------------------------------------------------------
 

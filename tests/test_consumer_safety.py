@@ -170,9 +170,11 @@ def test_unmigrated_database_stops_the_consumer_with_one_line(devstack, cli, tmp
 
     empty = tmp_path / "empty.sqlite3"
     sqlite3.connect(empty).close()
-    done = cli("consume_academy_events", "--until-idle", IDLE, env={**devstack.env, "DATABASE_URL": f"sqlite:///{empty}"})
+    done = cli("consume_academy_events", "--until-idle", IDLE,
+               env={**devstack.env, "DATABASE_URL": f"sqlite:///{empty}"})
     assert done.returncode == 1, done.stderr
-    assert "academy-consumer migrate" in done.stderr.strip().splitlines()[0] and len(done.stderr.strip().splitlines()) == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "academy-consumer migrate" in lines[0], done.stderr
 
 
 def test_unknown_librdkafka_property_exits_2_with_one_line(devstack, cli):

@@ -77,7 +77,8 @@ def test_configuration_faults_commit_and_dead_letter_nothing(producing, devstack
         for name, done, says in [("wrong registry", wrong_registry, "knows none of the academy schemas"),
                                  ("unmigrated database", unmigrated, "academy-consumer migrate")]:
             if done.returncode != 1 or says not in last_line(done.stderr):
-                problems.append(f"{name}: exit {done.returncode}, stderr {done.stderr[-1500:]!r} (ACADEMY_FAULT_SEED={seed})")
+                problems.append(f"{name}: exit {done.returncode}, stderr {done.stderr[-1500:]!r} "
+                                f"(ACADEMY_FAULT_SEED={seed})")
         committed_after_faults = {p: o for p, o in offsets.committed().items() if o >= 0}
         dead_after_faults = devstack.read_dlq()
 
@@ -126,7 +127,8 @@ def test_future_dated_events_are_dead_lettered_and_never_freeze_a_row(producing,
     assert done.returncode == 0, done.stderr
     counts = consumer_counts(done.stdout)
     dead = devstack.read_dlq()
-    future_letters = [d for d in dead if "ACADEMY_CONSUMER_MAX_FUTURE_SECONDS" in d.headers.get("dlq-error-message", "")]
+    future_letters = [d for d in dead
+                      if "ACADEMY_CONSUMER_MAX_FUTURE_SECONDS" in d.headers.get("dlq-error-message", "")]
     check = check_table(expected)
     guarantee("future-dated events", events=len(history) + len(chosen), bad_inputs=len(chosen),
               lost=check.lost + (len(chosen) - len(future_letters)) + (len(dead) - len(future_letters)),
