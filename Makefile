@@ -46,8 +46,7 @@ demo: requirements ## the main job on the embedded default: dev stack -> Kafka e
 	rm -f .devstack.env; \
 	$(BIN)/academy-consumer devstack > .devstack.log 2>&1 & stack=$$!; \
 	trap 'kill $$stack 2>/dev/null; wait $$stack 2>/dev/null || true' EXIT; \
-	for i in $$(seq 300); do [ -s .devstack.env ] && break; sleep 0.1; done; \
-	[ -s .devstack.env ] || { cat .devstack.log; exit 1; }; \
+	$(BIN)/academy-consumer devstack --wait --timeout 30 || { cat .devstack.log; exit 1; }; \
 	cat .devstack.env; \
 	echo "== produce: 4 academies created, 1 renamed, 1 deleted"; \
 	$(BIN)/academy-consumer produce_academy_event --action created --file academy_consumer/samples/academies.jsonl; \

@@ -9,7 +9,11 @@ synchronise. Every client is closed before the stack (see the ``clients`` fixtur
 from __future__ import annotations
 
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -20,7 +24,15 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from academy_consumer.devstack import ApiKey, DevStack, Err, MockKafkaCluster, SchemaRegistryServer
+from academy_consumer.devstack import (
+    PARTITION_LOG_MAX_BYTES,
+    ApiKey,
+    DevStack,
+    Err,
+    MockKafkaCluster,
+    SchemaRegistryServer,
+)
+from tests.waiting import wait_for
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 TIMEOUT = 15.0  # upper bound for any single wait; the happy paths take well under a second
@@ -478,3 +490,130 @@ def test_schema_registry_server_standalone_restart_and_port():
         with SchemaRegistryClient({"url": server.url}) as client:
             assert client.register_schema("x-value", avro_schema(ACADEMY_V1)) == 1
     assert not server.running
+
+
+# ---------------------------------------------------------------------------------------
+# The mock's per-partition log limit, and the devstack command
+# ---------------------------------------------------------------------------------------
+
+BIG = 512 * 1024  # big values, few messages: the limit is in bytes
+
+
+def produce_big(producer, topic, count, start=0):
+    """``count`` messages of ``BIG`` bytes to partition 0 of ``topic``, each value naming its number."""
+    for n in range(start, start + count):
+        producer.produce(topic, value=str(n).encode().ljust(BIG, b"."), partition=0)
+    assert producer.flush(TIMEOUT) == 0
+
+
+def read_partition(clients, topic, end):
+    """Every message of partition 0 of ``topic`` up to ``end``, by assignment from the earliest offset held."""
+    consumer = clients.consumer("read-back", {"enable.partition.eof": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    return [int(m.value().split(b".", 1)[0]) for m in consume(consumer, end)]
+
+
+def test_the_mock_evicts_past_5_mib_per_partition_and_the_stack_says_so(stack, clients):
+    producer = clients.producer({"message.max.bytes": 2 * BIG, "linger.ms": 0})
+    below = PARTITION_LOG_MAX_BYTES // BIG - 1  # 4.5 MiB: all kept
+    produce_big(producer, "plain", below)
+    assert stack.watermarks()[("plain", 0)] == (0, below)
+    assert stack.evicted() == {}
+    assert read_partition(clients, "plain", below) == list(range(below))
+
+    # Well past the limit: librdkafka's mock (rd_kafka_mock_msgset_new) drops the oldest, which cannot be
+    # configured away; the stack reports it (the devstack command stops on it, see the next test).
+    produce_big(producer, "plain", 8, start=below)
+    low, high = stack.watermarks()[("plain", 0)]
+    assert (low > 0, high) == (True, below + 8)
+    assert stack.evicted() == {("plain", 0): low}
+    assert stack.watermarks()[("academies", 1)] == (0, 0)  # the other partitions are untouched
+
+
+def devstack_command(tmp_path, *args):
+    """``academy-consumer devstack ARGS`` as a user starts it, in ``tmp_path``, in the background."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE" and not k.startswith("EVENT_BUS_")}
+    out, err = open(tmp_path / "devstack.out", "wb"), open(tmp_path / "devstack.err", "wb")
+    with out, err:
+        return subprocess.Popen([sys.executable, "-m", "academy_consumer.cli", "devstack", *args], cwd=tmp_path,
+                                env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+
+
+def run_devstack(tmp_path, *args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "academy_consumer.cli", "devstack", *args], cwd=tmp_path,
+                          env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"},
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def background_devstack(tmp_path):
+    """``start(*args)`` -> the running ``devstack`` process; whatever still runs is stopped at teardown."""
+    started = []
+
+    def start(*args):
+        started.append(devstack_command(tmp_path, *args))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--partitions", "-3"], "argument --partitions: must be 1 to 1000, not -3"),
+    (["--partitions", "0"], "argument --partitions: must be 1 to 1000, not 0"),
+    (["--partitions", "three"], "argument --partitions: must be a whole number, not 'three'"),
+    (["--env-file", "no/such/folder/.devstack.env"], "the folder"),
+    (["--wait", "--timeout", "nan"], "argument --timeout: must be a positive number of seconds"),
+    (["--timeout", "5"], "--timeout is only for --wait"),
+])
+def test_devstack_bad_arguments_are_one_line_and_exit_2(tmp_path, args, says):
+    result = run_devstack(tmp_path, *args)
+    assert (result.returncode, result.stdout) == (2, ""), result
+    assert len(result.stderr.splitlines()) == 1 and says in result.stderr, result.stderr
+    assert os.listdir(tmp_path) == []  # nothing started, nothing written
+
+
+def test_devstack_wait_ready_line_and_shutdown(tmp_path, background_devstack):
+    started = time.monotonic()
+    waited = run_devstack(tmp_path, "--wait", "--timeout", "1")
+    assert waited.returncode == 1 and "no dev stack wrote .devstack.env after 1 s" in waited.stderr, waited
+    assert time.monotonic() - started < 15
+
+    stack = background_devstack()
+    waited = run_devstack(tmp_path, "--wait", "--timeout", "30")
+    assert waited.returncode == 0, waited
+    settings = dict(line.split("=", 1) for line in (tmp_path / ".devstack.env").read_text().splitlines())
+    assert waited.stdout.startswith(f"ready: dev stack at {settings['EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS']}")
+    # The stack's own last line says it is ready, once the file is written.
+    assert (tmp_path / "devstack.out").read_text().splitlines()[-1].startswith(
+        f"ready: Kafka {settings['EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS']}")
+    assert requests.get(f"{settings['EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL']}/subjects", timeout=5).json() == []
+
+    stack.send_signal(signal.SIGTERM)
+    assert stack.wait(timeout=30) == 0
+    assert not (tmp_path / ".devstack.env").exists()
+    # A file left by a dev stack that is gone is not a ready dev stack.
+    (tmp_path / ".devstack.env").write_text("\n".join(f"{k}={v}" for k, v in settings.items()) + "\n")
+    waited = run_devstack(tmp_path, "--wait", "--timeout", "2")
+    assert waited.returncode == 1 and "does not answer after 2 s" in waited.stderr, waited
+
+
+def test_devstack_stops_loudly_when_the_broker_evicts_events(tmp_path, background_devstack):
+    stack = background_devstack("--partitions", "1")
+    assert run_devstack(tmp_path, "--wait", "--timeout", "30").returncode == 0
+    settings = dict(line.split("=", 1) for line in (tmp_path / ".devstack.env").read_text().splitlines())
+    producer = Producer({"bootstrap.servers": settings["EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"],
+                         "message.max.bytes": 2 * BIG, "linger.ms": 0})
+    try:
+        produce_big(producer, "enterprise-academy-lifecycle", PARTITION_LOG_MAX_BYTES // BIG + 4)
+    finally:
+        producer.close()
+    wait_for(lambda: stack.poll() is not None, TIMEOUT, "the dev stack to stop")
+    stderr = (tmp_path / "devstack.err").read_text()
+    assert stack.returncode == 1, stderr
+    assert "EVENTS LOST: the embedded broker evicted the oldest events of enterprise-academy-lifecycle [0]" in stderr
+    assert len(stderr.splitlines()) == 1, stderr
+    assert not (tmp_path / ".devstack.env").exists()

@@ -13,14 +13,25 @@ and from a shell through ``academy-consumer devstack``, which creates the academ
 ``.devstack.env`` for the other commands.
 
 This package deliberately imports neither Django nor the rest of the project.
-See :mod:`.mock_kafka` for what the mock cluster does not do.
+See :mod:`.mock_kafka` for what the mock cluster does not do; above all, it keeps at most
+``PARTITION_LOG_MAX_BYTES`` (5 MiB) per partition and evicts the oldest events past that, which
+cannot be configured: :meth:`DevStack.evicted` tells when it happened.
 """
 from __future__ import annotations
 
 import os
+import threading
 from typing import Iterable, Sequence, Union
 
-from .mock_kafka import ApiKey, Err, MockKafkaCluster, MockKafkaUnavailable, MockRequest
+from .mock_kafka import (
+    PARTITION_LOG_MAX_BATCHES,
+    PARTITION_LOG_MAX_BYTES,
+    ApiKey,
+    Err,
+    MockKafkaCluster,
+    MockKafkaUnavailable,
+    MockRequest,
+)
 from .schema_registry import SchemaRegistryServer
 
 __all__ = [
@@ -30,6 +41,8 @@ __all__ = [
     "MockKafkaCluster",
     "MockKafkaUnavailable",
     "MockRequest",
+    "PARTITION_LOG_MAX_BATCHES",
+    "PARTITION_LOG_MAX_BYTES",
     "SchemaRegistryServer",
 ]
 
@@ -64,6 +77,8 @@ class DevStack:
     ):
         self.kafka: MockKafkaCluster | None = None
         self.schema_registry: SchemaRegistryServer | None = None
+        self._reader = None  # the Kafka client of watermarks(), made on first use
+        self._reader_lock = threading.Lock()
         try:
             self.kafka = MockKafkaCluster(num_brokers)
             for topic in topics:
@@ -134,6 +149,33 @@ class DevStack:
         config.update(overrides or {})
         return config
 
+    def watermarks(self, timeout: float = 10.0) -> dict:
+        """
+        ``{(topic, partition): (low, high)}`` of every topic on the broker: the first offset it still holds
+        and the next offset it will assign. Raises ``confluent_kafka.KafkaException`` if it does not answer.
+        """
+        from confluent_kafka import Consumer, TopicPartition  # pylint: disable=import-outside-toplevel
+
+        with self._reader_lock:
+            if self._reader is None:
+                # Never subscribes, so it never joins its group: it only asks for metadata and offsets.
+                self._reader = Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": "devstack-watermarks",
+                                         "enable.auto.commit": False, "log_level": 3})
+            topics = self._reader.list_topics(timeout=timeout).topics
+            return {
+                (name, partition): self._reader.get_watermark_offsets(TopicPartition(name, partition), timeout=timeout)
+                for name in sorted(topics) for partition in sorted(topics[name].partitions)
+            }
+
+    def evicted(self, timeout: float = 10.0) -> dict:
+        """
+        ``{(topic, partition): low watermark}`` of the partitions whose oldest events are gone (empty: none).
+
+        Nothing here deletes records, so a low watermark above 0 means the mock evicted events past its
+        per-partition limit (``PARTITION_LOG_MAX_BYTES`` / ``PARTITION_LOG_MAX_BATCHES``, see ``mock_kafka``).
+        """
+        return {where: low for where, (low, _) in self.watermarks(timeout).items() if low > 0}
+
     def env(self) -> dict:
         return {BOOTSTRAP_ENV: self.bootstrap_servers, SCHEMA_REGISTRY_ENV: self.schema_registry_url}
 
@@ -150,6 +192,10 @@ class DevStack:
 
     def close(self) -> None:
         registry, self.schema_registry = self.schema_registry, None
+        with self._reader_lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()  # before the cluster it talks to
         kafka, self.kafka = self.kafka, None
         try:
             if registry is not None:

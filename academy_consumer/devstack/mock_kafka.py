@@ -24,6 +24,13 @@ Known gaps, to keep in mind when a test behaves differently from a real broker:
   for every timestamp; only the logical ``OFFSET_BEGINNING``/``OFFSET_END`` work.
 * **Memory only**: every record, committed offset and group lives in the process and is
   gone on :meth:`MockKafkaCluster.close`.
+* **A bounded log per partition, silently trimmed**: ``rd_kafka_mock_partition_init()`` (in
+  ``src/rdkafka_mock.c``, librdkafka 2.16 as in earlier 2.x) hard-codes ``max_size`` to 5 MiB and
+  ``max_cnt`` to 100,000 message sets (produce batches), and ``rd_kafka_mock_msgset_new()`` drops the
+  oldest batches on every append past either limit, moving the low watermark up. No mock API,
+  ``test.mock.*`` property or topic config changes them (``PARTITION_LOG_MAX_BYTES``,
+  ``PARTITION_LOG_MAX_BATCHES``). ``DevStack.evicted()`` detects it; the ``devstack`` command stops
+  with exit status 1 when it happens.
 * **Group members linger for ``session.timeout.ms``**: a consumer that goes away without
   a LeaveGroup (or whose LeaveGroup is lost) stays a member until its session times out,
   and the next rebalance waits for it. Keep ``session.timeout.ms`` low in tests (for
@@ -71,8 +78,14 @@ __all__ = [
     "MockKafkaCluster",
     "MockKafkaUnavailable",
     "MockRequest",
+    "PARTITION_LOG_MAX_BATCHES",
+    "PARTITION_LOG_MAX_BYTES",
     "find_librdkafka",
 ]
+
+# The mock's fixed per-partition log limits (rd_kafka_mock_partition_init); past either, it evicts the oldest.
+PARTITION_LOG_MAX_BYTES = 5 * 1024 * 1024
+PARTITION_LOG_MAX_BATCHES = 100_000
 
 
 class ApiKey:
