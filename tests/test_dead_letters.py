@@ -1,0 +1,163 @@
+"""
+``dead_letters list`` and ``dead_letters redrive`` end to end on the dev stack: real producer, consumer and
+dead-letter topic, the commands as subprocesses on the test database.
+
+The misconfiguration: a consumer whose future bound (ACADEMY_CONSUMER_MAX_FUTURE_SECONDS=0) is tighter than the
+producers' clock skew (events stamped 2 minutes ahead) dead-letters every event (circuit breaker off). With the
+setting fixed, a redrive applies all of them; a true poison letter goes back with dlq-redrive-count=1.
+"""
+
+import datetime
+import json
+
+import pytest
+
+from academy_consumer.models import EnterpriseAcademy
+from tests.test_event_bus import CONSUMER_ENV, IDLE, academy, counts
+
+MISCONFIGURED = {**CONSUMER_ENV, "ACADEMY_CONSUMER_MAX_FUTURE_SECONDS": "0",
+                 "ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS": "0"}
+
+
+def ahead(seconds=120):
+    return (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)).isoformat()
+
+
+@pytest.fixture
+def run(devstack, cli):
+    def command(*args, env=None, input=None):  # pylint: disable=redefined-builtin
+        return cli(*args, env={**devstack.env, **CONSUMER_ENV, **(env or {})}, input=input)
+    return command
+
+
+def produce(run, action, items, event_time=None):
+    args = ["produce_academy_event", "--action", action, "--file", "-"] + (["--time", event_time] if event_time else [])
+    done = run(*args, input="\n".join(json.dumps(item) for item in items) + "\n")
+    assert done.returncode == 0, done.stderr
+
+
+def consume(run, env=None):
+    done = run("consume_academy_events", "--group-id", "dl-test", "--until-idle", IDLE, env=env)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    return counts(done.stdout)
+
+
+def as_json(done):
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout)
+
+
+@pytest.fixture
+def misconfigured_batch(run, devstack):
+    """Five academies created and one renamed, all dead-lettered as future-dated; one true poison letter."""
+    produce(run, "created", [academy(n) for n in range(1, 6)], ahead(120))
+    produce(run, "updated", [academy(1, "Academy One Renamed")], ahead(180))
+    produce(run, "created", [academy(9, display_order=-1)])  # the normalizer rejects it whatever the settings
+    assert consume(run, env=MISCONFIGURED) == {"events": 7, "dead_lettered": 7}
+    assert EnterpriseAcademy.objects.count() == 0
+    assert len(devstack.read_dlq()) == 7
+
+
+@pytest.mark.slow
+def test_list_shows_every_dead_letter_with_its_reason_and_filters(run, devstack, misconfigured_batch):
+    listed = as_json(run("dead_letters", "list", "--json", env={"DATABASE_URL": "sqlite:///no/such/db.sqlite3"}))
+    assert listed["count"] == 7
+    letters = listed["letters"]
+    originals = {(r.partition, r.offset): r for r in devstack.read_topic()}
+    for letter in letters:
+        original = originals.pop((letter["original_partition"], letter["original_offset"]))
+        assert letter["original_topic"] == devstack.topic
+        assert letter["event_type"] == original.headers["ce_type"]
+        assert letter["academy_uuid"] and letter["academy_uuid"].encode() in original.key
+        assert letter["error_class"] == "academy_consumer.receivers.AcademyEventRejected"
+        assert letter["age_seconds"] >= 0 and letter["redrive_count"] == 0 and not letter["redriven"]
+    assert not originals
+    reasons = {letter["academy_uuid"]: letter["error_message"] for letter in letters}
+    assert "display_order" in reasons[academy(9)["uuid"]]
+    assert "ACADEMY_CONSUMER_MAX_FUTURE_SECONDS" in reasons[academy(2)["uuid"]]
+
+    assert as_json(run("dead_letters", "list", "--json", "--error-class", "AcademyEventRejected"))["count"] == 7
+    assert as_json(run("dead_letters", "list", "--json", "--error-class", "UnusableMessageError"))["count"] == 0
+    assert as_json(run("dead_letters", "list", "--json", "--since", ahead(3600)))["count"] == 0
+    assert as_json(run("dead_letters", "list", "--json", "--since", "2020-01-01T00:00:00Z"))["count"] == 7
+    text = run("dead_letters", "list")
+    assert text.returncode == 0 and "7 dead letter(s), 7 not redriven yet" in text.stdout
+    assert "display_order" in text.stdout and devstack.topic in text.stdout
+
+
+@pytest.mark.slow
+def test_redrive_applies_what_a_misconfiguration_dead_lettered_once(run, devstack, misconfigured_batch):
+    dry = as_json(run("dead_letters", "redrive", "--dry-run", "--json"))
+    assert dry["dry_run"] and dry["counts"] == {"created": 5, "updated": 1, "failed": 1}
+    assert EnterpriseAcademy.objects.count() == 0 and len(devstack.read_dlq()) == 7
+    assert not any(letter["redriven"] for letter in as_json(run("dead_letters", "list", "--json"))["letters"])
+
+    done = as_json(run("dead_letters", "redrive", "--json"))
+    assert done["counts"] == {"created": 5, "updated": 1, "failed": 1} and done["back_in_dead_letter_topic"] == 1
+    assert {str(r.uuid): r.name for r in EnterpriseAcademy.objects.all()} == {
+        academy(1)["uuid"]: "Academy One Renamed", **{academy(n)["uuid"]: f"Academy {n}" for n in range(2, 6)}}
+    failed = [letter for letter in done["letters"] if letter["outcome"] == "failed"]
+    assert "display_order" in failed[0]["reason"]
+
+    dead = devstack.read_dlq()
+    assert len(dead) == 8
+    copy, first = dead[-1], next(r for r in dead if academy(9)["uuid"].encode() in r.key)
+    assert copy.headers["dlq-redrive-count"] == "1"
+    for name in ("dlq-original-topic", "dlq-original-partition", "dlq-original-offset", "ce_type", "ce_time", "ce_id"):
+        assert copy.headers[name] == first.headers[name], name
+    assert [name for name, _ in copy.header_list].count("dlq-original-offset") == 1
+    assert "display_order" in copy.headers["dlq-error-message"] and (copy.key, copy.value) == (first.key, first.value)
+
+    again = as_json(run("dead_letters", "redrive", "--json"))
+    assert again["counts"] == {} and len(devstack.read_dlq()) == 8
+    assert all(letter["redriven"] for letter in as_json(run("dead_letters", "list", "--json"))["letters"])
+
+
+@pytest.mark.slow
+def test_a_filter_leaves_the_other_letters_for_a_later_run(run, devstack):
+    produce(run, "created", [academy(1)], ahead(120))
+    devstack.produce_raw(b"not avro", key=b"k")  # no ce_type: an UnusableMessageError
+    produce(run, "created", [academy(2)], ahead(120))
+    assert consume(run, env=MISCONFIGURED) == {"events": 3, "dead_lettered": 3}
+
+    only = as_json(run("dead_letters", "redrive", "--json", "--error-class", "AcademyEventRejected"))
+    assert only["counts"] == {"created": 2}
+    assert EnterpriseAcademy.objects.count() == 2
+    rest = as_json(run("dead_letters", "redrive", "--json"))  # the letter left out is still ahead of the position
+    assert [letter["outcome"] for letter in rest["letters"]].count("failed") == 1
+    assert rest["back_in_dead_letter_topic"] == 1
+    assert as_json(run("dead_letters", "redrive", "--json"))["counts"] == {}
+
+
+@pytest.mark.slow
+def test_redrive_with_the_database_locked_stops_without_committing_or_dead_lettering(run, devstack, misconfigured_batch):
+    import sqlite3  # pylint: disable=import-outside-toplevel
+
+    from django.db import connection  # pylint: disable=import-outside-toplevel
+
+    if connection.vendor != "sqlite":
+        pytest.skip("the lock is SQLite's; the fault suite covers outages of the database servers")
+    lock = sqlite3.connect(connection.settings_dict["NAME"])
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # readers go on, writers wait and fail: "database is locked"
+        stopped = run("dead_letters", "redrive", env={"ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "0.1"})
+    finally:
+        lock.rollback()
+        lock.close()
+    assert stopped.returncode == 1, stopped.stderr
+    assert "dead_letters redrive stopped" in stopped.stderr.strip().splitlines()[-1], stopped.stderr[-2000:]
+    assert len(devstack.read_dlq()) == 7
+    assert as_json(run("dead_letters", "redrive", "--json"))["counts"] == {"created": 5, "updated": 1, "failed": 1}
+
+
+@pytest.mark.parametrize("args", [["list", "--since", "yesterday"], ["redrive", "--error-class"], ["purge"], []])
+def test_bad_arguments_exit_2_with_one_line(run, args):
+    done = run("dead_letters", *args)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize("action", ["list", "redrive"])
+def test_missing_dead_letter_topic_exits_2_with_one_line(run, action):
+    done = run("dead_letters", action, env={"ACADEMY_EVENTS_DLQ_TOPIC": "no-such-topic"})
+    assert done.returncode == 2 and "no-such-topic does not exist" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
