@@ -6,12 +6,14 @@ deleted events over ``academies`` academies. Every upsert carries the academy's 
 version (``v<n>`` in ``short_description`` and in ``display_order``), and event times grow per academy,
 so the newest state of each academy is known without a database: ``expected_state(history)``.
 ``check_table(expected)`` compares the EnterpriseAcademy table with it and counts what a user would
-call lost updates, duplicate rows and stale overwrites.
+call lost updates, duplicate rows and stale overwrites. ``check_all_read(devstack, runs, produced)``
+checks what the table cannot show: that every produced event is still on the topic and was read.
 """
 
 import dataclasses
 import datetime
 import random
+import re
 import uuid
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
@@ -125,3 +127,67 @@ def progress():
 def final_progress(expected):
     """``progress()`` of the table once every upsert of ``expected`` (from ``expected_state``) is applied."""
     return len(expected) + sum(state["data"]["display_order"] for state in expected.values())
+
+
+# The consumer's INFO line per applied batch: ``batch <topic>[0]@10-19 [2]@5: created 3, ... (0.12 s)``.
+BATCH_LINE = re.compile(r"academy_consumer\.consumer: batch \S*?((?:\[\d+\]@\d+(?:-\d+)? ?)+):")
+BATCH_RANGE = re.compile(r"\[(\d+)\]@(\d+)(?:-(\d+))?")
+
+
+@dataclasses.dataclass
+class ReadCheck:
+    """
+    Did every produced event stay on the topic and reach the consumer? ``unread`` (produced events that no
+    run read) must be 0; it counts as lost, since an event evicted before it was read leaves no trace in the
+    table when a newer event of its academy follows it.
+    """
+
+    produced: int
+    on_topic: int = 0  # offsets the topic assigned (more than produced where a producer retry wrote twice)
+    read: int = 0  # of those, how many some run read
+    low_watermarks: dict = dataclasses.field(default_factory=dict)
+    problems: list = dataclasses.field(default_factory=list)
+
+    @property
+    def unread(self):
+        return (self.on_topic - self.read) + max(self.produced - self.on_topic, 0)
+
+
+def check_all_read(devstack, runs, produced):
+    """
+    Check, after the consumer runs ``runs`` (``RunningCommand`` s of ``consume_academy_events``, restarts
+    included) went through the academy topic, that none of the ``produced`` events went missing:
+
+    * every partition's low watermark is 0: the broker still holds every event (the embedded one evicts
+      the oldest past 5 MiB per partition), and the high watermarks add up to at least ``produced`` (more
+      when a producer retried a send the broker had taken);
+    * the consumer read each of them: the union over the runs of the offsets in their ``batch`` log lines
+      (a batch is logged once applied) is every offset from 0 to the high watermark, in every partition.
+
+    Distinct offsets, not a sum of per-run counts: a run killed in a batch re-reads it in the next run, and
+    a SIGKILLed run prints no count. ``read`` is how many of the produced offsets were read.
+    """
+    marks = {partition: ends for (topic, partition), ends in devstack.stack.watermarks().items()
+             if topic == devstack.topic}
+    check = ReadCheck(produced, on_topic=sum(high for _, high in marks.values()),
+                      low_watermarks={p: low for p, (low, _) in marks.items()})
+    seen = {partition: set() for partition in marks}
+    batches = 0
+    for run in runs:
+        for line in BATCH_LINE.finditer(run.stderr):
+            batches += 1
+            for partition, first, last in BATCH_RANGE.findall(line.group(1)):
+                seen.setdefault(int(partition), set()).update(range(int(first), int(last or first) + 1))
+    if not batches:
+        check.problems.append("no `batch` line in the consumer's log: cannot tell what it read")
+    for partition, (low, high) in sorted(marks.items()):
+        if low:
+            check.problems.append(f"partition {partition}: low watermark {low}: the broker evicted offsets 0-{low - 1}")
+        missing = set(range(high)) - seen[partition]
+        if missing:
+            check.problems.append(f"partition {partition}: {len(missing)} of {high} offsets never read, "
+                                  f"from {min(missing)}")
+        check.read += high - len(missing)
+    if check.on_topic < produced:
+        check.problems.append(f"{check.on_topic} events on the topic, {produced} produced")
+    return check

@@ -13,6 +13,9 @@ Crash and order: the consumer killed at random moments, and events delivered twi
    and a SIGKILL restart, the table must hold the newest state of every academy (at equal times: the
    later offset, SPEC §5 "events with the same key are applied in offset order").
 
+Both also check what the table cannot show (``history.check_all_read``): the broker still holds every
+produced event (low watermarks 0) and, over all the runs of the group, the consumer read every offset.
+
 Every restart waits for the mock broker to give the group's partitions to the new member: it keeps a
 killed member for ``session.timeout.ms`` (6 s in the devstack consumer config), and a new member that
 joins before that is often answered with a second rebalance round: 7-12 s per restart.
@@ -33,7 +36,16 @@ import time
 import pytest
 
 from academy_consumer.producer import encode, send_academy_events
-from tests.fault.history import Event, academy_uuid, check_table, expected_state, final_progress, generate, progress
+from tests.fault.history import (
+    Event,
+    academy_uuid,
+    check_all_read,
+    check_table,
+    expected_state,
+    final_progress,
+    generate,
+    progress,
+)
 from tests.waiting import seeded_wait_for as wait_for
 
 CHUNK = 5000  # events per send_academy_events call
@@ -170,13 +182,16 @@ def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, 
 
     check = check_table(expected)
     dead = devstack.read_dlq()
+    read = check_all_read(devstack, consumers.runs, len(history))
     print(f"{len(history)} events produced in {producer.took:.1f} s and all applied after {took:.1f} s, with "
           f"{KILLS} SIGKILLs at {[f'{reached / target:.0%}' for reached in at_kill]} of the history; "
-          f"{len(dead)} dead-lettered; seconds to assignment per run {consumers.assignment_delays()}; "
+          f"{len(dead)} dead-lettered; {read.read} of {read.on_topic} offsets read over {len(consumers.runs)} runs, "
+          f"low watermarks {read.low_watermarks}; seconds to assignment per run {consumers.assignment_delays()}; "
           f"last run: {final.stdout.strip()}")
     guarantee("crash and restart (SIGKILL)", events=len(history), faults=KILLS, fault_kinds="SIGKILL",
-              bad_inputs=0, lost=check.lost + len(dead), duplicates=check.duplicates, stale=check.stale)
+              bad_inputs=0, lost=check.lost + len(dead) + read.unread, duplicates=check.duplicates, stale=check.stale)
     assert not dead, f"valid events were dead-lettered (ACADEMY_FAULT_SEED={seed}): {dead[:3]}"
+    assert not read.problems, f"ACADEMY_FAULT_SEED={seed}: {read.problems}"
     assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), describe(check, seed)
 
 
@@ -291,11 +306,14 @@ def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack
 
     check = check_table(expected)
     dead = devstack.read_dlq()
+    read = check_all_read(devstack, consumers.runs, produced)
     print(f"phases {[(name, len(events)) for name, events in phases]}; {restarts} with {at_term} and {at_kill} "
-          f"events acknowledged; seconds to assignment per run {consumers.assignment_delays()}; "
+          f"events acknowledged; {read.read} of {read.on_topic} offsets read over {len(consumers.runs)} runs, "
+          f"low watermarks {read.low_watermarks}; seconds to assignment per run {consumers.assignment_delays()}; "
           f"last run: {final.stdout.strip()}")
     guarantee("order: duplicates, re-deliveries, shuffled old events", events=produced, faults=len(restarts),
-              fault_kinds=", ".join(restarts), bad_inputs=0, lost=check.lost + len(dead),
+              fault_kinds=", ".join(restarts), bad_inputs=0, lost=check.lost + len(dead) + read.unread,
               duplicates=check.duplicates, stale=check.stale)
     assert not dead, f"valid events were dead-lettered (ACADEMY_FAULT_SEED={seed}): {dead[:3]}"
+    assert not read.problems, f"ACADEMY_FAULT_SEED={seed}: {read.problems}"
     assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), describe(check, seed)
