@@ -5,7 +5,9 @@ A history of creates, updates, renames and deletes is produced by producers whos
 and consumed by a consumer whose future bound is too tight for that (``ACADEMY_CONSUMER_MAX_FUTURE_SECONDS=0``,
 circuit breaker off): every event is dead-lettered. With the setting fixed, ``dead_letters redrive`` is
 killed (SIGKILL) mid-run and run again: the table must end as the history says, every letter redriven, none
-back in the dead-letter topic, and a further run must do nothing.
+back in the dead-letter topic, and a further run must do nothing. On PostgreSQL and MariaDB the run after the
+kill also reaches the database through a proxy that cuts it for 3 s mid-run: the redrive retries, or stops
+with exit 1 and that batch uncommitted, and re-dead-letters nothing because of it.
 """
 
 import dataclasses
@@ -15,8 +17,10 @@ import signal
 
 import pytest
 
+from django.db import connection
+
 from academy_consumer.models import EnterpriseAcademy
-from tests.fault.history import T0, check_table, expected_state, generate
+from tests.fault.history import T0, check_table, expected_state, generate, progress
 from tests.fault.test_broker_and_poison import (  # pylint: disable=unused-import
     CONSUMER_ENV, consumer_counts, producing, send)
 from tests.waiting import seeded_wait_for
@@ -47,6 +51,7 @@ def test_redrive_brings_back_what_a_misconfiguration_dead_lettered(producing, de
     killed.send_signal(signal.SIGKILL)
     assert killed.wait() == -signal.SIGKILL, f"the redrive finished before it could be killed: {killed.stdout[-500:]}"
     part = EnterpriseAcademy.objects.count()
+    faults = 2 + (connection.vendor != "sqlite" and cut_mid_redrive(cli_popen, env, seed))
 
     done = cli("dead_letters", "redrive", "--json", env={**env, **FIXED})
     assert done.returncode == 0, done.stderr[-2000:]
@@ -58,10 +63,35 @@ def test_redrive_brings_back_what_a_misconfiguration_dead_lettered(producing, de
     counts = json.loads(done.stdout)["counts"]
     not_redriven = sum(1 for letter in letters if not letter["redriven"])
     back = len(letters) - len(history)  # letters that failed again (none should)
-    guarantee("dead-letter redrive", events=len(history), faults=2,
-              fault_kinds="future bound tighter than producer clocks, redrive SIGKILLed", lost=check.lost
+    guarantee("dead-letter redrive", events=len(history), faults=faults,
+              fault_kinds="future bound tighter than producer clocks, redrive SIGKILLed, database cut", lost=check.lost
               + not_redriven + back + counts.get("failed", 0), duplicates=check.duplicates, stale=check.stale)
     assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), (check.problems[:10], seed)
     assert not_redriven == back == 0 and "failed" not in counts, (counts, seed)
     assert json.loads(again.stdout)["counts"] == {}, again.stdout[:2000]
     print(f"killed with {part} of {len(expected)} academies applied")
+
+
+def cut_mid_redrive(cli_popen, env, seed):
+    """A redrive whose database connection is cut for 3 s mid-run (through a proxy); returns the faults (1)."""
+    # pylint: disable=import-outside-toplevel
+    from tests.fault.tcp_proxy import TcpProxy
+    from tests.fault.test_database_faults import proxied_database_url
+
+    db = connection.settings_dict
+    proxy = TcpProxy(db["HOST"] or "127.0.0.1", db["PORT"] or (5432 if connection.vendor == "postgresql" else 3306))
+    try:
+        before = progress()
+        run = cli_popen("dead_letters", "redrive", env={**env, **FIXED, "ACADEMY_CONSUMER_BATCH_SIZE": "5",
+                                                        "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "1",
+                                                        "DATABASE_URL": proxied_database_url(proxy)})
+        seeded_wait_for(lambda: progress() > before or not run.running(), 60, "the redrive to apply a batch", seed)
+        proxy.cut(3)
+        code = run.wait(120)
+        print(f"redrive with the database cut: exit {code}")
+        assert code in (0, 1), (code, run.stderr[-2000:])
+        if code == 1:
+            assert "dead_letters redrive stopped" in run.stderr.strip().splitlines()[-1], run.stderr[-2000:]
+    finally:
+        proxy.close()
+    return 1
