@@ -130,7 +130,8 @@ def test_a_filter_leaves_the_other_letters_for_a_later_run(run, devstack):
 
 
 @pytest.mark.slow
-def test_redrive_with_the_database_locked_stops_without_committing_or_dead_lettering(run, devstack, misconfigured_batch):
+def test_redrive_with_the_database_locked_stops_without_committing_or_dead_lettering(run, devstack,
+                                                                                     misconfigured_batch):
     import sqlite3  # pylint: disable=import-outside-toplevel
 
     from django.db import connection  # pylint: disable=import-outside-toplevel
