@@ -11,6 +11,9 @@ The fault suite, Kafka side: the broker failing under a running consumer, and a 
    with a valid history. Every valid event applies; every bad one is in the dead-letter topic with its
    reason and a pointer back at the original message; the consumer goes on and exits 0 at idle.
 
+Both also check what the table cannot show (``history.check_all_read``): the broker still holds every
+produced event (low watermarks 0) and the consumer read every offset.
+
 Waits are polls of a condition with a deadline; the only sleeps are the durations of the faults.
 """
 
@@ -33,7 +36,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from academy_consumer.devstack import ApiKey, Err
 from academy_consumer.models import EnterpriseAcademy
-from tests.fault.history import T0, check_table, expected_state, generate
+from tests.fault.history import T0, check_all_read, check_table, expected_state, generate
 
 SEED = int(os.environ.get("ACADEMY_FAULT_SEED") or random.SystemRandom().randrange(2 ** 32))
 TIMEOUT = 60.0  # upper bound of a single wait for the consumer to catch up
@@ -257,10 +260,13 @@ def test_consumer_rides_out_broker_faults(producing, devstack, cli_popen, group_
 
     check = check_table(expected_state(history))
     dead = devstack.read_dlq()  # every event here is valid: a dead letter is an event not applied
+    read = check_all_read(devstack, [consumer], len(history))
+    mark(f"{read.read} of {read.on_topic} offsets read, low watermarks {read.low_watermarks}")
     guarantee("broker faults", events=len(history), faults=faults,
-              fault_kinds="broker down/up, Fetch/OffsetCommit errors, latency", lost=check.lost + len(dead),
-              duplicates=check.duplicates, stale=check.stale)
+              fault_kinds="broker down/up, Fetch/OffsetCommit errors, latency",
+              lost=check.lost + len(dead) + read.unread, duplicates=check.duplicates, stale=check.stale)
     assert not dead, seeded(f"dead-lettered: {[(d.headers.get('dlq-error-message')) for d in dead[:5]]}")
+    assert not read.problems, seeded(read.problems)
     assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), seeded(check.problems[:10])
 
 
@@ -504,16 +510,19 @@ def test_poison_corpus_is_dead_lettered_and_the_rest_applied(producing, devstack
     wrongly_dead = len(dead) - len(letters) - sum("dead-lettered twice" in p for p in problems)
     counts = consumer_counts(consumer.stdout)
     check = check_table(expected)
-    print(f"produced in {produced:.1f}s, total {time.monotonic() - started:.1f}s; consumer: {counts}")
+    read = check_all_read(devstack, [consumer], len(history) + 1 + len(bad))
+    print(f"produced in {produced:.1f}s, total {time.monotonic() - started:.1f}s; consumer: {counts}; "
+          f"{read.read} of {read.on_topic} offsets read, low watermarks {read.low_watermarks}")
     valid = len(records) - len(bad)
     # lost: valid events not applied (dead-lettered or never consumed) or not showing in the table, and bad
     # events missing from the dead-letter topic; each problem counted.
-    unconsumed = max(len(records) - counts["events"], 0)
+    unconsumed = max(len(records) - counts["events"], read.unread, 0)
     guarantee("poison corpus", events=len(records), bad_inputs=len(bad),
               lost=wrongly_dead + unconsumed + check.lost + len(missing),
               duplicates=check.duplicates + (len(dead) - len(letters) - wrongly_dead), stale=check.stale)
     assert not missing, seeded(f"not dead-lettered: {missing}")
     assert not problems, seeded("\n".join(problems))
+    assert not read.problems, seeded(read.problems)
     assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), seeded(check.problems[:10])
     assert counts["events"] == len(records) and counts.get("dead_lettered") == len(bad), seeded(counts)
     assert counts["events"] - counts["dead_lettered"] == valid
