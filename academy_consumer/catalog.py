@@ -6,11 +6,18 @@ It authenticates the edX way (OAuth2 client credentials, JWT, token cached in ``
 backoff, follows ``next`` links until the last page, and either returns the complete list or raises
 :class:`CatalogError`: a caller never gets a partial list.
 
+No redirect is ever followed, neither for the token request nor for the catalog GETs: a 3xx answer aborts
+the fetch (before anything is written) with one line saying where it pointed. Following one could send
+the client secret (``requests`` re-POSTs the form on 307/308) or the JWT to another host, or apply another
+host's list (and, with ``--deactivate-missing``, deactivate every real academy). Configure the final URLs.
+Every URL in a message or a log line goes through ``redact.mask_url`` (``user:password@`` -> ``***@``).
+
 Settings read (when a :class:`CatalogClient` is built, not at import): ``ENTERPRISE_CATALOG_URL``,
 ``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL``, ``BACKEND_SERVICE_EDX_OAUTH2_KEY``,
 ``BACKEND_SERVICE_EDX_OAUTH2_SECRET``.
 """
 
+import datetime
 import json
 import logging
 import uuid
@@ -18,11 +25,13 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
-from edx_rest_api_client.client import OAuthAPIClient
+from edx_django_utils.cache import TieredCache
+from edx_rest_api_client.client import USER_AGENT, OAuthAPIClient
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from academy_consumer.normalize import extract_items
+from academy_consumer.redact import mask_url, mask_urls
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,59 @@ LIST_KEYS = ("results", "items", "academies", "catalogs")  # a list page holds i
 
 class CatalogError(Exception):
     """The catalog could not be read completely; the message is one readable line."""
+
+
+class _RedirectRefused(requests.RequestException):
+    """The token endpoint answered a redirect, which is not followed (the secret stays here)."""
+
+
+def _redirect_target(response):
+    """Where a 3xx response points, as ``scheme://host:port`` (masked), for a message that names no secret."""
+    location = response.headers.get("Location") or ""
+    target = urlsplit(urljoin(response.url or "", location))
+    if not target.netloc:
+        return "an unnamed location"
+    return mask_url(urlunsplit((target.scheme, target.netloc, "", "", "")))
+
+
+class _OAuthClient(OAuthAPIClient):
+    """
+    ``OAuthAPIClient`` whose token request never follows a redirect. The stock one posts with
+    ``requests.post``, which follows redirects and re-POSTs the client id and secret on 307/308. The token
+    is cached in ``TieredCache`` as the stock client does, until shortly before it expires.
+    """
+
+    EXPIRY_MARGIN = datetime.timedelta(seconds=30)
+
+    def __init__(self, token_url, client_id, client_secret, timeout):
+        super().__init__(token_url, client_id, client_secret, timeout=timeout)
+        self._token_url = token_url
+
+    def _ensure_authentication(self):
+        key = f"academy_consumer.catalog.jwt.{self._client_id}.{self._token_url}"
+        cached = TieredCache.get_cached_response(key)
+        if cached.is_found and datetime.datetime.now(datetime.timezone.utc) < cached.value[1] - self.EXPIRY_MARGIN:
+            self.auth.token = cached.value[0]
+            return
+        response = requests.post(
+            self._token_url,
+            data={"grant_type": "client_credentials", "client_id": self._client_id,
+                  "client_secret": self._client_secret, "token_type": "jwt"},
+            headers={"User-Agent": USER_AGENT}, timeout=self._timeout, allow_redirects=False,
+        )
+        if response.is_redirect or 300 <= response.status_code < 400:
+            raise _RedirectRefused(response=response)
+        response.raise_for_status()
+        try:
+            data = response.json()
+            token, expires_in = data["access_token"], float(data["expires_in"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise requests.RequestException(response=response) from exc
+        expires_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=expires_in)
+        timeout = int(expires_in - self.EXPIRY_MARGIN.total_seconds())
+        if timeout > 0:
+            TieredCache.set_all_tiers(key, (token, expires_at), timeout)
+        self.auth.token = token
 
 
 class _Retry(Retry):
@@ -60,7 +122,7 @@ def _reason(exc):
     reason = exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else exc
     while getattr(reason, "reason", None) is not None:  # MaxRetryError -> NewConnectionError, ...
         reason = reason.reason
-    return " ".join(str(reason).split())
+    return mask_urls(" ".join(str(reason).split()))
 
 
 class CatalogClient:
@@ -85,8 +147,8 @@ class CatalogClient:
         self.token_url = _token_url(provider_url)
         self.timeout = timeout
         self.max_pages = max_pages
-        self.session = OAuthAPIClient(
-            provider_url,
+        self.session = _OAuthClient(
+            self.token_url,
             client_id or getattr(settings, "BACKEND_SERVICE_EDX_OAUTH2_KEY", ""),
             client_secret or getattr(settings, "BACKEND_SERVICE_EDX_OAUTH2_SECRET", ""),
             timeout=timeout,
@@ -116,17 +178,17 @@ class CatalogClient:
         items, seen, count = [], set(), None
         while url:
             if url in seen:
-                raise CatalogError(f"catalog pagination loops: page {len(seen)} links back to {url}")
+                raise CatalogError(f"catalog pagination loops: page {len(seen)} links back to {mask_url(url)}")
             if len(seen) >= self.max_pages:
-                raise CatalogError(f"catalog has more than {self.max_pages} pages; stopped at {url}")
+                raise CatalogError(f"catalog has more than {self.max_pages} pages; stopped at {mask_url(url)}")
             seen.add(url)
             payload = self._get_json(url, f"page {len(seen)}")
             if isinstance(payload, dict) and not any(isinstance(payload.get(key), list) for key in LIST_KEYS):
                 # e.g. {"detail": "Request was throttled."} with a 200: taking it for an empty page would make
                 # the list silently partial (and deactivate_missing deactivate the academies of later pages)
-                raise CatalogError(f"catalog answered no list of academies at {url} (page {len(seen)})")
+                raise CatalogError(f"catalog answered no list of academies at {mask_url(url)} (page {len(seen)})")
             page_items = extract_items(payload)
-            log.debug("catalog page %d (%s): %d academies", len(seen), url, len(page_items))
+            log.debug("catalog page %d (%s): %d academies", len(seen), mask_url(url), len(page_items))
             items.extend(page_items)
             if isinstance(payload, dict):
                 if count is None:
@@ -140,19 +202,26 @@ class CatalogClient:
 
     def _authenticate(self):
         """Get (or reuse the cached) JWT, turning token endpoint failures into a CatalogError."""
+        token_url = mask_url(self.token_url)
         try:
             self.session.get_jwt_access_token()
+        except _RedirectRefused as exc:
+            raise CatalogError(
+                f"could not get an access token: {token_url} answered HTTP {exc.response.status_code}, a redirect to "
+                f"{_redirect_target(exc.response)}; redirects are not followed (the credentials were not sent "
+                f"there): set BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL to the final URL"
+            ) from exc
         except requests.HTTPError as exc:
             status = exc.response.status_code
             if status in (400, 401, 403):
                 raise CatalogError(
-                    f"the OAuth2 provider refused the client credentials (HTTP {status}) at {self.token_url}"
+                    f"the OAuth2 provider refused the client credentials (HTTP {status}) at {token_url}"
                 ) from exc
-            raise CatalogError(f"could not get an access token: {self.token_url} answered HTTP {status}") from exc
+            raise CatalogError(f"could not get an access token: {token_url} answered HTTP {status}") from exc
         except requests.RequestException as exc:
             if exc.response is not None:  # 2xx without a usable token
-                raise CatalogError(f"the OAuth2 provider answered no usable token at {self.token_url}") from exc
-            raise CatalogError(f"could not reach the OAuth2 provider at {self.token_url}: {_reason(exc)}") from exc
+                raise CatalogError(f"the OAuth2 provider answered no usable token at {token_url}") from exc
+            raise CatalogError(f"could not reach the OAuth2 provider at {token_url}: {_reason(exc)}") from exc
 
     def _fetch_one(self, academy_uuid, params):
         """The one academy ``academy_uuid`` (an item dict)."""
@@ -165,29 +234,37 @@ class CatalogClient:
         payload = self._get_json(url, f"academy {academy_uuid}", not_found=not_found)
         items = extract_items(payload)
         if len(items) != 1:
-            raise CatalogError(f"catalog answered no academy object at {url}")
+            raise CatalogError(f"catalog answered no academy object at {mask_url(url)}")
         return items[0]
 
     def _get_json(self, url, what, not_found=None):
-        """GET ``url`` and return its decoded JSON; ``what`` names the request in error messages."""
+        """
+        GET ``url`` and return its decoded JSON; ``what`` names the request in error messages. A redirect
+        is not followed: it fails the fetch.
+        """
+        shown = mask_url(url)
         try:
-            response = self.session.get(url, timeout=self.timeout)
+            response = self.session.get(url, timeout=self.timeout, allow_redirects=False)
         except requests.RequestException as exc:
-            raise CatalogError(f"catalog fetch failed: {what} ({url}) unreachable: {_reason(exc)}") from exc
+            raise CatalogError(f"catalog fetch failed: {what} ({shown}) unreachable: {_reason(exc)}") from exc
+        if 300 <= response.status_code < 400:
+            raise CatalogError(f"catalog fetch failed: {what} ({shown}) answered HTTP {response.status_code}, a "
+                               f"redirect to {_redirect_target(response)}; redirects are not followed: set "
+                               f"ENTERPRISE_CATALOG_URL to the final URL")
         if response.status_code in (401, 403):
-            raise CatalogError(f"catalog refused the credentials (HTTP {response.status_code}) at {url}")
+            raise CatalogError(f"catalog refused the credentials (HTTP {response.status_code}) at {shown}")
         if response.status_code == 404 and not_found:
             raise CatalogError(not_found)
         if not 200 <= response.status_code < 300:
-            raise CatalogError(f"catalog fetch failed: {what} ({url}) answered HTTP {response.status_code}")
+            raise CatalogError(f"catalog fetch failed: {what} ({shown}) answered HTTP {response.status_code}")
         try:
             # json.loads of the bytes, not response.json(): that decodes invalid UTF-8 to U+FFFD (names would
             # be silently corrupted) and lets a RecursionError (JSON nested too deeply) through.
             payload = json.loads(response.content)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits
-            raise CatalogError(f"catalog answered invalid JSON at {url} ({what})") from exc
+            raise CatalogError(f"catalog answered invalid JSON at {shown} ({what})") from exc
         if not isinstance(payload, (dict, list)):
-            raise CatalogError(f"catalog answered unexpected JSON ({type(payload).__name__}) at {url} ({what})")
+            raise CatalogError(f"catalog answered unexpected JSON ({type(payload).__name__}) at {shown} ({what})")
         return payload
 
     def _next_url(self, current, next_url):
@@ -203,5 +280,5 @@ class CatalogClient:
         link = urlsplit(urljoin(current, next_url))
         base = urlsplit(self.catalog_url)
         if link.hostname != base.hostname:
-            raise CatalogError(f"catalog's next link points at another host ({next_url}); not following it")
+            raise CatalogError(f"catalog's next link points at another host ({mask_url(next_url)}); not following it")
         return urlunsplit((base.scheme, base.netloc, link.path, link.query, ""))

@@ -10,7 +10,7 @@ It listens on ``127.0.0.1`` (a free port) in a background thread and serves:
 - ``GET /api/v1/academies/<uuid>/``: one academy.
 
 The API requires ``Authorization: JWT <a token this server issued>``. Faults can be injected (see the
-``fail_*`` / ``invalid_json_on_page`` / ``loop_next_on_page`` methods) and every request is recorded in
+``fail_*`` / ``invalid_json_on_page`` / ``loop_next_on_page`` / ``redirect_*`` methods) and every request is recorded in
 ``requests`` so tests can assert what the client did.
 
 Usage::
@@ -28,6 +28,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 ACADEMIES_PATH = "/api/v1/academies/"
+
+
+@dataclass
+class Redirect:
+    """An answer ``status`` with ``Location: location`` (see ``redirect_page`` / ``redirect_token``)."""
+
+    status: int
+    location: str
 
 
 @dataclass
@@ -63,6 +71,8 @@ class CatalogServer:
         self._raw_pages = {}  # page -> (body bytes, declared Content-Length or None)
         self._api_status = None
         self._token_status = None
+        self._page_redirects = {}  # page -> Redirect
+        self._token_redirect = None
         self._lock = threading.Lock()
         self._httpd = None
         self._thread = None
@@ -150,6 +160,14 @@ class CatalogServer:
         """Make list page ``page`` give its own URL as ``next`` (a pagination loop)."""
         self._loop_pages.add(page)
 
+    def redirect_page(self, page, location, status=302):
+        """Make list page ``page`` answer ``status`` with ``Location: location`` (e.g. another host's URL)."""
+        self._page_redirects[page] = Redirect(status, location)
+
+    def redirect_token(self, location, status=307):
+        """Make the token endpoint answer ``status`` with ``Location: location`` (307/308 re-POST the form)."""
+        self._token_redirect = Redirect(status, location)
+
     def fail_api(self, status=401):
         """Make every API request answer ``status`` (e.g. 401 for a rejected token)."""
         self._api_status = status
@@ -182,6 +200,8 @@ class CatalogServer:
             self.requests.append(request)
 
     def _token(self, form):
+        if self._token_redirect:
+            return self._token_redirect.status, self._token_redirect
         if self._token_status:
             return self._token_status, {"error": "server_error"}
         if form.get("grant_type") != "client_credentials":
@@ -214,6 +234,8 @@ class CatalogServer:
             page = int(query.get("page", "1"))
         except ValueError:
             return 404, {"detail": "Invalid page."}
+        if page in self._page_redirects:
+            return self._page_redirects[page].status, self._page_redirects[page]
         fault = self._page_faults.get(page)
         if fault and fault[1] != 0:
             if fault[1] is not None:
@@ -267,6 +289,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, {"detail": "Not found."})
 
     def _answer(self, status, payload):
+        if isinstance(payload, Redirect):
+            self.send_response(status)
+            self.send_header("Location", payload.location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if isinstance(payload, tuple):  # raw_body_on_page: (bytes, declared Content-Length or None)
             body, length = payload
         else:

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from academy_consumer.catalog import CatalogClient, CatalogError
+from tests.catalog_server import CatalogServer
 
 CUSTOMER = str(uuid.uuid4())
 
@@ -165,3 +166,82 @@ def test_page_limit(catalog_server):
 
     with pytest.raises(CatalogError, match="more than 2 pages"):
         client(max_pages=2).fetch_academies()
+
+
+# -- redirects are never followed; URLs in messages never show credentials -----------------------------
+
+@pytest.fixture
+def other_host():
+    """A second catalog server standing in for another host; its ``requests`` say whether it was hit."""
+    with CatalogServer(client_id="academy-consumer-test-key", client_secret="academy-consumer-test-secret") as server:
+        server.add_academies(3, prefix="Impostor")
+        yield server
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_page_redirect_to_another_host_fails_the_fetch(catalog_server, other_host, status):
+    catalog_server.add_academies(25)
+    catalog_server.redirect_page(2, f"{other_host.url}/api/v1/academies/?page=1", status=status)
+
+    with pytest.raises(CatalogError) as excinfo:
+        client().fetch_academies()
+
+    message = str(excinfo.value)
+    assert "page 2" in message and f"HTTP {status}" in message and "redirects are not followed" in message
+    assert other_host.url in message and "\n" not in message
+    assert other_host.requests == []  # neither the JWT nor a GET went there
+    assert catalog_server.pages_fetched == [1, 2]
+
+
+def test_same_origin_redirect_is_not_followed_either(catalog_server):
+    catalog_server.add_academies(25)
+    catalog_server.redirect_page(1, f"{catalog_server.url}/api/v1/academies/?page=2")
+
+    with pytest.raises(CatalogError, match="HTTP 302, a redirect to"):
+        client().fetch_academies()
+    assert catalog_server.pages_fetched == [1]
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_token_redirect_never_sends_the_secret_elsewhere(catalog_server, other_host, status):
+    catalog_server.add_academies(3)
+    catalog_server.redirect_token(f"{other_host.oauth_url}/access_token", status=status)
+
+    with pytest.raises(CatalogError) as excinfo:
+        client().fetch_academies()
+
+    message = str(excinfo.value)
+    assert f"HTTP {status}, a redirect to {other_host.url}" in message and "not followed" in message
+    assert catalog_server.client_secret not in message and "\n" not in message
+    assert other_host.requests == []  # the client id and secret were not POSTed there
+    assert len(catalog_server.token_requests) == 1 and catalog_server.list_requests == []
+
+
+def test_redirect_location_credentials_and_path_are_not_printed(catalog_server, other_host):
+    catalog_server.redirect_token(f"http://thief:hunter2@127.0.0.1:{other_host.url.rsplit(':', 1)[1]}/steal?token=abc")
+
+    with pytest.raises(CatalogError) as excinfo:
+        client().fetch_academies()
+
+    message = str(excinfo.value)
+    assert "hunter2" not in message and "thief" not in message and "steal" not in message
+    assert "http://***@127.0.0.1:" in message
+
+
+def test_credentials_in_configured_urls_are_masked(catalog_server):
+    port = unused_port()
+    with pytest.raises(CatalogError) as unreachable:
+        client(catalog_url=f"http://admin:s3cret@127.0.0.1:{port}").fetch_academies()
+    assert "s3cret" not in str(unreachable.value) and f"http://***@127.0.0.1:{port}" in str(unreachable.value)
+
+    with pytest.raises(CatalogError) as token:
+        client(provider_url=f"http://admin:s3cret@127.0.0.1:{port}/oauth2").fetch_academies()
+    assert "s3cret" not in str(token.value) and "***@" in str(token.value)
+
+
+def test_token_still_cached_across_clients(catalog_server):
+    """The no-redirect token request keeps the stock client's caching (one token request per process)."""
+    catalog_server.add_academies(3)
+    client().fetch_academies()
+    client().fetch_academies()
+    assert len(catalog_server.token_requests) == 1
