@@ -3,7 +3,8 @@ Produce academy events to the event bus (what the catalog side runs; also used b
 
     academy-consumer produce_academy_event --action created|updated|deleted --file PATH [--time ISO8601]
 
-``PATH`` (``-`` for stdin) holds one catalog academy as a JSON object, or JSON lines for many. Events go
+``PATH`` (``-`` for stdin) holds one catalog academy as a JSON object, a JSON list, or JSON lines for
+many, of at most ``ACADEMY_MAX_INPUT_BYTES`` (read by ``academy_consumer.inputs``, as reconcile's input). Events go
 through openedx-events' ``get_producer()`` (edx-event-bus-kafka), keyed by academy uuid, and are
 flushed before exit. Exit status: 0 when every event was acknowledged by the broker; 1 when one was
 not (or the broker did not answer within ``ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS``); 2 on bad
@@ -11,10 +12,9 @@ arguments or an item that cannot be encoded (then nothing was sent).
 """
 
 import datetime
-import json
-import sys
 
 from academy_consumer import conf
+from academy_consumer.inputs import InputError, read_items
 from academy_consumer.management.base import EXIT_ROW_ERRORS, AcademyCommand, fail
 from academy_consumer.producer import SIGNALS, DeliveryError, EncodingError, NotConfigured, encode, send_academy_events
 
@@ -26,28 +26,6 @@ def iso_time(value):
 
 
 iso_time.__name__ = "ISO 8601 time"
-
-
-def read_academies(path):
-    """The academies in ``path``: one JSON object, a JSON list, or JSON lines."""
-    name = "stdin" if path == "-" else path
-    try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
-    except (OSError, UnicodeDecodeError) as exc:
-        raise fail(f"cannot read {name}: {exc}") from exc
-    try:
-        whole = json.loads(text)
-        return whole if isinstance(whole, list) else [whole]
-    except json.JSONDecodeError:
-        pass
-    items = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                items.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise fail(f"{name} line {number} is not valid JSON: {exc.msg}") from exc
-    return items
 
 
 class Command(AcademyCommand):
@@ -63,7 +41,10 @@ class Command(AcademyCommand):
         parser.add_argument("--topic", help=f"Topic (default ACADEMY_EVENTS_TOPIC, '{conf.DEFAULT_TOPIC}').")
 
     def handle(self, *args, **options):
-        items = read_academies(options["file"])
+        try:
+            items = read_items(options["file"], envelopes=False)
+        except InputError as exc:
+            raise fail(str(exc)) from exc
         event_time = options["time"] or datetime.datetime.now(datetime.timezone.utc)
         events = []
         for number, item in enumerate(items, 1):

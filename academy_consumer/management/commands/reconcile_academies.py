@@ -6,19 +6,26 @@ Full sync of the academy table from the Enterprise Catalog (or from a file).
     academy-consumer reconcile_academies --academy-uuid UUID            # one academy; never deactivates
 
 Exit status: 0 when every item applied or was legitimately skipped; 1 when some rows failed to
-apply; 2 on bad arguments or a failed fetch or unreadable input (then nothing was written).
+apply or the database connection was lost mid-run (the sync stops at the first such error: items
+before it stay applied, nothing is deactivated); 2 on bad arguments or a failed fetch or unreadable
+input (then nothing was written).
+
+``--from-file`` takes one JSON document in any envelope the normalizer accepts, or JSON lines (one
+academy per line), of at most ``ACADEMY_MAX_INPUT_BYTES`` (see ``academy_consumer.inputs``). The whole
+input is read and checked before anything is written.
 """
 
 import json
-import sys
 
 from django.conf import settings
 from django.utils import timezone
 
-from academy_consumer.apply import ERRORS, OUTCOMES, sync_academies
+from academy_consumer.apply import ERRORS, OUTCOMES, DatabaseUnavailable, sync_academies
 from academy_consumer.catalog import CatalogClient, CatalogError
-from academy_consumer.management.base import EXIT_ROW_ERRORS, AcademyCommand, fail
-from academy_consumer.normalize import extract_items, parse_uuid
+from academy_consumer.inputs import InputError, read_items
+from academy_consumer.management.base import EXIT_NOT_READY, EXIT_ROW_ERRORS, AcademyCommand, fail
+from academy_consumer.normalize import parse_uuid
+from academy_consumer.redact import mask_url
 
 
 def uuid_argument(value):
@@ -30,29 +37,6 @@ def uuid_argument(value):
 
 
 uuid_argument.__name__ = "UUID"  # argparse says "invalid UUID value: 'x'"
-
-
-def read_items(path):
-    """The academy items of a JSON file (``-`` for stdin), in any envelope the normalizer accepts."""
-    name = "stdin" if path == "-" else path
-    try:
-        if path == "-":  # bytes, decoded strictly: the locale's stdin errors handler would mask invalid UTF-8
-            stream = getattr(sys.stdin, "buffer", None)
-            text = stream.read().decode("utf-8") if stream is not None else sys.stdin.read()
-        else:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise fail(f"cannot read {name}: {exc.strerror if isinstance(exc, OSError) else exc}") from exc
-    try:
-        payload = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise fail(f"{name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from exc
-    except RecursionError as exc:
-        raise fail(f"{name} is nested too deeply to read") from exc
-    except ValueError as exc:  # e.g. an integer of more digits than int() converts
-        raise fail(f"{name} cannot be read as JSON: {' '.join(str(exc).split())}") from exc
-    return extract_items(payload)
 
 
 class Command(AcademyCommand):
@@ -76,13 +60,16 @@ class Command(AcademyCommand):
         items, source = self._load(options)
         if options["academy_uuid"] and options["from_file"]:
             items = [item for item in items if _item_uuid(item) == options["academy_uuid"]]
-        result = sync_academies(
-            items,
-            source_time=snapshot_time,
-            deactivate_missing=options["deactivate_missing"],
-            dry_run=options["dry_run"],
-            limited=bool(options["academy_uuid"]),
-        )
+        try:
+            result = sync_academies(
+                items,
+                source_time=snapshot_time,
+                deactivate_missing=options["deactivate_missing"],
+                dry_run=options["dry_run"],
+                limited=bool(options["academy_uuid"]),
+            )
+        except DatabaseUnavailable as exc:
+            raise fail(str(exc), EXIT_NOT_READY) from exc
         if options["as_json"]:
             self.stdout.write(json.dumps({"source": source, **result.as_dict()}, default=str))
         else:
@@ -92,7 +79,10 @@ class Command(AcademyCommand):
 
     def _load(self, options):
         if options["from_file"]:
-            return read_items(options["from_file"]), options["from_file"]
+            try:
+                return read_items(options["from_file"]), options["from_file"]
+            except InputError as exc:
+                raise fail(str(exc)) from exc
         customer = options["enterprise_customer"]
         if customer is None and not options["academy_uuid"]:
             configured = getattr(settings, "ENTERPRISE_CUSTOMER_UUID", None)
@@ -107,7 +97,7 @@ class Command(AcademyCommand):
             )
         except CatalogError as exc:
             raise fail(f"{exc} (nothing was written)") from exc
-        return items, client.catalog_url
+        return items, mask_url(client.catalog_url)
 
     def _print_summary(self, result, source, item_count):
         counts = ", ".join(f"{name} {result.counts[name]}" for name in OUTCOMES)
