@@ -22,6 +22,9 @@ processes), so they run on PostgreSQL and MariaDB and are skipped on SQLite.
    event must win). One row per academy, nothing dead-lettered, both commands exit 0, reconcile reports
    ``errors`` 0, and the table equals the expected newest state.
 
+Both also check what the table cannot show (``history.check_all_read``): the broker still holds every
+produced event (low watermarks 0) and the consumer read every offset.
+
 Randomness comes from one seed, printed and named in every failure message; ``ACADEMY_FAULT_SEED``
 replays a run. Waits are polls of a condition with a deadline; the only sleeps make a fault last.
 """
@@ -42,7 +45,16 @@ from django.db import connection
 from academy_consumer.models import EnterpriseAcademy
 from academy_consumer.producer import encode, send_academy_events
 from tests.conftest import subprocess_database_url
-from tests.fault.history import Event, academy_uuid, check_table, expected_state, final_progress, generate, progress
+from tests.fault.history import (
+    Event,
+    academy_uuid,
+    check_all_read,
+    check_table,
+    expected_state,
+    final_progress,
+    generate,
+    progress,
+)
 from tests.fault.tcp_proxy import TcpProxy
 from tests.waiting import seeded_wait_for as wait_for
 
@@ -231,15 +243,18 @@ def test_database_outage_is_retried_never_skipped(devstack, cli_popen, settings,
     positions = offsets(devstack, "db-outage")
     check = check_table(expected)
     dead = devstack.read_dlq()
+    read = check_all_read(devstack, [consumer], len(history))
     print(f"{connection.vendor}: produced {len(history)} events in {produced_in:.1f} s; consumed in "
           f"{consumed_in:.1f} s through {kills} connection kills and {cuts} outages of {CUT_SECONDS} s "
           f"(progress at each fault: {[f'{p / target:.0%}' for p in at_fault]}); {len(retries)} batch retries "
           f"({', '.join(sorted(set(retries)))}); offsets {positions}; {len(dead)} dead-lettered; "
+          f"{read.read} of {read.on_topic} offsets read, low watermarks {read.low_watermarks}; "
           f"{consumer.stdout.strip()}")
     guarantee("database outage", events=len(history), faults=kills + cuts,
               fault_kinds=f"connections killed, DB unreachable {CUT_SECONDS} s", bad_inputs=0,
-              lost=check.lost + len(dead), duplicates=check.duplicates, stale=check.stale)
+              lost=check.lost + len(dead) + read.unread, duplicates=check.duplicates, stale=check.stale)
     assert len(retries) >= kills + cuts, f"{len(retries)} retries for {kills + cuts} faults {output()}"
+    assert not read.problems, f"ACADEMY_FAULT_SEED={seed}: {read.problems}"
     assert not dead, f"a database outage dead-lettered valid events (ACADEMY_FAULT_SEED={seed}): {dead[:3]}"
     assert all(committed == end for committed, end in positions.values()), (
         f"committed offsets are not the end offsets: {positions} {output()}")
@@ -254,6 +269,10 @@ COHORT_SIZE = 20
 EXTRA_RUNS = 2  # reconcile runs after the last cohort, while the last events are applied
 CUSTOMER = "5d3f0c1e-7a2b-4c8d-9e6f-112233445566"
 RACE_LINE = "lost a uniqueness race"
+# The newer events are dated a month ahead (newer than every reconcile snapshot); the future bound
+# (ACADEMY_CONSUMER_MAX_FUTURE_SECONDS, 300 s by default) would dead-letter them: this scenario is about
+# concurrency, so both commands get a bound past them.
+FUTURE_BOUND_ENV = {"ACADEMY_CONSUMER_MAX_FUTURE_SECONDS": str(60 * 24 * 3600)}
 CREATED_LINE = re.compile(r"academy\.created\.v1 ([0-9a-f-]{36}): created")  # the consumer's log of a create
 
 
@@ -417,10 +436,13 @@ def test_reconcile_concurrent_with_consumer_keeps_newest_state(devstack, cli_pop
         "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": catalog_server.oauth_url,
         "BACKEND_SERVICE_EDX_OAUTH2_KEY": catalog_server.client_id,
         "BACKEND_SERVICE_EDX_OAUTH2_SECRET": catalog_server.client_secret,
+        **FUTURE_BOUND_ENV,
     }
     # The default batch wait (1 s): a round's events, produced at once, make one batch (a long transaction).
+    # LOG_LEVEL DEBUG: the consumer's line per applied event (CREATED_LINE) is a DEBUG line.
     consumer = cli_popen("consume_academy_events", "--group-id", "reconcile-race",
-                         env={**devstack.env, **CONSUMER_ENV, "ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "1"})
+                         env={**devstack.env, **CONSUMER_ENV, **FUTURE_BOUND_ENV,
+                              "ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "1", "LOG_LEVEL": "DEBUG"})
     runs = []
 
     def output():
@@ -515,6 +537,7 @@ def test_reconcile_concurrent_with_consumer_keeps_newest_state(devstack, cli_pop
             delete_first += 1
     check = check_table(expected)
     dead = devstack.read_dlq()
+    read = check_all_read(devstack, [consumer], total)
     rows = EnterpriseAcademy.objects.count()
     races = consumer.stderr.count(RACE_LINE) + sum(run.stderr.count(RACE_LINE) for run in runs)
     transient = len(RETRY_LINE.findall(consumer.stderr)) + sum(run.stderr.count("transient database error")
@@ -525,11 +548,13 @@ def test_reconcile_concurrent_with_consumer_keeps_newest_state(devstack, cli_pop
           f"in {elapsed:.1f} s; reconcile {outcome}; lock waits seen: {lock_waits.count}; uniqueness races lost "
           f"and retried: {races}; transient errors retried: {transient}; newer delete before the snapshot: "
           f"{delete_first} of {sum(1 for a in academies if a.fallback)}; rows {rows}; offsets {positions}; "
-          f"{len(dead)} dead-lettered; {consumer.stdout.strip()}")
+          f"{len(dead)} dead-lettered; {read.read} of {read.on_topic} offsets read, low watermarks "
+          f"{read.low_watermarks}; {consumer.stdout.strip()}")
     guarantee("reconcile concurrent with consumer", events=total, faults=len(runs),
               fault_kinds=f"overlapping reconcile runs, {lock_waits.count} lock waits", bad_inputs=0,
-              lost=check.lost + len(dead), duplicates=check.duplicates, stale=check.stale)
+              lost=check.lost + len(dead) + read.unread, duplicates=check.duplicates, stale=check.stale)
     assert not dead, f"events were dead-lettered (ACADEMY_FAULT_SEED={seed}): {[r.headers for r in dead[:3]]}"
+    assert not read.problems, f"ACADEMY_FAULT_SEED={seed}: {read.problems}"
     assert all(committed == end for committed, end in positions.values()), f"offsets {positions} {output()}"
     assert rows == len(academies), f"{rows} rows for {len(academies)} academies (ACADEMY_FAULT_SEED={seed})"
     assert lock_waits.error is None, f"watching lock waits failed: {lock_waits.error!r}"
