@@ -168,6 +168,11 @@ class CatalogServer:
         """Make the token endpoint answer ``status`` with ``Location: location`` (307/308 re-POST the form)."""
         self._token_redirect = Redirect(status, location)
 
+    def clear_redirects(self):
+        """Remove every redirect fault."""
+        self._page_redirects.clear()
+        self._token_redirect = None
+
     def fail_api(self, status=401):
         """Make every API request answer ``status`` (e.g. 401 for a rejected token)."""
         self._api_status = status

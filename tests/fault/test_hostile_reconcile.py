@@ -26,6 +26,12 @@ Tests:
 6. ``test_hostile_catalog_pages_exit_2_and_write_nothing``: page 2 of 3 served by
    ``tests.catalog_server.CatalogServer`` as garbage, invalid UTF-8, a truncated body, 100,000 levels of
    nesting, 20 MB of junk, a scalar, an object without a list...
+7. ``test_redirects_write_nothing_and_send_nothing_to_the_other_host``: page 2 answering 301-308 to a second
+   server (another host), the token endpoint answering 302/307/308 there, a same-host 302: exit 2, one line
+   without the secret, the table untouched, the other server never hit (no GET, no POSTed secret).
+8. ``test_future_dated_stored_times_are_repaired``: rows left holding future ``source_timestamp`` s (minutes
+   past the bound to 9999-12-31): reconcile updates and ``--deactivate-missing`` deactivates them (none
+   ``stale``), ``repair_future_timestamps`` resets the rest, and no future time is left.
 
 Randomness comes from ``ACADEMY_FAULT_SEED`` (printed in every failure message).
 """
@@ -673,4 +679,112 @@ def test_hostile_catalog_pages_exit_2_and_write_nothing(reconcile, catalog_serve
     check = check_table(expected)
     guarantee("hostile reconcile input: hostile catalog pages", events=len(cases) + 2, bad_inputs=len(cases),
               lost=check.lost, duplicates=check.duplicates, stale=check.stale)
+    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), seeded(check.problems[:10])
+
+
+# ---------------------------------------------------------------------------------------------------
+# 7. Redirects: never followed, for the catalog pages nor the token endpoint
+# ---------------------------------------------------------------------------------------------------
+
+def test_redirects_write_nothing_and_send_nothing_to_the_other_host(reconcile, catalog_server, guarantee):
+    from tests.catalog_server import CatalogServer  # pylint: disable=import-outside-toplevel
+
+    env = {
+        "ENTERPRISE_CATALOG_URL": catalog_server.url,
+        "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": catalog_server.oauth_url,
+        "BACKEND_SERVICE_EDX_OAUTH2_KEY": catalog_server.client_id,
+        "BACKEND_SERVICE_EDX_OAUTH2_SECRET": catalog_server.client_secret,
+    }
+    served = []
+    for n in range(25):
+        item = academy("redirected", n)
+        served.append(catalog_server.add_academy(item.pop("title"), enterprise_customer=CUSTOMER, **item))
+    args = ("--enterprise-customer", CUSTOMER, "--json")
+    first = reconcile(*args, env=env)
+    assert first.returncode == 0 and first.report["created"] == 25, seeded(repr(first))
+    before = snapshot()
+
+    with CatalogServer(client_id=catalog_server.client_id, client_secret=catalog_server.client_secret) as other:
+        for n in range(5):  # what the other host would serve: a list without the real academies
+            other.add_academy(f"Impostor {n}", enterprise_customer=CUSTOMER)
+        cases = [(f"page 2 answers {status} to another host", "page", status) for status in (301, 302, 303, 307, 308)]
+        cases += [(f"token endpoint answers {status} to another host", "token", status) for status in (302, 307, 308)]
+        cases += [("page 1 answers 302 on the same host", "same", 302)]
+        for label, where, status in cases:
+            if where == "page":
+                catalog_server.redirect_page(2, f"{other.url}/api/v1/academies/?enterprise_customer={CUSTOMER}",
+                                             status=status)
+            elif where == "token":
+                catalog_server.redirect_token(f"{other.oauth_url}/access_token", status=status)
+            else:
+                catalog_server.redirect_page(1, f"{catalog_server.url}/api/v1/academies/?page=2", status=status)
+            done = reconcile(*args, "--deactivate-missing", env=env)
+            line = assert_one_line_failure(done, label)
+            assert f"HTTP {status}" in line and "not followed" in line and "nothing was written" in line, \
+                seeded(f"{label}: {line!r}")
+            assert catalog_server.client_secret not in line, seeded(f"{label}: the secret is printed: {line!r}")
+            assert snapshot() == before, seeded(f"{label}: the table changed")
+            assert other.requests == [], seeded(f"{label}: the other host was sent {other.requests!r}")
+            catalog_server.clear_redirects()
+
+    done = reconcile(*args, "--deactivate-missing", env=env)
+    assert done.returncode == 0 and done.report["unchanged"] == 25 and done.report["deactivated"] == 0, \
+        seeded(repr(done))
+    check = check_table({item["uuid"]: {"data": item, "active": True} for item in served})
+    guarantee("redirects: 3xx on a page or the token endpoint", events=len(cases) + 2, faults=len(cases),
+              fault_kinds="301-308 to another host on page 2 and the token endpoint, 302 on the same host",
+              lost=check.lost, duplicates=check.duplicates, stale=check.stale)
+    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), seeded(check.problems[:10])
+
+
+# ---------------------------------------------------------------------------------------------------
+# 8. Future-dated stored times: reconcile and repair_future_timestamps take them back
+# ---------------------------------------------------------------------------------------------------
+
+def test_future_dated_stored_times_are_repaired(reconcile, cli, guarantee):
+    import datetime  # pylint: disable=import-outside-toplevel
+
+    rng = random.Random(SEED)
+    items = [academy("future", n) for n in range(40)]
+    first = reconcile("--from-file", "-", "--json", stdin=json.dumps(items))
+    assert first.returncode == 0 and first.report["created"] == 40, seeded(repr(first))
+    # What an unbounded consumer left behind: future times, from minutes past the bound to year 9999.
+    futures = [datetime.timedelta(seconds=301 + rng.randrange(3600)), datetime.timedelta(days=365 * 50)]
+    frozen = rng.sample(range(40), 20)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for n in frozen:
+        when = datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc) if n % 3 == 0 else now + rng.choice(futures)
+        EnterpriseAcademy.objects.filter(uuid=items[n]["uuid"]).update(source_timestamp=when)
+
+    # Reconcile: every listed academy changes (a new version) and half of the frozen ones are no longer
+    # listed: none may be stale, every unlisted one deactivated.
+    listed = [n for n in range(40) if n not in frozen[:10]]
+    newer = [academy("future", n, version=1) for n in listed]
+    done = reconcile("--from-file", "-", "--json", "--deactivate-missing", stdin=json.dumps(newer))
+    assert done.returncode == 0, seeded(repr(done))
+    report = done.report
+    assert (report["updated"], report["stale"], report["deactivated"]) == (len(listed), 0, 10), seeded(repr(done))
+
+    # What reconcile did not write (nothing here: every frozen row was listed or deactivated) the command
+    # repairs; freeze some rows again to give it work, then check it leaves nothing behind.
+    again = rng.sample(listed, 5)
+    for n in again:
+        EnterpriseAcademy.objects.filter(uuid=items[n]["uuid"]).update(
+            source_timestamp=datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc))
+    repaired = cli("repair_future_timestamps", "--json")
+    assert repaired.returncode == 0 and json.loads(repaired.stdout)["repaired"] == 5, seeded(repr(repaired))
+    assert json.loads(cli("repair_future_timestamps", "--json").stdout)["repaired"] == 0
+    latest = [academy("future", n, version=2) for n in listed]
+    done = reconcile("--from-file", "-", "--json", stdin=json.dumps(latest))
+    assert done.returncode == 0 and (done.report["updated"], done.report["stale"]) == (len(listed), 0), \
+        seeded(repr(done))
+
+    bound = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=300)
+    assert not EnterpriseAcademy.objects.filter(source_timestamp__gt=bound).exists(), seeded("a future time is left")
+    expected = expected_of(latest)
+    expected.update(expected_of([items[n] for n in frozen[:10]], active=False))
+    check = check_table(expected)
+    guarantee("future-dated stored times (reconcile, repair_future_timestamps)", events=40 + len(newer) + len(latest),
+              faults=len(frozen) + len(again), fault_kinds="source_timestamp set in the future",
+              lost=check.lost, duplicates=check.duplicates, stale=check.stale + report["stale"])
     assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), seeded(check.problems[:10])
