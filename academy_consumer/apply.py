@@ -40,8 +40,8 @@ from django.utils import timezone
 
 from academy_consumer import conf
 from academy_consumer.models import EnterpriseAcademy, name_key
-from academy_consumer.redact import mask_urls
 from academy_consumer.normalize import MAX_NAME_LENGTH, NormalizedAcademy, Rejected, normalize_academy, parse_uuid
+from academy_consumer.redact import mask_urls
 
 log = logging.getLogger(__name__)
 
