@@ -166,6 +166,14 @@ if _IDLE_TIMEOUT and DATABASES["default"]["ENGINE"] == "django.db.backends.postg
 elif _IDLE_TIMEOUT and DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"]["OPTIONS"]["init_command"] = f"SET SESSION idle_transaction_timeout={_IDLE_TIMEOUT}"
 
+# .. setting_name: DATABASE_CONNECT_TIMEOUT_SECONDS
+# .. setting_default: 10
+# .. setting_description: How long PostgreSQL and MariaDB connection attempts wait for the server, so that a
+#   host that drops packets gives a one-line "unreachable" instead of a hang. An integer >= 1.
+_CONNECT_TIMEOUT = max(1, _non_negative_int("DATABASE_CONNECT_TIMEOUT_SECONDS", 10))
+if DATABASES["default"]["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.mysql"):
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = _CONNECT_TIMEOUT
+
 # .. setting_name: DATABASE_TEST_NAME
 # .. setting_default: None (Django's ``test_<name>``)
 # .. setting_description: Name of the throw-away database the test suite creates, so that two test runs
