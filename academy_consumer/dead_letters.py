@@ -36,7 +36,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from django.db import transaction
 from edx_event_bus_kafka.internal.config import get_full_topic, load_common_settings
 
-from academy_consumer import conf
+from academy_consumer import conf, preflight
 from academy_consumer.consumer import (
     AcademyEventConsumer, PermanentError, TransientError, _close_connections, kafka_client,
 )
@@ -171,17 +171,12 @@ class AsEvent:
 def partitions_of(client, topic):
     """The partition ids of ``topic``; ``NoTopic`` when it does not exist, ``KafkaUnavailable`` on no answer."""
     try:
-        metadata = client.list_topics(topic, timeout=READ_TIMEOUT_SECONDS)
-    except KafkaException as exc:
-        raise KafkaUnavailable(f"Kafka did not answer: {mask_urls(str(exc))}") from None
-    found = metadata.topics.get(topic)
-    if found is None or (found.error is not None and found.error.code() in (
-            KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)):  # pylint: disable=protected-access
-        raise NoTopic(f"dead-letter topic {topic} does not exist (check ACADEMY_EVENTS_DLQ_TOPIC and "
-                      f"EVENT_BUS_TOPIC_PREFIX)")
-    if found.error is not None:
-        raise KafkaUnavailable(f"topic {topic} is not available: {found.error.str()}")
-    return sorted(found.partitions)
+        return preflight.check_topic(client, topic, READ_TIMEOUT_SECONDS,
+                                     what="dead-letter topic", setting="ACADEMY_EVENTS_DLQ_TOPIC")
+    except preflight.NoSuchTopic as exc:
+        raise NoTopic(str(exc)) from None
+    except preflight.NotReady as exc:
+        raise KafkaUnavailable(str(exc)) from None
 
 
 def read_range(consumer, topic, starts, ends):

@@ -69,10 +69,19 @@ class RegistryUnreachable(NotReady):
     """The schema registry did not answer (down, network, overloaded): transient, unlike a wrong URL."""
 
 
-def check_topic(client, topic, timeout):
+class NoSuchTopic(NotReady):
+    """Kafka answered, and has no such topic."""
+
+
+class KafkaUnreachable(NotReady):
+    """Kafka did not answer in time, or the topic is not available now."""
+
+
+def check_topic(client, topic, timeout, what="topic", setting="ACADEMY_EVENTS_TOPIC"):
     """
     The sorted partition ids of ``topic``, asked of Kafka through ``client`` (a confluent-kafka Consumer or
-    Producer); :class:`NotReady` when Kafka does not answer within ``timeout`` seconds or has no such topic.
+    Producer); :class:`KafkaUnreachable` when Kafka does not answer within ``timeout`` seconds,
+    :class:`NoSuchTopic` when it has no such topic (``what`` and ``setting`` name it in the message).
     """
     from confluent_kafka import KafkaError, KafkaException  # pylint: disable=import-outside-toplevel
 
@@ -81,15 +90,15 @@ def check_topic(client, topic, timeout):
     except KafkaException as exc:
         error = exc.args[0] if exc.args else exc
         reason = error.str() if hasattr(error, "str") else str(error)
-        raise NotReady(f"Kafka did not answer within {timeout:.0f} s ({mask_urls(reason)}): is "
-                       f"EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS right and the broker up?") from None
+        raise KafkaUnreachable(f"Kafka did not answer within {timeout:.0f} s ({mask_urls(reason)}): is "
+                               f"EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS right and the broker up?") from None
     found = metadata.topics.get(topic)
     if found is None or (found.error is not None and found.error.code() in (
             KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC)):  # pylint: disable=protected-access
-        raise NotReady(f"topic {topic} does not exist (create it, or check ACADEMY_EVENTS_TOPIC and "
-                       f"EVENT_BUS_TOPIC_PREFIX)")
+        raise NoSuchTopic(f"{what} {topic} does not exist (create it, or check {setting} and "
+                          f"EVENT_BUS_TOPIC_PREFIX)")
     if found.error is not None:
-        raise NotReady(f"topic {topic} is not available: {found.error.str()}")
+        raise KafkaUnreachable(f"{what} {topic} is not available: {found.error.str()}")
     return sorted(found.partitions)
 
 
