@@ -617,3 +617,67 @@ def test_devstack_stops_loudly_when_the_broker_evicts_events(tmp_path, backgroun
     assert "EVENTS LOST: the embedded broker evicted the oldest events of enterprise-academy-lifecycle [0]" in stderr
     assert len(stderr.splitlines()) == 1, stderr
     assert not (tmp_path / ".devstack.env").exists()
+
+
+def assert_refused(result, says):
+    """One line on stderr, exit 2, nothing on stdout."""
+    assert (result.returncode, result.stdout) == (2, ""), result
+    assert len(result.stderr.splitlines()) == 1 and says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_devstack_envfile_holding_other_data_is_refused_and_left_untouched(tmp_path):
+    important = tmp_path / "important.txt"
+    important.write_bytes(b"precious data\nPASSWORD=x\n")
+    result = run_devstack(tmp_path, "--env-file", "important.txt")
+    assert_refused(result, "important.txt exists and is not a dev stack env file")
+    assert important.read_bytes() == b"precious data\nPASSWORD=x\n"
+    # Not even a file that also names the broker, when it holds anything else.
+    (tmp_path / ".devstack.env").write_text("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:1\n"
+                                            "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL=http://127.0.0.1:1\nSECRET=1\n")
+    before = (tmp_path / ".devstack.env").read_bytes()
+    assert_refused(run_devstack(tmp_path), ".devstack.env exists and is not a dev stack env file")
+    assert (tmp_path / ".devstack.env").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == [".devstack.env", "important.txt"]
+
+
+def test_devstack_envfile_of_a_running_stack_is_refused_and_a_stale_one_overwritten(tmp_path, background_devstack):
+    first = background_devstack()
+    assert run_devstack(tmp_path, "--wait", "--timeout", "30").returncode == 0
+    written = (tmp_path / ".devstack.env").read_text()
+    assert_refused(run_devstack(tmp_path), "a dev stack is already running from .devstack.env")
+    assert (tmp_path / ".devstack.env").read_text() == written
+    assert first.poll() is None  # the running one is untouched
+
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    (tmp_path / ".devstack.env").write_text(written)  # as a dev stack killed with -9 leaves it: stale
+    second = background_devstack()
+    wait_for(lambda: (tmp_path / ".devstack.env").read_text() != written, TIMEOUT, "the stale file to be replaced")
+    assert run_devstack(tmp_path, "--wait", "--timeout", "30").returncode == 0
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(timeout=30) == 0
+    assert not (tmp_path / ".devstack.env").exists()
+
+
+@pytest.mark.parametrize("path, says", [
+    ("", "--env-file must name a file"),
+    ("/proc/version", "/proc/version exists and is not a dev stack env file"),
+    ("/proc/devstack.env", "--env-file /proc/devstack.env: cannot write in the folder /proc"),
+])
+def test_devstack_envfile_unusable_is_one_line_before_anything_starts(tmp_path, path, says):
+    result = run_devstack(tmp_path, "--env-file", path)
+    assert_refused(result, says)
+    assert os.listdir(tmp_path) == []  # nothing written, no .partial left
+
+
+def test_devstack_envfile_that_cannot_be_removed_at_shutdown_is_one_line(tmp_path, background_devstack):
+    stack = background_devstack()
+    assert run_devstack(tmp_path, "--wait", "--timeout", "30").returncode == 0
+    (tmp_path / ".devstack.env").unlink()
+    (tmp_path / ".devstack.env").mkdir()  # os.remove cannot remove it
+    stack.send_signal(signal.SIGTERM)
+    assert stack.wait(timeout=30) == 0
+    stderr = (tmp_path / "devstack.err").read_text()
+    assert len(stderr.splitlines()) == 1 and "could not remove --env-file .devstack.env" in stderr, stderr
+    assert (tmp_path / ".devstack.env").is_dir()

@@ -22,6 +22,8 @@ import json
 import math
 import os
 import signal
+import sys
+import tempfile
 import threading
 import time
 
@@ -86,6 +88,53 @@ def read_env_file(path):
     return values if BOOTSTRAP_ENV in values and SCHEMA_REGISTRY_ENV in values else None
 
 
+KAFKA_CONFIG_ENV = "ACADEMY_CONSUMER_KAFKA_CONFIG"
+ENV_FILE_NAMES = {BOOTSTRAP_ENV, SCHEMA_REGISTRY_ENV, KAFKA_CONFIG_ENV}  # what a dev stack writes, nothing else
+
+
+def own_env_file(path):
+    """
+    The ``{NAME: value}`` of ``path`` when it is an env file a dev stack wrote (only ``NAME=value`` lines
+    of the names it writes, among them the broker's), else None: a file holding anything else is a
+    user's, never to be overwritten or removed.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(1024 * 1024)
+    except (OSError, UnicodeDecodeError):
+        return None
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines or not all("=" in line and line.split("=", 1)[0] in ENV_FILE_NAMES for line in lines):
+        return None
+    values = dict(line.split("=", 1) for line in lines)
+    return values if values.get(BOOTSTRAP_ENV) and values.get(SCHEMA_REGISTRY_ENV) else None
+
+
+def check_env_file(path):
+    """Refuse (exit 2), before anything starts, an --env-file this dev stack must not or cannot write."""
+    if not path.strip():
+        raise fail("--env-file must name a file, not an empty string")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise fail(f"--env-file {path}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise fail(f"--env-file {path} is a folder")
+    if os.path.lexists(path):
+        values = own_env_file(path)
+        if values is None:
+            raise fail(f"--env-file {path} exists and is not a dev stack env file: it is left as it is; "
+                       f"remove it or name another file")
+        if answers(values):
+            raise fail(f"a dev stack is already running from {path} (Kafka {values[BOOTSTRAP_ENV]} answers): "
+                       f"use it, stop it, or name another --env-file")
+        # A stale one (its dev stack is gone): overwritten below.
+    try:  # really create and remove a file there: os.access says yes to root even on /proc
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".probe"):
+            pass
+    except OSError as error:
+        raise fail(f"--env-file {path}: cannot write in the folder {folder} ({error.strerror or error})") from None
+
+
 def answers(values):
     """True when the broker and the schema registry of these settings both answer."""
     try:
@@ -110,11 +159,27 @@ class _Silent:
 
 
 def write_env_file(path, lines):
-    """Write the file whole or not at all, so that ``--wait`` never reads half of it."""
+    """Write the file whole or not at all, so that ``--wait`` never reads half of it (no partial file is left)."""
     partial = f"{path}.partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(partial, path)
+    try:
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+        os.replace(partial, path)
+    except OSError as error:
+        try:
+            os.remove(partial)
+        except OSError:
+            pass
+        raise fail(f"--env-file {path}: cannot write it ({error.strerror or error})") from None
+
+
+def remove_env_file(path):
+    """Remove the env file at shutdown; a failure is one line on stderr, never a traceback."""
+    try:
+        if os.path.lexists(path):
+            os.remove(path)
+    except OSError as error:
+        sys.stderr.write(f"could not remove --env-file {path} ({error.strerror or error}): remove it by hand\n")
 
 
 def eviction_line(evicted):
@@ -147,13 +212,7 @@ class Command(AcademyCommand):
             return self.wait(path, options["timeout"] or DEFAULT_WAIT_SECONDS)
         if options["timeout"] is not None:
             raise fail("--timeout is only for --wait")
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise fail(f"--env-file {path}: the folder {folder} does not exist")
-        if os.path.isdir(path):
-            raise fail(f"--env-file {path} is a folder")
-        if not os.access(folder, os.W_OK):
-            raise fail(f"--env-file {path}: the folder {folder} is not writable")
+        check_env_file(path)
         return self.run(path, options["partitions"])
 
     def run(self, path, partition_count):
@@ -163,9 +222,9 @@ class Command(AcademyCommand):
         topic = get_full_topic(conf.topic())
         dlq = get_full_topic(conf.dlq_topic())
         with DevStack([(topic, partition_count), (dlq, 1)]) as stack:
-            lines = stack.env_lines() + [f"ACADEMY_CONSUMER_KAFKA_CONFIG={json.dumps(MOCK_CONSUMER_CONFIG)}"]
+            lines = stack.env_lines() + [f"{KAFKA_CONFIG_ENV}={json.dumps(MOCK_CONSUMER_CONFIG)}"]
+            write_env_file(path, lines)
             try:
-                write_env_file(path, lines)
                 for line in lines:
                     self.stdout.write(line)
                 self.stdout.write(f"ready: Kafka {stack.bootstrap_servers} (topics {topic}, {partition_count} "
@@ -180,8 +239,7 @@ class Command(AcademyCommand):
                     if evicted:
                         raise fail(eviction_line(evicted), EXIT_NOT_READY)
             finally:
-                if os.path.exists(path):
-                    os.remove(path)
+                remove_env_file(path)
 
     def wait(self, path, timeout):
         deadline = time.monotonic() + timeout
