@@ -33,10 +33,10 @@ def _raw(name, default):
     return default if value is None or value == "" else value
 
 
-def _number(name, default, kind, minimum):
-    """Setting ``name`` as a finite ``kind`` (int or float) >= ``minimum``; strings are parsed."""
+def _number(name, default, kind, minimum, maximum):
+    """Setting ``name`` as a finite ``kind`` (int or float) from ``minimum`` to ``maximum``; strings are parsed."""
     value = _raw(name, default)
-    what = f"{'an integer' if kind is int else 'a number'} >= {minimum}"
+    what = f"{'an integer' if kind is int else 'a number'} from {minimum} to {maximum}"
     try:
         if isinstance(value, bool):
             raise ValueError(value)
@@ -45,7 +45,7 @@ def _number(name, default, kind, minimum):
             raise ValueError(value)  # 2.5 is not an integer
     except (TypeError, ValueError, OverflowError):
         raise ImproperlyConfigured(f"{name} must be {what}, not {str(value)[:80]!r}") from None
-    if not math.isfinite(number) or number < minimum:
+    if not math.isfinite(number) or not minimum <= number <= maximum:
         raise ImproperlyConfigured(f"{name} must be {what}, not {str(value)[:80]!r}")
     return number
 
@@ -96,16 +96,16 @@ def group_instance_id():
 # .. setting_default: 100
 # .. setting_description: Most events the consumer polls and applies in one database transaction (>= 1).
 def batch_size():
-    return _number("ACADEMY_CONSUMER_BATCH_SIZE", 100, int, 1)
+    return _number("ACADEMY_CONSUMER_BATCH_SIZE", 100, int, 1, 1_000_000)  # librdkafka's most per poll
 
 
 # .. setting_name: ACADEMY_CONSUMER_BATCH_WAIT_SECONDS
 # .. setting_default: 1.0
 # .. setting_description: Longest the consumer waits to fill a batch before applying what it has (> 0).
 def batch_wait_seconds():
-    value = _number("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS", 1.0, float, 0.0)
+    value = _number("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS", 1.0, float, 0.0, 3600.0)
     if value == 0:
-        raise ImproperlyConfigured("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS must be a number > 0, not '0'")
+        raise ImproperlyConfigured("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS must be a number > 0 (up to 3600), not '0'")
     return value
 
 
@@ -115,7 +115,7 @@ def batch_wait_seconds():
 #   failure (database unreachable, deadlock, lock timeout, dead-letter topic unreachable). Such a batch
 #   is retried until it succeeds; it is never skipped.
 def retry_max_seconds():
-    return _number("ACADEMY_CONSUMER_RETRY_MAX_SECONDS", 30.0, float, 0.0)
+    return _number("ACADEMY_CONSUMER_RETRY_MAX_SECONDS", 30.0, float, 0.0, 86400.0)
 
 
 # .. setting_name: ACADEMY_CONSUMER_KAFKA_CONFIG
@@ -140,7 +140,7 @@ def kafka_config():
 # .. setting_description: How long ``produce_academy_event`` waits for the broker to acknowledge every event
 #   before it exits non-zero.
 def producer_flush_timeout():
-    return _number("ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS", 30.0, float, 0.0)
+    return _number("ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS", 30.0, float, 0.0, 86400.0)
 
 
 # .. setting_name: ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS
@@ -151,17 +151,20 @@ def producer_flush_timeout():
 #   before committing or dead-lettering the run. Any applied event, or another error class, resets the
 #   count. 0 turns the breaker off.
 def max_consecutive_dead_letters():
-    return _number("ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS", 100, int, 0)
+    return _number("ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS", 100, int, 0, 1_000_000_000)
 
 
 # .. setting_name: ACADEMY_CONSUMER_MAX_FUTURE_SECONDS
 # .. setting_default: 300
 # .. setting_description: How far ahead of this process's clock an event time (``ce_time``) or a stored
-#   ``source_timestamp`` may be. A later event is dead-lettered (it would freeze its row against every later
+#   ``source_timestamp`` may be (at most 10 years: a larger bound would not bound anything). A later event is dead-lettered (it would freeze its row against every later
 #   change); a stored time beyond it no longer makes newer events and reconcile ``stale``, and
 #   ``repair_future_timestamps`` resets such times.
+MAX_FUTURE_SECONDS_LIMIT = 10 * 365 * 86400.0
+
+
 def max_future_seconds():
-    return _number("ACADEMY_CONSUMER_MAX_FUTURE_SECONDS", 300.0, float, 0.0)
+    return _number("ACADEMY_CONSUMER_MAX_FUTURE_SECONDS", 300.0, float, 0.0, MAX_FUTURE_SECONDS_LIMIT)
 
 
 # .. setting_name: ACADEMY_MAX_INPUT_BYTES
@@ -170,7 +173,7 @@ def max_future_seconds():
 #   (``reconcile_academies --from-file``, ``produce_academy_event --file``); a larger input is refused
 #   with one line, before it can exhaust memory.
 def max_input_bytes():
-    return _number("ACADEMY_MAX_INPUT_BYTES", 256 * 1024 * 1024, int, 1)
+    return _number("ACADEMY_MAX_INPUT_BYTES", 256 * 1024 * 1024, int, 1, 2**40)
 
 
 def check_all():

@@ -31,6 +31,7 @@ Avro deserialization through the schema registry and signal dispatch to the rece
 """
 
 import datetime
+import json
 import logging
 import math
 import re
@@ -129,7 +130,10 @@ class BadStart(ValueError):
 
 
 class BadKafkaConfig(ImproperlyConfigured):
-    """librdkafka refused a property of ``ACADEMY_CONSUMER_KAFKA_CONFIG``."""
+    """
+    An event bus setting the consumer cannot use: a property librdkafka refuses, an empty group id, a registry
+    URL confluent-kafka refuses, a dead-letter topic that is the consumed topic.
+    """
 
 
 @dataclass
@@ -167,6 +171,17 @@ def _registry_unavailable(exc):
             return status is None or status < 0 or status >= 500 or status in (408, 429)
         names = {cls.__name__ for cls in type(exc).__mro__}
         if isinstance(exc, OSError) or names & {"TransportError", "TimeoutException", "NetworkError"}:
+            return True
+        if isinstance(exc, json.JSONDecodeError):  # the registry (or a proxy before it) answered no JSON
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _writer_schema_mismatch(exc):
+    """True when decoding failed because the writer schema the registry gave is not an academy schema."""
+    while exc is not None:
+        if type(exc).__name__ == "SchemaResolutionError":  # fastavro: writer and reader schemas do not match
             return True
         exc = exc.__cause__ or exc.__context__
     return False
@@ -233,11 +248,22 @@ class AcademyEventConsumer(KafkaEventConsumer):
         self._commit_failures = 0
         self._deserializers = {}
         _check_configured()
-        super().__init__(topic or conf.topic(), group_id or conf.group_id())
+        group_id = conf.group_id() if group_id is None else group_id
+        if not str(group_id).strip():
+            raise BadKafkaConfig("the consumer group id (--group-id / ACADEMY_CONSUMER_GROUP_ID) is empty")
+        if topic is not None and not str(topic).strip():
+            raise BadKafkaConfig("--topic is empty")
+        try:
+            super().__init__(topic or conf.topic(), group_id)
+        except ValueError as exc:  # confluent-kafka refuses the registry URL (malformed, credentials in it, ...)
+            raise BadKafkaConfig(f"EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL: {mask_urls(exc)}") from None
         if self.schema_registry_client is None:
             raise ImproperlyConfigured("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL is not set")
         self.full_topic = get_full_topic(self.topic)
         self.dlq_topic = get_full_topic(conf.dlq_topic(self.topic))
+        if self.dlq_topic == self.full_topic:
+            raise BadKafkaConfig(f"the dead-letter topic is the consumed topic {self.full_topic}: every dead "
+                                       f"letter would be read again (check ACADEMY_EVENTS_DLQ_TOPIC)")
         # A dead letter is as large as the event it copies, which the broker took (librdkafka's default 1 MB
         # client-side limit would refuse it): let the broker judge the size.
         self.dlq_producer = kafka_client(Producer, {
@@ -527,6 +553,10 @@ class AcademyEventConsumer(KafkaEventConsumer):
                 schema_id = _unknown_schema_id(exc, message.value())
                 if schema_id is not None:
                     self._check_unknown_schema(schema_id, message)
+                elif _writer_schema_mismatch(exc):
+                    self._check_registry_knows_academy(
+                        f"the writer schema of {message.topic()}[{message.partition()}]@{message.offset()} is "
+                        f"no academy schema")
                 raise PermanentError(str(exc)) from _root_cause(exc)
             raise kind(f"{type(exc).__name__}: {exc}") from exc
         outcome = next((r.outcome for _, r in results if hasattr(r, "outcome")), "applied")
@@ -545,6 +575,15 @@ class AcademyEventConsumer(KafkaEventConsumer):
             raise FatalError(f"schema id {schema_id} is unknown to the schema registry {url} yet used by {len(seen)} "
                              f"events of {self.full_topic}: is EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL the registry "
                              f"the producers use? (nothing dead-lettered or committed)")
+        self._check_registry_knows_academy(f"schema id {schema_id} not found")
+
+    def _check_registry_knows_academy(self, detail):
+        """
+        A ``FatalError`` (a configuration fault) when the schema registry knows none of the academy subjects
+        of the topic: academy events were then produced through another registry, and no event of them can
+        be decoded here. Asked once per run, when an event first fails on its schema.
+        """
+        url = mask_url(settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL)
         if self._registry_has_academy_subjects:
             return
         try:
@@ -555,7 +594,7 @@ class AcademyEventConsumer(KafkaEventConsumer):
         prefixes = tuple(f"{self.full_topic}-{signal.event_type}" for signal in ACADEMY_SIGNALS)
         if not any(str(subject).startswith(prefixes) for subject in subjects):
             raise FatalError(f"the schema registry {url} knows none of the academy schemas of {self.full_topic} "
-                             f"(schema id {schema_id} not found, no subject {self.full_topic}-<academy event type>): "
+                             f"({detail}; no subject {self.full_topic}-<academy event type>): "
                              f"is EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL right? (nothing dead-lettered or committed)")
         self._registry_has_academy_subjects = True
 

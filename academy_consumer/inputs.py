@@ -20,6 +20,9 @@ from academy_consumer import conf
 from academy_consumer.normalize import extract_items
 
 CHUNK_BYTES = 1024 * 1024
+# The most items one input may hold: a catalog has hundreds of academies, and every item costs memory in the
+# reports of the commands, far beyond its size in the input (a 2 MB list of a million zeros would cost GBs).
+MAX_ITEMS = 100_000
 
 
 class InputError(Exception):
@@ -39,9 +42,14 @@ def read_items(path, envelopes=True):
     if lines:
         return values
     document = values[0]
-    if envelopes:
-        return extract_items(document)
-    return document if isinstance(document, list) else [document]
+    items = extract_items(document) if envelopes else document if isinstance(document, list) else [document]
+    if len(items) > MAX_ITEMS:
+        raise InputError(_too_many(name))
+    return items
+
+
+def _too_many(name):
+    return f"{name} holds more than {MAX_ITEMS:,} items; not applied (split it)"
 
 
 def _read_values(path, name):
@@ -98,6 +106,8 @@ def _parse(lines, name):
         values, number = [value], len(head)
         for number, line in enumerate(lines, number + 1):
             if line.strip():
+                if len(values) >= MAX_ITEMS:
+                    raise InputError(_too_many(name))
                 values.append(_loads(line, name, number))
         if len(values) > 1:
             return values, True
@@ -113,6 +123,8 @@ def _loads(data, name, line_number):
     where = f"{name} line {line_number}" if line_number else name
     if line_number:
         data = data.rstrip(b"\r\n")
+    if data.startswith(b"\xef\xbb\xbf") and line_number in (None, 1):  # a UTF-8 byte order mark
+        data = data[3:]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

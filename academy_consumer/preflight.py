@@ -112,7 +112,10 @@ def check_schema_registry(client, url):
 
     where = mask_urls(str(url))
     try:
-        return client.get_subjects()
+        subjects = client.get_subjects()
+    except ValueError as exc:  # a 2xx answer that is not JSON: some other HTTP server
+        raise NotReady(f"schema registry {where} answers, but not as a schema registry does (no JSON): is "
+                       f"EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL right?") from exc
     except SchemaRegistryError as exc:
         status = exc.http_status_code
         if status is None or status < 0 or status >= 500 or status in (408, 429):
@@ -122,3 +125,7 @@ def check_schema_registry(client, url):
     except Exception as exc:  # pylint: disable=broad-except  # httpx / OS errors: no answer
         reason = mask_urls(" ".join(str(exc).split())) or type(exc).__name__
         raise RegistryUnreachable(f"schema registry {where} unreachable: {reason}") from None
+    if not isinstance(subjects, list):
+        raise NotReady(f"schema registry {where} answers, but not as a schema registry does (no list of "
+                       f"subjects): is EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL right?")
+    return subjects

@@ -231,7 +231,14 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["stderr"], "level": _LOG_LEVEL or "WARNING"},
-    "loggers": {"academy_consumer": {"level": _LOG_LEVEL or "INFO"}},
+    "loggers": {
+        "academy_consumer": {"level": _LOG_LEVEL or "INFO"},
+        # Django logs a receiver's exception with its traceback; the consumer then handles it (a dead letter,
+        # logged in one line), so the traceback is for LOG_LEVEL=DEBUG only.
+        "django.dispatch": {"level": "DEBUG" if _LOG_LEVEL == "DEBUG" else "CRITICAL"},
+        # urllib3 logs every retry of a catalog request; the catalog client's one-line error says the outcome.
+        "urllib3": {"level": _LOG_LEVEL or "ERROR"},
+    },
 }
 ROOT_URLCONF = "academy_consumer.urls"
 

@@ -8,6 +8,7 @@ Real parts only: the commands as subprocesses, the dev stack's mock Kafka and sc
 (empty) schema registry server.
 """
 
+import json
 import re
 import struct
 import time
@@ -326,3 +327,88 @@ def test_from_time_skips_every_older_event_even_after_a_newer_one(bus, devstack,
     assert done.returncode == 0, done.stderr
     assert counts(done.stdout) == {"events": 3, "created": 2, "before_replay_time": 1}
     assert set(table()) == {academy(1)["uuid"], academy(3)["uuid"]}
+
+
+# --- found by trying the consumer from outside: more configuration faults that are not bad events ------------
+
+
+def test_a_registry_url_of_some_other_http_server_stops_the_consumer_at_start(bus, devstack, cli):
+    import http.server  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # pylint: disable=invalid-name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>hello</html>")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    bus.produce("created", [academy(1), academy(2)])
+    try:
+        done = run_consumer(cli, devstack, EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL=f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1, done.stderr
+    assert "not as a schema registry does" in last_line(done.stderr), done.stderr
+    assert devstack.read_dlq() == [] and table() == {} and committed(devstack, "safety") == {}
+
+
+def test_a_registry_that_resolves_ids_to_other_schemas_is_a_configuration_fault(bus, devstack, cli):
+    """Another environment's registry: it knows no academy subject, and its ids name unrelated schemas."""
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient  # pylint: disable=import-outside-toplevel
+
+    bus.produce("created", [academy(n) for n in range(1, 4)])
+    other = SchemaRegistryServer().start()
+    try:
+        client = SchemaRegistryClient({"url": other.url})
+        for n in range(1, 11):  # ids 1..10: whatever ids the academy events carry name one of these
+            record = {"type": "record", "name": f"Other{n}", "fields": [{"name": "x", "type": "long"}]}
+            client.register_schema(f"other-{n}-value", Schema(json.dumps(record), "AVRO"))
+        done = run_consumer(cli, devstack, EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL=other.url)
+    finally:
+        other.stop()
+    assert done.returncode == 1, done.stderr
+    assert "knows none of the academy schemas" in last_line(done.stderr), done.stderr
+    assert devstack.read_dlq() == [] and table() == {} and committed(devstack, "safety") == {}
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"ACADEMY_CONSUMER_MAX_FUTURE_SECONDS": "1e12"}, "ACADEMY_CONSUMER_MAX_FUTURE_SECONDS"),
+    ({"ACADEMY_CONSUMER_BATCH_SIZE": "1000001"}, "ACADEMY_CONSUMER_BATCH_SIZE"),
+    ({"ACADEMY_CONSUMER_GROUP_ID": " "}, "group id"),
+    ({"ACADEMY_EVENTS_DLQ_TOPIC": "enterprise-academy-lifecycle"}, "dead-letter topic is the consumed topic"),
+    ({"EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL": "http://user:REGSECRET@127.0.0.1:1"}, "SCHEMA_REGISTRY_URL"),
+    ({"EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL": "notaurl"}, "SCHEMA_REGISTRY_URL"),
+], ids=["future-bound-too-large", "batch-too-large", "blank-group", "dlq-is-topic", "registry-userinfo",
+        "registry-not-a-url"])
+def test_settings_the_consumer_cannot_use_are_one_line_and_exit_2(devstack, cli, env, says):
+    done = cli("consume_academy_events", "--until-idle", IDLE, env={**devstack.env, **env})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], done.stderr
+    assert "REGSECRET" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--from-time", "2099-01-01T00:00:00Z"], "in the future"),
+    (["--from-offset", "0:1", "--from-offset", "0:2"], "names a partition twice"),
+], ids=["future-from-time", "partition-twice"])
+def test_replay_starts_that_would_lose_or_hide_events_are_refused(bus, devstack, cli, args, says):
+    bus.produce("created", [academy(1)])
+    done = run_consumer(cli, devstack, *args)
+    assert done.returncode == 2 and says in last_line(done.stderr), done.stderr
+    assert committed(devstack, "safety") == {}  # the group's events are still ahead of it
+
+
+def test_a_dead_letter_is_logged_in_one_line_without_a_traceback(bus, devstack, cli):
+    bus.produce("created", [academy(1, display_order=-1), academy(2)])
+    done = run_consumer(cli, devstack)
+    assert done.returncode == 0, done.stderr
+    assert counts(done.stdout) == {"events": 2, "created": 1, "dead_lettered": 1}
+    assert "Traceback" not in done.stderr, done.stderr

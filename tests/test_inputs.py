@@ -34,6 +34,17 @@ def unused_port():
 
 
 class TestReader:
+    def test_a_utf8_byte_order_mark_is_accepted(self, tmp_path):
+        assert read_items(write(tmp_path, b"\xef\xbb\xbf" + json.dumps([{"title": "A"}]).encode())) == [{"title": "A"}]
+        lines = write(tmp_path, b"\xef\xbb\xbf" + b'{"title": "A"}\n{"title": "B"}\n', "lines.jsonl")
+        assert read_items(lines) == [{"title": "A"}, {"title": "B"}]
+
+    @pytest.mark.parametrize("text", [json.dumps([0] * 100_001), "{}\n" * 100_001], ids=["document", "lines"])
+    def test_more_items_than_the_limit_are_refused(self, tmp_path, text):
+        """Each item costs the commands far more memory than its bytes: the item count is bounded too."""
+        with pytest.raises(InputError, match="more than 100,000 items"):
+            read_items(write(tmp_path, text))
+
     def test_document_in_an_envelope_or_not(self, tmp_path):
         items = [{"title": "A"}, {"title": "B"}]
         pretty = write(tmp_path, json.dumps({"results": items}, indent=2))

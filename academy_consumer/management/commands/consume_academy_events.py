@@ -19,6 +19,7 @@ import signal
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
+from django.utils import timezone
 
 from academy_consumer.consumer import AcademyEventConsumer, BadKafkaConfig, BadStart, FatalError, Start
 from academy_consumer.management.base import EXIT_NOT_READY, EXIT_ROW_ERRORS, AcademyCommand, fail
@@ -68,7 +69,14 @@ class Command(AcademyCommand):
         parser.add_argument("--max-events", type=positive(int), metavar="N", help="Stop after N events.")
 
     def handle(self, *args, **options):
-        offsets = dict(options["from_offset"] or [])
+        given = options["from_offset"] or []
+        offsets = dict(given)
+        if len(offsets) < len(given):
+            raise fail("--from-offset names a partition twice")
+        if options["from_time"] is not None and options["from_time"] > timezone.now():
+            # Every event read before that time would be skipped AND committed: lost for the group.
+            raise fail(f"--from-time {options['from_time'].isoformat()} is in the future: the group would skip "
+                       f"(and commit past) every event until then")
         start = Start(beginning=options["from_beginning"], offsets=offsets, time=options["from_time"])
         try:
             consumer = AcademyEventConsumer(options["topic"], options["group_id"], start=start,
