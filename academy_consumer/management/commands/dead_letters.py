@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
 from academy_consumer import dead_letters
+from academy_consumer.apply import _UNPRINTABLE_RE
 from academy_consumer.consumer import FatalError, TransientError
 from academy_consumer.management.base import EXIT_ROW_ERRORS, AcademyCommand, fail
 from academy_consumer.management.commands.produce_academy_event import iso_time
@@ -28,11 +29,18 @@ def _age(letter, now):
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds}s"
 
 
+def _safe(text):
+    """Text from a message as printed: control characters and unpaired surrogates become U+FFFD, so a header
+    can neither forge a line nor send a terminal escape (--json needs none of this: JSON escapes them)."""
+    return _UNPRINTABLE_RE.sub("\ufffd", str(text))
+
+
 def _line(letter, now):
-    where = f"{letter.original_topic}[{letter.original_partition}]@{letter.original_offset}"
+    where = f"{_safe(letter.original_topic)}[{letter.original_partition}]@{letter.original_offset}"
     count = f" redriven {letter.redrive_count}x" if letter.redrive_count else ""
-    return (f"[{letter.partition}]@{letter.offset} {_age(letter, now)} ago from {where} {letter.event_type} "
-            f"{letter.academy_uuid}: {letter.error_class}: {(letter.error_message or '')[:300]}{count}")
+    return (f"[{letter.partition}]@{letter.offset} {_age(letter, now)} ago from {where} {_safe(letter.event_type)} "
+            f"{_safe(letter.academy_uuid)}: {_safe(letter.error_class)}: {_safe((letter.error_message or '')[:300])}"
+            f"{count}")
 
 
 class Command(AcademyCommand):
@@ -98,7 +106,7 @@ class Command(AcademyCommand):
             return
         now = datetime.datetime.now(datetime.timezone.utc)
         for result in results:
-            reason = f" ({result.reason[:300]})" if result.reason else ""
+            reason = f" ({_safe(result.reason[:300])})" if result.reason else ""
             self.stdout.write(f"{result.outcome}{reason}: {_line(result.letter, now)}")
         summary = ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "nothing to redrive"
         verb = "would redrive" if options["dry_run"] else "redrove"
