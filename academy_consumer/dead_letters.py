@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 REDRIVE_COUNT = "dlq-redrive-count"
 REDRIVE_ATTEMPTS = 5  # tries of a batch that meets a transient failure before the run stops
 READ_TIMEOUT_SECONDS = 30.0
+# ASCII digits only (str.isdigit also takes "²", which int() refuses), and few enough for int() to take.
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+_COUNT = re.compile(r"[0-9]{1,18}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
@@ -66,6 +69,11 @@ def redrive_group_id():
 def _header(headers, name):
     values = [value for key, value in headers if key == name and value is not None]
     return values[-1].decode("utf-8", "replace") if values else None
+
+
+def redrive_count_of(text):
+    """``dlq-redrive-count`` as a non-negative integer; missing, negative or garbage counts as 0."""
+    return int(text) if text and _COUNT.fullmatch(text) else 0
 
 
 def academy_uuid_of(key):
@@ -101,14 +109,14 @@ class Letter:
 
         def number(name):
             text = _header(headers, name)
-            return int(text) if text and text.lstrip("-").isdigit() else None
+            return int(text) if text and _INTEGER.fullmatch(text) else None
 
         return cls(message, message.partition(), message.offset(),
                    datetime.datetime.fromtimestamp(millis / 1000, datetime.timezone.utc) if millis >= 0 else None,
                    _header(headers, "dlq-original-topic"), number("dlq-original-partition"),
                    number("dlq-original-offset"), _header(headers, "dlq-error-class"),
                    _header(headers, "dlq-error-message"), _header(headers, "ce_type"),
-                   academy_uuid_of(message.key()), number(REDRIVE_COUNT) or 0)
+                   academy_uuid_of(message.key()), redrive_count_of(_header(headers, REDRIVE_COUNT)))
 
     def matches(self, since=None, error_class=None):
         """``since``: dead-lettered at or after it; ``error_class``: the full class name or its last part."""

@@ -162,3 +162,53 @@ def test_missing_dead_letter_topic_exits_2_with_one_line(run, action):
     done = run("dead_letters", action, env={"ACADEMY_EVENTS_DLQ_TOPIC": "no-such-topic"})
     assert done.returncode == 2 and "no-such-topic does not exist" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+FORGED = "topic\n\x1b[31mFAKE LINE"
+
+
+def forged_letter(devstack, redrive_count, offset=b"7"):
+    """A letter whose headers and key carry control characters and an ANSI escape, as a hostile producer sends."""
+    devstack.produce_raw(b"not avro", topic=devstack.dlq_topic, key=b"key\n\x1b[2Jk", headers=[
+        ("dlq-original-topic", FORGED.encode()), ("dlq-original-partition", b"0"), ("dlq-original-offset", offset),
+        ("dlq-error-class", b"Err\x07\x1b]0;title\x07"), ("dlq-error-message", b"bad\r\nFORGED: \x1b[0m\xed\xa0\x80"),
+        ("ce_type", b"type\x1b[1m"), ("dlq-redrive-count", redrive_count)])
+
+
+def assert_printable(text):
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text, repr(text)
+    assert not any(line.startswith(("FAKE LINE", "FORGED")) for line in text.splitlines()), text
+
+
+@pytest.mark.parametrize("redrive_count", [b"-5", b"5x", b"", b"\xff"])
+def test_list_prints_no_control_characters_and_counts_a_bad_redrive_count_as_0(run, devstack, redrive_count):
+    forged_letter(devstack, redrive_count)
+    text = run("dead_letters", "list", env={"DATABASE_URL": "sqlite:///no/such/db.sqlite3"})
+    assert text.returncode == 0, text.stderr
+    assert_printable(text.stdout)
+    assert text.stdout.splitlines()[-1] == "1 dead letter(s), 1 not redriven yet", text.stdout
+    line = text.stdout.splitlines()[0]
+    assert f"from topic\ufffd\ufffd[31mFAKE LINE[0]@7 type\ufffd[1m None: Err\ufffd\ufffd]0;title\ufffd: " in line
+    assert "redriven" not in line, line  # not "redriven -5x"
+
+    raw = run("dead_letters", "list", "--json").stdout
+    assert all(ord(char) < 128 and char.isprintable() or char == "\n" for char in raw), repr(raw)  # JSON escaped
+    letter = json.loads(raw)["letters"][0]
+    assert letter["original_topic"] == FORGED and letter["redrive_count"] == 0
+    assert letter["error_message"].startswith("bad\r\nFORGED: \x1b[0m")
+
+
+def test_redrive_prints_no_control_characters_and_never_writes_a_negative_count(run, devstack):
+    forged_letter(devstack, b"-5")
+    text = run("dead_letters", "redrive")
+    assert text.returncode == 0, text.stderr
+    copy = devstack.read_dlq()[-1]
+    assert copy.headers["dlq-redrive-count"] == "1"  # not -4
+    assert_printable(text.stdout)
+    assert "failed" in text.stdout and "redriven" not in text.stdout and "1 back in the dead-letter topic" in text.stdout
+
+
+def test_a_number_header_of_non_ascii_digits_is_no_number(run, devstack):
+    forged_letter(devstack, "\u00b3".encode(), offset="\u00b2".encode())  # digits to str.isdigit, not to int()
+    letter = as_json(run("dead_letters", "list", "--json"))["letters"][0]
+    assert (letter["original_offset"], letter["redrive_count"]) == (None, 0)
