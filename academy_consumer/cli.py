@@ -59,6 +59,13 @@ def main(argv=None):
     if errors and databases:  # help still works; Django notes an unimportable settings module itself
         sys.stderr.write(f"{PROG}: warning: bad setting: {'; '.join(errors)}\n")
     missing = {} if subcommand in CREATES_DATABASE else _open_sqlite_without_creating(databases)
+    if not subcommand.startswith("-") and subcommand not in HELP_COMMANDS and databases:
+        import django
+        from django.core.management import get_commands
+
+        django.setup()
+        if subcommand not in get_commands():  # Django would say so in two lines, with exit 1
+            _fail(f"unknown command {subcommand[:80]!r} (`{PROG} help` lists the commands)", EXIT_USAGE)
     try:
         execute_from_command_line([PROG, *argv])
     except ImproperlyConfigured as exc:

@@ -63,6 +63,17 @@ def check_database(alias=DEFAULT_DB_ALIAS):
     if plan:
         raise NotReady(f"database {describe_database(alias)} is not migrated ({len(plan)} migration(s) "
                        f"of academy_consumer not applied): {MIGRATE_HINT}")
+    from academy_consumer.models import EnterpriseAcademy  # pylint: disable=import-outside-toplevel
+
+    table = EnterpriseAcademy._meta.db_table
+    try:
+        present = table in conn.introspection.table_names()
+    except DatabaseError as exc:
+        raise NotReady(f"database {describe_database(alias)} unreachable: {mask_urls(exc)}") from exc
+    if not present:  # the migration is recorded as applied, yet the table was dropped
+        raise NotReady(f"database {describe_database(alias)} has no table {table} although its migration is "
+                       f"recorded: run `academy-consumer migrate academy_consumer zero --fake`, then "
+                       f"`academy-consumer migrate`")
 
 
 class RegistryUnreachable(NotReady):

@@ -140,3 +140,19 @@ def test_unreachable_database_is_one_line_exit_1(tmp_path, vendor, args):
 def test_traceback_option_still_shows_the_traceback(tmp_path):
     done = run_here(tmp_path, "migrate", "--traceback", env={"DATABASE_URL": UNREACHABLE["mysql"]})
     assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_unknown_command_is_one_line_exit_2(tmp_path):
+    assert_one_line(run_here(tmp_path, "no_such_command"), 2, "unknown command 'no_such_command'")
+
+
+def test_a_dropped_table_whose_migration_is_recorded_is_one_line(tmp_path):
+    """Not one error per row or a traceback: the table is gone although Django thinks it is migrated."""
+    assert run_here(tmp_path, "migrate", "--verbosity", "0").returncode == 0
+    connection = sqlite3.connect(tmp_path / DEFAULT_FILE)
+    connection.execute("DROP TABLE academy_consumer_enterpriseacademy")
+    connection.commit()
+    connection.close()
+    (tmp_path / "one.json").write_text('[{"title": "Data Academy"}]')
+    for args in (["reconcile_academies", "--from-file", "one.json"], ["list_academies"]):
+        assert_one_line(run_here(tmp_path, *args), 1, "has no table", "--fake")
