@@ -46,6 +46,17 @@ def catalog_server(settings):
         server.stop()
 
 
+@pytest.fixture
+def catalog_env(catalog_server):
+    """Environment variables pointing a subprocess at the test catalog server."""
+    return {
+        "ENTERPRISE_CATALOG_URL": catalog_server.url,
+        "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": catalog_server.oauth_url,
+        "BACKEND_SERVICE_EDX_OAUTH2_KEY": catalog_server.client_id,
+        "BACKEND_SERVICE_EDX_OAUTH2_SECRET": catalog_server.client_secret,
+    }
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(tmp_path_factory):
     """

@@ -11,17 +11,6 @@ CUSTOMER = "11111111-2222-3333-4444-555555555555"
 SAMPLE = str(__import__("pathlib").Path(__file__).parent.parent / "academy_consumer" / "samples" / "catalog.json")
 
 
-@pytest.fixture
-def catalog_env(catalog_server):
-    """Environment variables pointing a subprocess at the test catalog server."""
-    return {
-        "ENTERPRISE_CATALOG_URL": catalog_server.url,
-        "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": catalog_server.oauth_url,
-        "BACKEND_SERVICE_EDX_OAUTH2_KEY": catalog_server.client_id,
-        "BACKEND_SERVICE_EDX_OAUTH2_SECRET": catalog_server.client_secret,
-    }
-
-
 def names(active=None):
     rows = EnterpriseAcademy.objects.all()
     if active is not None:

@@ -638,13 +638,8 @@ def hostile_pages(rng, server, served):
     ]
 
 
-def test_hostile_catalog_pages_exit_2_and_write_nothing(reconcile, catalog_server, guarantee):
-    env = {
-        "ENTERPRISE_CATALOG_URL": catalog_server.url,
-        "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": catalog_server.oauth_url,
-        "BACKEND_SERVICE_EDX_OAUTH2_KEY": catalog_server.client_id,
-        "BACKEND_SERVICE_EDX_OAUTH2_SECRET": catalog_server.client_secret,
-    }
+def test_hostile_catalog_pages_exit_2_and_write_nothing(reconcile, catalog_server, catalog_env, guarantee):
+    env = catalog_env
     args = ("--enterprise-customer", CUSTOMER, "--json")
     served = []
     for n in range(25):
@@ -686,15 +681,10 @@ def test_hostile_catalog_pages_exit_2_and_write_nothing(reconcile, catalog_serve
 # 7. Redirects: never followed, for the catalog pages nor the token endpoint
 # ---------------------------------------------------------------------------------------------------
 
-def test_redirects_write_nothing_and_send_nothing_to_the_other_host(reconcile, catalog_server, guarantee):
+def test_redirects_write_nothing_and_send_nothing_to_the_other_host(reconcile, catalog_server, catalog_env, guarantee):
     from tests.catalog_server import CatalogServer  # pylint: disable=import-outside-toplevel
 
-    env = {
-        "ENTERPRISE_CATALOG_URL": catalog_server.url,
-        "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": catalog_server.oauth_url,
-        "BACKEND_SERVICE_EDX_OAUTH2_KEY": catalog_server.client_id,
-        "BACKEND_SERVICE_EDX_OAUTH2_SECRET": catalog_server.client_secret,
-    }
+    env = catalog_env
     served = []
     for n in range(25):
         item = academy("redirected", n)
