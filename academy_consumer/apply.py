@@ -351,6 +351,37 @@ def apply_item(item, source_time=None):
     return upsert_academy(academy, source_time)
 
 
+UPSERT, DELETE = "upsert", "delete"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Change:
+    """
+    One thing to apply: an academy event or a catalog item.
+
+    ``action`` is ``"upsert"`` (a ``created``/``updated`` event, or a catalog item) or ``"delete"``;
+    ``item`` is the raw catalog-shaped academy dict (what ``normalize_academy`` reads; for a delete only
+    ``uuid`` and ``title`` are read); ``time`` is the event time or snapshot time (``None``: no stale guard).
+    """
+
+    action: str
+    item: dict
+    time: datetime.datetime | None = None
+
+
+def apply_change(change: Change) -> Outcome:
+    """
+    Apply one ``Change`` on its own, in its own savepoint(s): the per-event path, and the reference the
+    set-based batch path must agree with outcome for outcome.
+    """
+    if change.action == DELETE:
+        item = change.item if isinstance(change.item, dict) else {}
+        title = item.get("title")
+        return deactivate_academy(parse_uuid(item.get("uuid")), title if isinstance(title, str) else None,
+                                  change.time)
+    return apply_item(change.item, change.time)
+
+
 def _raw_identity(item):
     """
     Best-effort uuid and name of an item, for reports and for ``deactivate_missing``.
