@@ -1,25 +1,26 @@
 """
-The Kafka layer: consume academy events in batches, with the delivery guarantees of SPEC §5.
+The consumer loop: poll a batch of academy events, decode it, apply it, dead-letter what can never apply,
+commit. Each step is a call into its own module, and their results are read here as values:
 
-Built on edx-event-bus-kafka's ``KafkaEventConsumer`` (its configuration, ``ce_type`` -> signal lookup,
-Avro deserialization through the schema registry and signal dispatch to the receivers in
-``academy_consumer.receivers``), with a different loop:
+    message --decode.Decoder.decode--> AcademyEvent | Rejection
+    events  --apply.apply_changes--> one apply.Outcome per event, in one transaction
+    skipped outcomes and rejections --dlq.send--> the dead-letter topic (before the offsets are committed)
+    where to start --replay.plan--> start offsets; which exceptions mean what --errors
 
-* poll a batch; apply it in ONE database transaction, each event in its own savepoint, in offset order
-  (so events with the same key -- the academy uuid, hence the same partition -- apply in order);
+The delivery guarantees:
+
+* a batch is applied in ONE database transaction, in offset order (events with the same key -- the
+  academy uuid, hence the same partition -- apply in order), each in its own savepoint;
 * an event that can never apply (undecodable value, missing/unknown/duplicated ``ce_type``, missing
-  ``ce_time``, a payload the normalizer rejects, a key conflict) goes to the dead-letter topic with
-  headers naming the original topic, partition, offset, error class and message;
-* a transient failure (database unreachable, deadlock, lock timeout, dead-letter topic unreachable)
-  rolls the batch back and retries it with capped exponential backoff -- never skipped;
+  ``ce_time``, a payload the normalizer rejects, a key conflict, a time too far ahead) goes to the
+  dead-letter topic with headers naming the original topic, partition, offset, error class and message;
+* a transient failure (database unreachable, deadlock, lock timeout, schema registry or dead-letter topic
+  unreachable) rolls the batch back and retries it with capped exponential backoff -- never skipped;
 * offsets are committed only after the batch's transaction committed and its dead letters were
   acknowledged (at-least-once; re-applying is harmless: upserts are idempotent and stale-guarded); a
   failed commit does not hold the loop up: its offsets are committed with the next batch or after the
   next poll, and on a clean stop;
-* a group with no committed offset starts at the earliest retained event;
-* replay: ``start`` can reset the assigned partitions to the beginning, to given offsets (an offset past the
-  end of its partition, or an unknown partition, is a ``BadStart``), or to a time: the broker's timestamp
-  lookup (approximate), else the beginning, and in every case events older than the time are skipped;
+* a group with no committed offset starts at the earliest retained event; replay: see ``replay``;
 * configuration faults are not bad events: a schema id the registry does not know, when the registry knows
   none of the academy subjects or when the same id comes back on another event, is a ``FatalError`` (nothing
   dead-lettered, nothing committed); and a circuit breaker stops the consumer before it dead-letters more
@@ -28,40 +29,43 @@ Avro deserialization through the schema registry and signal dispatch to the rece
   logged every 30 s; ``--until-idle`` counts from the first assignment;
 * librdkafka's own log lines and errors go through one Python logger, one line per distinct error per 30 s;
 * ``stop()`` (SIGTERM/SIGINT) lets the batch in hand finish and commit; fatal errors raise.
+
+The consumer uses confluent-kafka directly and edx-event-bus-kafka only for its settings (see
+``_bus_config``). The openedx-events signals stay the event contract: the stock ``consume_events`` command
+applies the same events through ``academy_consumer.receivers``, which call the same apply functions.
 """
 
 import datetime
-import json
 import logging
 import math
 import re
-import struct
 import time
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.schema_registry.avro import AvroDeserializer
-from confluent_kafka.schema_registry.error import SchemaRegistryError
-from confluent_kafka.serialization import MessageField, SerializationContext
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, close_old_connections, connections
-from django.db import transaction
-from edx_event_bus_kafka.internal.config import get_full_topic, load_common_settings
-from edx_event_bus_kafka.internal.consumer import KafkaEventConsumer, ReceiverError
-from edx_event_bus_kafka.internal.utils import HEADER_TIME, _get_metadata_from_headers, get_message_header_values
+from django.db import DatabaseError, close_old_connections, connections, transaction
+# The event bus's settings contract (EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS, _API_KEY/_SECRET, EVENT_BUS_TOPIC_PREFIX,
+# EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL/_API_KEY/_SECRET) is read by these functions of an internal module:
+# edx-event-bus-kafka exports no public equivalent. Tested with the range pinned in setup.cfg (>=5.6,<7).
+from edx_event_bus_kafka.internal.config import get_full_topic, get_schema_registry_client, load_common_settings
 
-from academy_consumer import conf, preflight
-from academy_consumer.apply import is_transient
+from academy_consumer import conf, dlq, preflight, replay
+from academy_consumer.apply import ERRORS, SKIPPED, apply_changes
+from academy_consumer.decode import Decoder, Rejection
+from academy_consumer.dlq import DeadLetter
+from academy_consumer.errors import (  # noqa: F401  (re-exported: the commands import them from here)
+    AcademyEventRejected, BadKafkaConfig, FatalError, PermanentError, TransientError, database_failure,
+    error_class, registry_unavailable,
+)
 from academy_consumer.redact import mask_url, mask_urls
-from academy_consumer.receivers import AcademyEventRejected
+from academy_consumer.replay import BadStart, Start  # noqa: F401  (re-exported)
 from signals import ACADEMY_SIGNALS
-from signals.avro import AcademyAvroSignalDeserializer
 
 log = logging.getLogger(__name__)
 
 COMMIT_RETRIES = 5
-DLQ_MESSAGE_MAX_BYTES = 1_000_000_000  # librdkafka's maximum
 WAITING_LOG_SECONDS = 30.0  # how often "waiting for a partition assignment" is logged
 KAFKA_LOG_SECONDS = 30.0  # one librdkafka line per distinct error per this many seconds
 PREFLIGHT_TIMEOUT_SECONDS = 10.0  # longest the start-up checks wait for Kafka and the registry
@@ -113,38 +117,6 @@ def kafka_client(kind, config):
         raise BadKafkaConfig(f"ACADEMY_CONSUMER_KAFKA_CONFIG (librdkafka): {mask_urls(text)}") from None
 
 
-class TransientError(Exception):
-    """The batch could not be applied now; retry it (never skip it)."""
-
-
-class FatalError(Exception):
-    """The consumer cannot go on (misconfiguration, missing tables, fatal Kafka error)."""
-
-
-class PermanentError(Exception):
-    """This one event can never be applied: dead-letter it."""
-
-
-class BadStart(ValueError):
-    """The replay start does not fit the topic (a partition it does not have, an offset past the end)."""
-
-
-class BadKafkaConfig(ImproperlyConfigured):
-    """
-    An event bus setting the consumer cannot use: a property librdkafka refuses, an empty group id, a registry
-    URL confluent-kafka refuses, a dead-letter topic that is the consumed topic.
-    """
-
-
-@dataclass
-class Start:
-    """Where to start reading the assigned partitions (replay); ``None`` fields mean "committed offset"."""
-
-    beginning: bool = False
-    offsets: dict = field(default_factory=dict)  # partition -> offset
-    time: datetime.datetime | None = None
-
-
 @dataclass
 class Stats:
     """What a run did, by outcome (``created``, ``updated``, ... of the apply layer, plus ``dead_lettered``)."""
@@ -163,66 +135,15 @@ class Stats:
         return ", ".join(f"{key} {value}" for key, value in sorted(self.counts.items())) or "no events"
 
 
-def _registry_unavailable(exc):
-    """True when the schema registry could not answer (down, overloaded, network): not the event's fault."""
-    while exc is not None:
-        if isinstance(exc, SchemaRegistryError):
-            status = exc.http_status_code
-            return status is None or status < 0 or status >= 500 or status in (408, 429)
-        names = {cls.__name__ for cls in type(exc).__mro__}
-        if isinstance(exc, OSError) or names & {"TransportError", "TimeoutException", "NetworkError"}:
-            return True
-        if isinstance(exc, json.JSONDecodeError):  # the registry (or a proxy before it) answered no JSON
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+def _bus_config():
+    """The event bus's connection settings for librdkafka (bootstrap servers, SASL when a key is set)."""
+    config = load_common_settings()
+    if config is None:
+        raise ImproperlyConfigured("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS is not set")
+    return config
 
 
-def _writer_schema_mismatch(exc):
-    """True when decoding failed because the writer schema the registry gave is not an academy schema."""
-    while exc is not None:
-        if type(exc).__name__ == "SchemaResolutionError":  # fastavro: writer and reader schemas do not match
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _unknown_schema_id(exc, value):
-    """The schema id of ``value`` when ``exc`` says the registry does not know it (HTTP 404), else None."""
-    while exc is not None:
-        if isinstance(exc, SchemaRegistryError):
-            if exc.http_status_code == 404 and isinstance(value, bytes) and len(value) >= 5 and value[0] == 0:
-                return struct.unpack(">I", value[1:5])[0]
-            return None
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
-def error_class(exc):
-    """The ``dlq-error-class`` of an exception: ``module.QualifiedName``."""
-    return f"{type(exc).__module__}.{type(exc).__qualname__}"
-
-
-def classify(exc):
-    """``TransientError``, ``PermanentError`` or ``FatalError`` for an exception raised applying an event."""
-    if _registry_unavailable(exc):
-        return TransientError
-    if isinstance(exc, ReceiverError):
-        kinds = [classify(cause) for cause in exc.causes] or [PermanentError]
-        for kind in (FatalError, TransientError):
-            if kind in kinds:
-                return kind
-        return PermanentError
-    if isinstance(exc, DatabaseError):
-        if isinstance(exc, InterfaceError) or is_transient(exc):
-            return TransientError
-        if isinstance(exc, (DataError, IntegrityError)):
-            return PermanentError
-        return FatalError  # e.g. a missing table: no event can apply, so stop rather than dead-letter them all
-    return PermanentError
-
-
-class AcademyEventConsumer(KafkaEventConsumer):
+class AcademyEventConsumer:
     """Consume the academy topic in batches; see the module docstring for the guarantees."""
 
     def __init__(self, topic=None, group_id=None, *, start=None, batch_size=None, batch_wait=None,
@@ -235,49 +156,45 @@ class AcademyEventConsumer(KafkaEventConsumer):
         self.max_dead_run = conf.max_consecutive_dead_letters()
         self.stats = Stats()
         self._stopping = False
-        self._assigned = False  # an assignment arrived (--until-idle counts from the first one)
         self._waiting_since = None  # (monotonic, wall clock) while no partitions are assigned
         self._waiting_logged = 0.0
-        # Kafka timestamps are milliseconds: an event in the same millisecond as the time is at the time.
-        self._from_millis = None if self.start.time is None else math.floor(self.start.time.timestamp() * 1000)
+        self._last_activity = time.monotonic()
         self._start_offsets = {}  # partition -> offset to seek on first assignment
         self._dead_run = (None, 0)  # (error class, how many events in a row were dead-lettered with it)
+        self._pending_dead_run = self._dead_run  # the run once the batch in hand is through
         self._unknown_schemas = {}  # schema id the registry does not know -> {(partition, offset)} using it
         self._registry_has_academy_subjects = False
         self._uncommitted = {}  # (topic, partition) -> offset after the newest applied event, until committed
         self._commit_failures = 0
-        self._deserializers = {}
         _check_configured()
-        group_id = conf.group_id() if group_id is None else group_id
-        if not str(group_id).strip():
+        self.group_id = conf.group_id() if group_id is None else group_id
+        if not str(self.group_id).strip():
             raise BadKafkaConfig("the consumer group id (--group-id / ACADEMY_CONSUMER_GROUP_ID) is empty")
         if topic is not None and not str(topic).strip():
             raise BadKafkaConfig("--topic is empty")
+        self.topic = topic or conf.topic()
         try:
-            super().__init__(topic or conf.topic(), group_id)
+            self.schema_registry_client = get_schema_registry_client()
         except ValueError as exc:  # confluent-kafka refuses the registry URL (malformed, credentials in it, ...)
             raise BadKafkaConfig(f"EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL: {mask_urls(exc)}") from None
         if self.schema_registry_client is None:
             raise ImproperlyConfigured("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL is not set")
+        self.decoder = Decoder(self.schema_registry_client)
         self.full_topic = get_full_topic(self.topic)
         self.dlq_topic = get_full_topic(conf.dlq_topic(self.topic))
         if self.dlq_topic == self.full_topic:
             raise BadKafkaConfig(f"the dead-letter topic is the consumed topic {self.full_topic}: every dead "
-                                       f"letter would be read again (check ACADEMY_EVENTS_DLQ_TOPIC)")
+                                 f"letter would be read again (check ACADEMY_EVENTS_DLQ_TOPIC)")
+        self.consumer = self._create_consumer()
         # A dead letter is as large as the event it copies, which the broker took (librdkafka's default 1 MB
         # client-side limit would refuse it): let the broker judge the size.
         self.dlq_producer = kafka_client(Producer, {
-            **self._common_config(), "enable.idempotence": True, "acks": "all",
-            "message.max.bytes": DLQ_MESSAGE_MAX_BYTES, **_producer_part(conf.kafka_config())})
+            **_bus_config(), "enable.idempotence": True, "acks": "all",
+            "message.max.bytes": dlq.MESSAGE_MAX_BYTES, **_producer_part(conf.kafka_config())})
 
     # --- configuration -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _common_config():
-        config = load_common_settings()
-        if config is None:
-            raise ImproperlyConfigured("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS is not set")
-        return config
+    _common_config = staticmethod(_bus_config)
 
     def _create_consumer(self):
         """
@@ -286,7 +203,7 @@ class AcademyEventConsumer(KafkaEventConsumer):
         """
         instance = conf.group_instance_id()
         return kafka_client(Consumer, {
-            **self._common_config(),
+            **_bus_config(),
             "group.id": self.group_id,
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -303,7 +220,7 @@ class AcademyEventConsumer(KafkaEventConsumer):
         that does not answer now is only logged: that is transient and batches are retried). One line says it.
         """
         partitions = preflight.check_topic(self.consumer, self.full_topic, PREFLIGHT_TIMEOUT_SECONDS)
-        self._plan_start(partitions)
+        self._start_offsets = replay.plan(self.consumer, self.full_topic, self.start, partitions)
         url = settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL
         level = logging.INFO
         try:
@@ -315,56 +232,13 @@ class AcademyEventConsumer(KafkaEventConsumer):
                 preflight.describe_database(), self.full_topic, len(partitions),
                 mask_urls(str(settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS)), self.group_id, registry)
 
-    # --- replay: where each partition starts ---------------------------------------------------------
-
-    def _plan_start(self, partitions):
-        """
-        Resolve ``self.start`` into an offset per partition of ``partitions`` (once, before subscribing).
-
-        ``--from-offset`` must name a partition of the topic and an offset at most its end (``BadStart``):
-        Kafka would otherwise reset it to the earliest event, a silent replay of everything. ``--from-time``
-        starts where the broker's timestamp lookup says (the beginning where it cannot answer); the lookup is
-        approximate, so ``_skipped_by_replay`` skips older events on every partition whatever it answered.
-        """
-        if self.start.beginning:
-            self._start_offsets = dict.fromkeys(partitions, OFFSET_BEGINNING)
-        elif self.start.offsets:
-            for partition, offset in sorted(self.start.offsets.items()):
-                if partition not in partitions:
-                    raise BadStart(f"topic {self.full_topic} has no partition {partition} "
-                                   f"(it has {len(partitions)}: 0-{len(partitions) - 1})")
-                low, high = self._watermarks(partition)
-                if offset > high:
-                    raise BadStart(f"--from-offset {partition}:{offset} is past the end of partition {partition} "
-                                   f"of {self.full_topic} (its next offset is {high})")
-                if offset < low:
-                    log.warning("partition %d starts at offset %d now (older events were deleted): reading from %d",
-                                partition, low, low)
-            self._start_offsets = dict(self.start.offsets)
-        elif self.start.time is not None:
-            asked = [TopicPartition(self.full_topic, p, int(self._from_millis)) for p in partitions]
-            try:
-                answers = self.consumer.offsets_for_times(asked, timeout=PREFLIGHT_TIMEOUT_SECONDS)
-            except KafkaException as exc:
-                raise FatalError(f"Kafka did not answer the timestamp lookup: {exc}") from exc
-            for found in answers:  # -1: the broker could not answer, or nothing is that new
-                self._start_offsets[found.partition] = found.offset if found.offset >= 0 else OFFSET_BEGINNING
-            log.info("replay from %s: start offsets %s (-2: the beginning); older events are skipped",
-                     self.start.time.isoformat(), self._start_offsets)
-
-    def _watermarks(self, partition):
-        try:
-            return self.consumer.get_watermark_offsets(TopicPartition(self.full_topic, partition),
-                                                       timeout=PREFLIGHT_TIMEOUT_SECONDS)
-        except KafkaException as exc:
-            raise FatalError(f"Kafka did not say where partition {partition} ends: {exc}") from exc
+    # --- rebalances ----------------------------------------------------------------------------------
 
     def _on_assign(self, consumer, partitions):
         for partition in partitions:
             if partition.partition in self._start_offsets:
                 partition.offset = self._start_offsets.pop(partition.partition)
         consumer.assign(partitions)
-        self._assigned = True
         self._waiting_since = None
         self._last_activity = time.monotonic()
         log.info("assigned %s", [(p.partition, p.offset) for p in partitions])
@@ -449,14 +323,14 @@ class AcademyEventConsumer(KafkaEventConsumer):
         is checked after the apply and before anything is dead-lettered or committed.
         """
         started = time.monotonic()
-        to_apply = [m for m in messages if not self._skipped_by_replay(m)]
+        to_apply = [m for m in messages if not self.start.skips(m)]
         skipped = len(messages) - len(to_apply)
         attempt = 0
         while True:
             try:
                 outcomes, dead = self._apply_batch(to_apply)
-                dead_run = self._breaker(to_apply, dead)
-                self._dead_letter(dead)
+                self._send_dead_letters(dead)
+                self._dead_run = self._pending_dead_run  # counted once, when the batch went through
                 break
             except TransientError as exc:
                 attempt += 1
@@ -468,10 +342,10 @@ class AcademyEventConsumer(KafkaEventConsumer):
                     log.warning("stopping with the batch unapplied and uncommitted; it will be read again")
                     return
                 time.sleep(delay)
-        self._dead_run = dead_run
-        for message, cause in dead:
+        for letter in dead:
+            message = letter.message
             log.warning("dead-lettered %s[%d]@%d: %s: %s", message.topic(), message.partition(), message.offset(),
-                        type(cause).__name__, cause)
+                        type(letter.error).__name__, letter.error)
         batch = Stats()
         for outcome in outcomes:
             batch.add(outcome)
@@ -485,6 +359,44 @@ class AcademyEventConsumer(KafkaEventConsumer):
         self._commit(messages)
         log.info("batch %s: %s (%.2f s)", _positions(messages), batch.summary(), time.monotonic() - started)
 
+    def _apply_batch(self, messages):
+        """
+        Decode ``messages``, then apply the academy events among them in ONE transaction, in offset order.
+        Returns ``(outcomes, dead)``: the outcome name of each applied event, and the ``DeadLetter`` s, in
+        offset order, of the messages that can never apply. The circuit breaker runs inside the transaction:
+        when it trips, nothing of the batch is applied, dead-lettered or committed.
+        """
+        decoded = []
+        for message in messages:
+            result = self.decoder.decode(message)  # TransientError when the registry cannot answer
+            if isinstance(result, Rejection):
+                self._check_configuration(result, message)
+            decoded.append(result)
+        events = [(message, result) for message, result in zip(messages, decoded) if not isinstance(result, Rejection)]
+        if not transaction.get_connection().in_atomic_block:  # (a dry-run redrive holds one open)
+            close_old_connections()
+        try:
+            with transaction.atomic():
+                results = iter(apply_changes([event.change for _, event in events]))
+                outcomes, dead = [], []
+                for message, result in zip(messages, decoded):
+                    if isinstance(result, Rejection):
+                        dead.append(DeadLetter(message, result.error))
+                        continue
+                    outcome = next(results)
+                    if outcome.outcome in (SKIPPED, ERRORS):
+                        dead.append(DeadLetter(message, AcademyEventRejected(
+                            f"{result.event_type} for {outcome.uuid or outcome.name}: {outcome.reason}")))
+                    else:
+                        outcomes.append(outcome.outcome)
+                self._pending_dead_run = self._breaker(messages, dead)
+        except DatabaseError as exc:  # a statement, the transaction's commit, or the connection failed
+            raise database_failure(exc) from exc
+        return outcomes, dead
+
+    def _send_dead_letters(self, dead):
+        dlq.send(self.dlq_producer, self.dlq_topic, dead)
+
     def _breaker(self, messages, dead):
         """
         The circuit breaker: the run of consecutive dead letters of one error class once this batch is
@@ -492,7 +404,7 @@ class AcademyEventConsumer(KafkaEventConsumer):
         raised before this batch is dead-lettered or committed: so many of one kind is the set-up's fault
         (a wrong registry, a producer bug), not the events'. Returns the new run; 0 turns the breaker off.
         """
-        classes = {id(message): error_class(cause) for message, cause in dead}
+        classes = {id(letter.message): error_class(letter.error) for letter in dead}
         kind, count = self._dead_run
         for message in messages:
             this = classes.get(id(message))
@@ -505,62 +417,16 @@ class AcademyEventConsumer(KafkaEventConsumer):
                     f"ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS (0 turns the breaker off)")
         return kind, count
 
-    def _skipped_by_replay(self, message):
-        """
-        During a ``--from-time`` replay, skip every event the broker timestamped before the time, on every
-        partition and for the whole run: the broker's lookup is approximate and timestamps need not grow
-        with offsets, so exactly the events at or after the time are applied.
-        """
-        if self._from_millis is None:
-            return False
-        _, millis = message.timestamp()
-        return 0 <= millis < self._from_millis
+    # --- configuration faults are not bad events -----------------------------------------------------
 
-    def _apply_batch(self, messages):
-        """Apply the events in one transaction, a savepoint each. Returns (outcomes, dead letters)."""
-        close_old_connections()
-        outcomes, dead = [], []
-        try:
-            with transaction.atomic():
-                for message in messages:
-                    try:
-                        outcomes.append(self._apply_message(message))
-                    except PermanentError as exc:
-                        dead.append((message, exc.__cause__ or exc))
-        except DatabaseError as exc:  # the transaction's commit, or the connection, failed
-            kind = TransientError if classify(exc) is TransientError else FatalError
-            raise kind(f"{type(exc).__name__}: {exc}") from exc
-        return outcomes, dead
-
-    def _apply_message(self, message):
-        """Decode one message and dispatch it to the receivers; returns the apply outcome name."""
-        try:
-            signal = self.determine_signal(message)  # missing, unknown or duplicated ce_type: UnusableMessageError
-            if signal not in ACADEMY_SIGNALS:
-                raise AcademyEventRejected(f"{signal.event_type} is not an academy event")
-            if not get_message_header_values(message.headers() or [], HEADER_TIME):
-                raise AcademyEventRejected("missing ce_time header: the event time is needed for the stale guard")
-            metadata = _get_metadata_from_headers(message.headers())
-            data = self._deserializer(signal)(
-                message.value(), SerializationContext(message.topic(), MessageField.VALUE, message.headers()))
-            if not isinstance(data, dict):
-                raise AcademyEventRejected("message has no value")
-            results = signal.send_event_with_custom_metadata(metadata, **data)
-            self._check_receiver_results(results, signal)
-        except Exception as exc:  # pylint: disable=broad-except
-            kind = classify(exc)
-            if kind is PermanentError:
-                schema_id = _unknown_schema_id(exc, message.value())
-                if schema_id is not None:
-                    self._check_unknown_schema(schema_id, message)
-                elif _writer_schema_mismatch(exc):
-                    self._check_registry_knows_academy(
-                        f"the writer schema of {message.topic()}[{message.partition()}]@{message.offset()} is "
-                        f"no academy schema")
-                raise PermanentError(str(exc)) from _root_cause(exc)
-            raise kind(f"{type(exc).__name__}: {exc}") from exc
-        outcome = next((r.outcome for _, r in results if hasattr(r, "outcome")), "applied")
-        return outcome
+    def _check_configuration(self, rejection, message):
+        """A ``FatalError`` when ``rejection`` points at a wrong schema registry rather than a bad event."""
+        if rejection.unknown_schema_id is not None:
+            self._check_unknown_schema(rejection.unknown_schema_id, message)
+        elif rejection.schema_mismatch:
+            self._check_registry_knows_academy(
+                f"the writer schema of {message.topic()}[{message.partition()}]@{message.offset()} is no academy "
+                f"schema")
 
     def _check_unknown_schema(self, schema_id, message):
         """
@@ -589,7 +455,7 @@ class AcademyEventConsumer(KafkaEventConsumer):
         try:
             subjects = self.schema_registry_client.get_subjects()
         except Exception as exc:  # pylint: disable=broad-except
-            raise (TransientError if _registry_unavailable(exc) else FatalError)(
+            raise (TransientError if registry_unavailable(exc) else FatalError)(
                 f"schema registry {url}: {type(exc).__name__}: {exc}") from exc
         prefixes = tuple(f"{self.full_topic}-{signal.event_type}" for signal in ACADEMY_SIGNALS)
         if not any(str(subject).startswith(prefixes) for subject in subjects):
@@ -598,42 +464,7 @@ class AcademyEventConsumer(KafkaEventConsumer):
                              f"is EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL right? (nothing dead-lettered or committed)")
         self._registry_has_academy_subjects = True
 
-    def _deserializer(self, signal):
-        """Avro through the registry, keeping ``False``/``0``/``""`` (see ``signals.avro``)."""
-        if signal not in self._deserializers:
-            academy = AcademyAvroSignalDeserializer(signal)
-            self._deserializers[signal] = AvroDeserializer(
-                schema_str=academy.schema_string(), schema_registry_client=self.schema_registry_client,
-                from_dict=lambda record, ctx: academy.from_dict(record))
-        return self._deserializers[signal]
-
-    def _dead_letter(self, dead):
-        """Send each unusable event to the dead-letter topic with error headers; wait for the broker."""
-        if not dead:
-            return
-        failures = []
-
-        def delivered(err, _msg):
-            if err is not None:
-                failures.append(err)
-
-        for message, exc in dead:
-            headers = list(message.headers() or []) + [
-                ("dlq-original-topic", message.topic().encode()),
-                ("dlq-original-partition", str(message.partition()).encode()),
-                ("dlq-original-offset", str(message.offset()).encode()),
-                ("dlq-error-class", error_class(exc).encode()),
-                ("dlq-error-message", _error_message(exc)[:4000].encode("utf-8", "replace")),
-            ]
-            try:
-                self.dlq_producer.produce(self.dlq_topic, key=message.key(), value=message.value(), headers=headers,
-                                          on_delivery=delivered)
-            except (KafkaException, BufferError) as refused:  # before sending (size, full queue)
-                failures.append(refused)
-        remaining = self.dlq_producer.flush(30)
-        if failures or remaining:
-            raise TransientError(f"dead-letter topic {self.dlq_topic} did not take {len(failures) + remaining} "
-                                 f"event(s): {failures[:1] or 'timed out'}")
+    # --- commits -------------------------------------------------------------------------------------
 
     def _commit(self, messages):
         """Commit the offset after the last event of each partition in the batch (and any earlier, uncommitted)."""
@@ -684,8 +515,8 @@ class AcademyEventConsumer(KafkaEventConsumer):
 
 def _check_configured():
     """
-    Raise ``ImproperlyConfigured`` when a connection setting is missing or empty -- before edx-event-bus-kafka
-    would warn about it (extra stderr lines) and build a consumer that can never connect.
+    Raise ``ImproperlyConfigured`` when a connection setting is missing or empty -- before a consumer is
+    built that can never connect.
     """
     for name in ("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL"):
         if not getattr(settings, name, None):
@@ -708,23 +539,6 @@ def _positions(messages):
         ranges[message.partition()] = (min(low, message.offset()), max(high, message.offset()))
     parts = [f"[{p}]@{low}" + (f"-{high}" if high != low else "") for p, (low, high) in sorted(ranges.items())]
     return (messages[0].topic() if messages else "") + " ".join(parts)
-
-
-def _error_message(exc):
-    """The dead letter's ``dlq-error-message``: the exception's message, or what it means when it has none."""
-    text = str(exc)
-    if text:
-        return text
-    if isinstance(exc, EOFError):  # fastavro reading past the end of the value
-        return "the value ends before the Avro record does: truncated or not written with this schema"
-    return f"{type(exc).__name__} (no message)"
-
-
-def _root_cause(exc):
-    """The receiver's own exception rather than edx-event-bus-kafka's ReceiverError wrapper."""
-    if isinstance(exc, ReceiverError) and exc.causes:
-        return exc.causes[0]
-    return exc
 
 
 def _close_connections():

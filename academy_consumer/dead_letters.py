@@ -38,7 +38,7 @@ from edx_event_bus_kafka.internal.config import get_full_topic, load_common_sett
 
 from academy_consumer import conf, preflight
 from academy_consumer.consumer import (
-    AcademyEventConsumer, PermanentError, TransientError, _close_connections, kafka_client,
+    AcademyEventConsumer, TransientError, _close_connections, kafka_client,
 )
 from academy_consumer.redact import mask_urls
 
@@ -308,6 +308,7 @@ class Redrive(AcademyEventConsumer):
         super().__init__(conf.topic(), redrive_group_id())
         self.since, self.error_class, self.dry_run = since, error_class, dry_run
         self.dlq_producer = _RecordingProducer(self.dlq_producer)
+        self.max_dead_run = 0  # no circuit breaker: letters failing again is what a redrive may well find
         self.results = []
 
     def _create_consumer(self):
@@ -363,9 +364,8 @@ class Redrive(AcademyEventConsumer):
             try:
                 events = [AsEvent(letter) for letter in chosen]
                 outcomes, dead = self._apply_batch(events)
-                failed = {id(event): cause for event, cause in dead}
-                back = [(e, c) for e, c in dead if self._passed(e.letter)]
-                self._dead_letter(back)
+                failed = {id(dead_letter.message): dead_letter.error for dead_letter in dead}
+                self._send_dead_letters([d for d in dead if self._passed(d.message.letter)])
                 break
             except TransientError as exc:
                 if attempt == REDRIVE_ATTEMPTS:
@@ -375,14 +375,7 @@ class Redrive(AcademyEventConsumer):
                             attempt, delay)
                 _close_connections()
                 time.sleep(delay)
-        outcomes = iter(outcomes)
-        for event in events:
-            cause = failed.get(id(event))
-            if cause is None:
-                self.results.append(Result(event.letter, next(outcomes)))
-            else:
-                self.results.append(Result(event.letter, "failed", f"{type(cause).__name__}: {cause}",
-                                           back_in_dlq=self._passed(event.letter)))
+        self._record(events, outcomes, failed)
         for letter in letters:
             if self._passed(letter):
                 key = (self.dlq_topic, letter.partition)
@@ -394,14 +387,22 @@ class Redrive(AcademyEventConsumer):
         first = self._left_out.get(letter.partition)
         return first is None or letter.offset < first
 
+    def _record(self, events, outcomes, failed, dry_run=False):
+        """One ``Result`` per redriven letter: its outcome, or ``failed`` with the reason it failed again."""
+        outcomes = iter(outcomes)
+        for event in events:
+            cause = failed.get(id(event))
+            if cause is None:
+                self.results.append(Result(event.letter, next(outcomes)))
+            else:
+                self.results.append(Result(event.letter, "failed", f"{type(cause).__name__}: {cause}",
+                                           back_in_dlq=not dry_run and self._passed(event.letter)))
+
     def _dry(self, letters):
-        for letter in letters:
-            try:
-                outcome = self._apply_message(AsEvent(letter))
-                self.results.append(Result(letter, outcome))
-            except PermanentError as exc:
-                cause = exc.__cause__ or exc
-                self.results.append(Result(letter, "failed", f"{type(cause).__name__}: {cause}"))
+        """The same apply, inside the dry run's rolled-back transaction; nothing is sent or committed."""
+        events = [AsEvent(letter) for letter in letters]
+        outcomes, dead = self._apply_batch(events)
+        self._record(events, outcomes, {id(d.message): d.error for d in dead}, dry_run=True)
 
     def _commit_past_own_copies(self, ends):
         """Move the position over this run's own copies when they directly follow the run's end."""

@@ -1,23 +1,24 @@
 """
 Signal receivers: academy events from the event bus -> the apply layer.
 
-They run for every academy signal sent in this process, whoever consumes the bus: this project's
-``consume_academy_events`` or openedx-events' stock ``consume_events``. A receiver that cannot apply
-its event raises ``AcademyEventRejected`` (the stock consumer logs it; ours dead-letters it).
+They run for every academy signal sent in this process: openedx-events' stock ``consume_events`` (and
+any in-process sender) applies academy events through them, with the same ``apply.apply_change`` that
+this project's ``consume_academy_events`` reaches through its set-based batch apply. (That consumer does
+not send signals: it decodes and applies events itself.) A receiver that cannot apply its event raises
+``AcademyEventRejected``, which the stock consumer logs.
 """
 
 import logging
 
 from django.dispatch import receiver
 
-from academy_consumer.apply import ERRORS, SKIPPED, apply_item, deactivate_academy
+from academy_consumer.apply import DELETE, ERRORS, SKIPPED, UPSERT, Change, apply_change
+from academy_consumer.errors import AcademyEventRejected
 from signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_to_dict
 
+__all__ = ["AcademyEventRejected", "deactivate_academy_from_event", "upsert_academy_from_event"]
+
 log = logging.getLogger(__name__)
-
-
-class AcademyEventRejected(Exception):
-    """An academy event that can never be applied as it is (bad payload, conflicting keys)."""
 
 
 def _checked(outcome, event_type):
@@ -31,11 +32,11 @@ def _checked(outcome, event_type):
 @receiver(ACADEMY_UPDATED)
 def upsert_academy_from_event(sender, signal, academy, metadata, **kwargs):  # pylint: disable=unused-argument
     """A created or updated academy: normalize and upsert it, stale-guarded by the event's own time."""
-    return _checked(apply_item(academy_data_to_dict(academy), metadata.time), signal.event_type)
+    return _checked(apply_change(Change(UPSERT, academy_data_to_dict(academy), metadata.time)), signal.event_type)
 
 
 @receiver(ACADEMY_DELETED)
 def deactivate_academy_from_event(sender, signal, academy, metadata, **kwargs):  # pylint: disable=unused-argument
     """A deleted academy: deactivate its row (never a hard delete), stale-guarded by the event time."""
-    outcome = deactivate_academy(academy.uuid, academy.title, metadata.time)
+    outcome = apply_change(Change(DELETE, academy_data_to_dict(academy), metadata.time))
     return _checked(outcome, signal.event_type)

@@ -20,7 +20,7 @@ from academy_consumer.devstack.schema_registry import SchemaRegistryServer
 from academy_consumer.models import EnterpriseAcademy
 from tests.test_event_bus import CONSUMER_ENV, IDLE, Bus, academy, counts, table
 
-DEAD_CLASS_REJECTED = "academy_consumer.receivers.AcademyEventRejected"
+DEAD_CLASS_REJECTED = "academy_consumer.errors.AcademyEventRejected"
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def test_list_shows_every_dead_letter_with_its_reason_and_filters(run, devstack,
         assert letter["original_topic"] == devstack.topic
         assert letter["event_type"] == original.headers["ce_type"]
         assert letter["academy_uuid"] and letter["academy_uuid"].encode() in original.key
-        assert letter["error_class"] == "academy_consumer.receivers.AcademyEventRejected"
+        assert letter["error_class"] == "academy_consumer.errors.AcademyEventRejected"
         assert letter["age_seconds"] >= 0 and letter["redrive_count"] == 0 and not letter["redriven"]
     assert not originals
     reasons = {letter["academy_uuid"]: letter["error_message"] for letter in letters}

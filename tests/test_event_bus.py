@@ -282,7 +282,7 @@ def test_poison_messages_are_dead_lettered_and_the_rest_applied(bus):
     assert by_kind["no ce_type"]["dlq-error-class"].endswith("UnusableMessageError")
     assert by_kind["unknown ce_type"]["dlq-error-class"].endswith("UnusableMessageError")
     rejected = by_kind["negative display_order"]
-    assert rejected["dlq-error-class"] == "academy_consumer.receivers.AcademyEventRejected"
+    assert rejected["dlq-error-class"] == "academy_consumer.errors.AcademyEventRejected"
     assert "display_order" in rejected["dlq-error-message"] and negative["uuid"] in rejected["dlq-error-message"]
 
     # The offsets were committed past the dead letters: the same group reads nothing again.
