@@ -1,6 +1,6 @@
 # academy-consumer developer commands. Every target sets up what it needs on a fresh machine.
 .DEFAULT_GOAL := help
-.PHONY: help system-deps requirements test fault demo reconcile-demo clean
+.PHONY: help system-deps requirements test fault demo reconcile-demo bench clean
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -61,6 +61,9 @@ reconcile-demo: requirements ## reconcile the bundled sample catalog file into S
 	$(BIN)/academy-consumer migrate --verbosity 0
 	$(BIN)/academy-consumer reconcile_academies --from-file academy_consumer/samples/catalog.json
 	$(BIN)/academy-consumer list_academies
+
+bench: requirements ## throughput side by side on the dev stack: raw consume, decoders, stock loop, consumer, reconcile (BENCH_ARGS, see bench/README.md)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean: ## remove the virtualenv and local databases
 	rm -rf $(VENV) academy_consumer.sqlite3 .devstack.env .devstack.log
