@@ -35,6 +35,8 @@ def arguments():
     parser.add_argument("--batch-size", type=int, help="ACADEMY_CONSUMER_BATCH_SIZE of the consumer runs")
     parser.add_argument("--stock-events", type=int, help="events the stock loop is timed on (default: all)")
     parser.add_argument("--reconcile-items", type=int, default=10000, help="catalog size (default 10,000)")
+    parser.add_argument("--consumer-ref", metavar="REV", help="also run the consumer with the code of this git "
+                        "revision (e.g. the one before a rewrite), side by side")
     options = parser.parse_args()
     options.databases = [name.strip() for name in options.databases.split(",") if name.strip()]
     unknown = set(options.databases) - set(commands.DATABASES)
@@ -61,6 +63,24 @@ def start_devstack(partitions):
         sys.exit(f"bench: the dev stack did not start: {waited.stderr.strip()} (see {WORK / 'devstack.log'})")
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
     return process, values
+
+
+def export(rev):
+    """The ``academy_consumer`` and ``signals`` packages of git revision ``rev``, in bench/.work: a PYTHONPATH."""
+    root = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "rev-parse", "--short", f"{rev}^{{commit}}"], cwd=root, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    target = WORK / f"ref-{commit}"
+    if not target.exists():
+        target.mkdir()
+        archive = subprocess.run(["git", "archive", commit, "academy_consumer", "signals"], cwd=root,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    found = subprocess.run([sys.executable, "-c", "import academy_consumer; print(academy_consumer.__file__)"],
+                           env={**os.environ, "PYTHONPATH": str(target)}, cwd=WORK, capture_output=True, text=True)
+    if not found.stdout.startswith(str(target)):
+        sys.exit(f"bench: --consumer-ref {rev}: the exported code is not the one imported ({found.stdout.strip()})")
+    return commit, str(target)
 
 
 def check_log(bootstrap, topic, produced, devstack):
@@ -135,6 +155,8 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
         if options.batch_size:
             base_env["ACADEMY_CONSUMER_BATCH_SIZE"] = str(options.batch_size)
         chunked = commands.supports("reconcile_academies", "--chunk-size", base_env)
+        ref = export(options.consumer_ref) if options.consumer_ref else None
+        results["consumer_ref"] = ref and ref[0]
         stamp = time.strftime("%Y%m%d%H%M%S")
         for name in options.databases:
             url = commands.DATABASES[name]
@@ -150,6 +172,12 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
             db["consumer"]["table"] = commands.diff(expected, commands.table(url)) or "as expected"
             print(f"   consumer: {db['consumer']}", flush=True)
             commands.empty_table(url)
+            if ref:
+                db["consumer_ref"] = commands.consumer({**env, "PYTHONPATH": ref[1]}, f"bench-ref-{name}-{stamp}",
+                                                       IDLE, f"{name}-ref-{ref[0]}")
+                db["consumer_ref"]["table"] = commands.diff(expected, commands.table(url)) or "as expected"
+                print(f"   consumer @{ref[0]}: {db['consumer_ref']}", flush=True)
+                commands.empty_table(url)
             group = f"bench-stock-{name}-{stamp}"
             events.commit_start(bootstrap, topic, group, ends)  # a new stock group would start at the end
             db["stock"] = commands.stock(env, bootstrap, topic, base_topic, group, ends, options.stock_events, name)
@@ -186,6 +214,9 @@ def ratios(results):
             "consumer_vs_stock": consumer and stock and round(consumer / stock, 2),
             "consumer_vs_confluent_decode_loop": consumer and round(consumer / kafka["confluent"]["events_per_s"], 3),
         }
+        before = db.get("consumer_ref", {}).get("events_per_s")
+        if before:
+            results["ratios"][name]["consumer_vs_ref"] = consumer and round(consumer / before, 2)
 
 
 def machine():
@@ -230,18 +261,25 @@ def report(results):  # pylint: disable=too-many-locals
             row("4/5 stock loop, consumer", name, db)
             continue
         stock = db["stock"]
-        sub = stock.get("events", 0) < results["options"]["events"] and "error" not in stock
+        sub = results["options"]["stock_events"] < results["options"]["events"]
         row("4 stock consume_events", name, stock,
-            notes=("subsampled: " if sub else "") + f"table {stock.get('table', 'not checked (subsampled)')}")
+            notes=f"subsampled: first {results['options']['stock_events']:,} events; table not checked" if sub
+            else f"timed after its first commit; table {stock.get('table')}")
         consumer = db["consumer"]
         row("5 consume_academy_events", name, consumer, consumer.get("peak_rss_mb"),
             notes=f"table {consumer.get('table')}; {consumer.get('batches', '?')} batches")
+        if "consumer_ref" in db:
+            before = db["consumer_ref"]
+            row(f"  5' consume_academy_events @{results['consumer_ref']}", name, before, before.get("peak_rss_mb"),
+                notes=f"table {before.get('table')}; {before.get('batches', '?')} batches")
     lines = [_table(rows), "", "ratios (6)"]
     lines.append(f"  our decode / confluent AvroDeserializer (decode alone): {number(ratio['ours_vs_confluent_decode'], 2)}")
     for name, entry in ratio.items():
         if isinstance(entry, dict):
             lines.append(f"  {name}: consumer / stock loop {number(entry['consumer_vs_stock'], 1)}x; consumer / "
-                         f"confluent decode-only {number(entry['consumer_vs_confluent_decode_loop'], 3)}x")
+                         f"confluent decode-only {number(entry['consumer_vs_confluent_decode_loop'], 3)}x"
+                         + (f"; consumer / consumer @{results['consumer_ref']} {number(entry['consumer_vs_ref'], 2)}x"
+                            if entry.get("consumer_vs_ref") else ""))
     rec = [("reconcile (8)", "database", "pass", "items", "seconds", "items/s", "statements", "outcomes")]
     for name, db in results["databases"].items():
         for run, entry in (db.get("reconcile") or {}).items():
