@@ -356,8 +356,10 @@ class AcademyEventConsumer:
         for outcome, n in batch.counts.items():
             self.stats.add(outcome, n)
         self.stats.batches += 1
-        self._commit(messages)
+        # Logged before the commit: a crash between the two re-reads a logged batch (harmless), never
+        # commits one that no line shows.
         log.info("batch %s: %s (%.2f s)", _positions(messages), batch.summary(), time.monotonic() - started)
+        self._commit(messages)
 
     def _apply_batch(self, messages):
         """
@@ -384,6 +386,8 @@ class AcademyEventConsumer:
                         dead.append(DeadLetter(message, result.error))
                         continue
                     outcome = next(results)
+                    log.debug("%s %s: %s %s", result.event_type, outcome.uuid or outcome.name, outcome.outcome,
+                              outcome.reason)
                     if outcome.outcome in (SKIPPED, ERRORS):
                         dead.append(DeadLetter(message, AcademyEventRejected(
                             f"{result.event_type} for {outcome.uuid or outcome.name}: {outcome.reason}")))
