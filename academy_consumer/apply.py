@@ -382,17 +382,6 @@ def apply_change(change: Change) -> Outcome:
     return apply_item(change.item, change.time)
 
 
-def apply_changes(changes):
-    """
-    Apply ``changes`` in order, each with ``apply_change`` (its own savepoint), inside the caller's
-    transaction; yields one ``Outcome`` per change, as it is applied. The consumer's entry point for a
-    batch. (A set-based version, one locking read and bulk writes per batch, is the open part of issue 8;
-    it must give exactly these outcomes.)
-    """
-    for change in changes:
-        yield apply_change(change)
-
-
 def _raw_identity(item):
     """
     Best-effort uuid and name of an item, for reports and for ``deactivate_missing``.

@@ -3,7 +3,7 @@ The consumer loop: poll a batch of academy events, decode it, apply it, dead-let
 commit. Each step is a call into its own module, and their results are read here as values:
 
     message --decode.Decoder.decode--> AcademyEvent | Rejection
-    events  --apply.apply_changes--> one apply.Outcome per event, in one transaction
+    events  --apply_batch.apply_changes--> one apply.Outcome per event, in one transaction
     skipped outcomes and rejections --dlq.send--> the dead-letter topic (before the offsets are committed)
     where to start --replay.plan--> start offsets; which exceptions mean what --errors
 
@@ -52,7 +52,8 @@ from django.db import DatabaseError, close_old_connections, connections, transac
 from edx_event_bus_kafka.internal.config import get_full_topic, get_schema_registry_client, load_common_settings
 
 from academy_consumer import conf, dlq, preflight, replay
-from academy_consumer.apply import ERRORS, SKIPPED, apply_changes
+from academy_consumer.apply import ERRORS, SKIPPED
+from academy_consumer.apply_batch import apply_changes
 from academy_consumer.decode import Decoder, Rejection
 from academy_consumer.dlq import DeadLetter
 from academy_consumer.errors import (  # noqa: F401  (re-exported: the commands import them from here)
