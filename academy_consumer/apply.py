@@ -31,6 +31,7 @@ Rules, in the order the code applies them:
 
 import dataclasses
 import datetime
+import itertools
 import logging
 import re
 import time
@@ -402,72 +403,127 @@ def _raw_identity(item):
     return {"uuid": str(found) if found else None, "name": name}
 
 
-def _apply_with_retry(item, source_time):
+def _apply_chunk(chunk, source_time, retry):
     """
-    One item in its own transaction, retrying deadlocks and lock timeouts with backoff. A lost connection
-    is not retried here: it raises at once (see ``_sync``).
+    The catalog items of one chunk through ``apply_batch.apply_changes``, in ONE transaction (a savepoint
+    inside a dry run's outer transaction): one ``Outcome`` per item, in order. With ``retry``, a deadlock
+    or lock timeout rolls the whole chunk back and runs it again with backoff (``TRANSIENT_RETRIES``
+    attempts in all). A lost connection is not retried: it raises at once (see ``_sync``).
     """
-    for attempt in range(1, TRANSIENT_RETRIES + 1):
+    from academy_consumer.apply_batch import apply_changes  # pylint: disable=import-outside-toplevel (a cycle)
+
+    changes = [Change(UPSERT, item, source_time) for item in chunk]
+    attempts = TRANSIENT_RETRIES if retry else 1
+    for attempt in range(1, attempts + 1):
         try:
             with transaction.atomic():
-                return apply_item(item, source_time)
+                outcomes = list(apply_changes(changes, errors_as_outcomes=True))
+                if len(outcomes) != len(changes):
+                    raise RuntimeError(f"apply_changes gave {len(outcomes)} outcome(s) for {len(changes)} change(s)")
+                return outcomes
         except DatabaseError as exc:
-            if is_connection_lost(exc) or not is_transient(exc) or attempt == TRANSIENT_RETRIES:
+            if is_connection_lost(exc) or not is_transient(exc) or attempt == attempts:
                 raise
-            log.warning("transient database error (%s); retrying item (attempt %d)", exc, attempt)
+            log.warning("transient database error (%s); retrying chunk of %d item(s) (attempt %d)",
+                        exc, len(chunk), attempt)
             time.sleep(min(2.0, 0.05 * 2 ** attempt))
             if not connection.in_atomic_block:
                 connection.close_if_unusable_or_obsolete()
     raise AssertionError("unreachable")
 
 
-def sync_academies(items, *, source_time=None, deactivate_missing=False, dry_run=False, limited=False):
+def sync_academies(items, *, source_time=None, deactivate_missing=False, dry_run=False, limited=False,
+                   chunk_size=500):
     """
     Apply a full catalog list (SPEC §4) and return a ``SyncResult``.
 
-    * Each item is applied in its own savepoint; one bad row never aborts the others.
+    * Items are applied ``chunk_size`` at a time, one transaction per chunk (``apply_batch.apply_changes``);
+      each item still has its own outcome, and one bad row never aborts the others. A deadlock or lock
+      timeout retries the whole chunk; a chunk that still fails is applied again one item per transaction,
+      so only the item that fails counts as ``errors``.
     * ``source_time`` is the snapshot time (default: now); rows changed by a newer event are ``stale``.
     * ``deactivate_missing`` deactivates active rows that no item names -- except when the list is
       empty, when no item could be normalized, or when ``limited`` (the sync covered one academy).
     * ``dry_run`` runs the very same code inside a transaction that is rolled back: same counts,
       zero writes.
-    * A lost database connection stops the sync at that item: ``DatabaseUnavailable`` is raised (no
-      retries, no further items, no ``deactivate_missing``); items applied before it stay applied (each
-      committed on its own), which is harmless, since a rerun converges.
+    * A lost database connection stops the sync at that chunk: ``DatabaseUnavailable`` is raised (no
+      retries, no further items, no ``deactivate_missing``); the chunks committed before it stay applied,
+      which is harmless, since a rerun converges.
     """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a whole number >= 1, not {chunk_size!r}")
     source_time = source_time or timezone.now()
     result = SyncResult(dry_run=dry_run)
     if dry_run:
         with transaction.atomic():
-            _sync(items, source_time, deactivate_missing, limited, result, in_outer_transaction=True)
+            _sync(items, source_time, deactivate_missing, limited, result, dry_run=True, chunk_size=chunk_size)
             transaction.set_rollback(True)
     else:
-        _sync(items, source_time, deactivate_missing, limited, result, in_outer_transaction=False)
+        _sync(items, source_time, deactivate_missing, limited, result, dry_run=False, chunk_size=chunk_size)
     return result
 
 
-def _sync(items, source_time, deactivate_missing, limited, result, in_outer_transaction):
+class _Progress:  # pylint: disable=too-few-public-methods
+    """How many items the committed chunks held (never counted in a dry run: nothing is committed)."""
+
+    def __init__(self, dry_run):
+        self.dry_run = dry_run
+        self.committed = 0
+
+    def done(self, count):
+        if not self.dry_run:
+            self.committed += count
+
+    def lost(self, exc, number):
+        reason = mask_urls(" ".join(str(exc).split())) or type(exc).__name__
+        if self.dry_run:
+            tail = "sync stopped; dry run, nothing was written"
+        else:
+            tail = f"sync stopped, {self.committed} item(s) before it were applied"
+        return DatabaseUnavailable(f"database connection lost at item {number} ({reason}); {tail}")
+
+
+def _apply_numbered(chunk, first, source_time, progress):
+    """
+    The outcomes of ``chunk``, whose first item is item number ``first`` of the list. A chunk that fails
+    as a whole (retries spent, or an error ``apply_changes`` did not turn into an outcome) is applied again
+    one item per transaction; a single item that fails is its ``errors`` outcome, as it always was.
+    """
+    try:
+        outcomes = _apply_chunk(chunk, source_time, retry=not progress.dry_run)
+    except (DatabaseError, InterfaceError) as exc:
+        if is_connection_lost(exc):
+            raise progress.lost(exc, first) from exc
+        if len(chunk) == 1:
+            progress.done(1)
+            return [Outcome(ERRORS, None, f"{type(exc).__name__}: {exc}".strip(), **_raw_identity(chunk[0]))]
+        log.warning("chunk of items %d-%d failed (%s); applying them one per transaction",
+                    first, first + len(chunk) - 1, exc)
+        outcomes = []
+        for offset, item in enumerate(chunk):
+            outcomes.extend(_apply_numbered([item], first + offset, source_time, progress))
+        return outcomes
+    progress.done(len(chunk))
+    return outcomes
+
+
+def _sync(items, source_time, deactivate_missing, limited, result, dry_run, chunk_size):
     seen_uuids, seen_names = set(), set()
-    for number, item in enumerate(items, 1):
-        ident = _raw_identity(item)
-        try:
-            if in_outer_transaction:
-                outcome = apply_item(item, source_time)
-            else:
-                outcome = _apply_with_retry(item, source_time)
-        except (DatabaseError, InterfaceError) as exc:
-            if is_connection_lost(exc):
-                reason = mask_urls(" ".join(str(exc).split())) or type(exc).__name__
-                raise DatabaseUnavailable(f"database connection lost at item {number} ({reason}); "
-                                          f"sync stopped, {number - 1} item(s) before it were applied") from exc
-            outcome = Outcome(ERRORS, None, f"{type(exc).__name__}: {exc}".strip(), **ident)
-        result.add(outcome)
-        for uuid_text in (ident["uuid"], outcome.uuid):
-            if uuid_text:
-                seen_uuids.add(uuid_text)
-        for name in (ident["name"], outcome.name):
-            if name:
-                seen_names.add(name_key(name))
+    progress = _Progress(dry_run)
+    pending = iter(items)
+    first = 1
+    while chunk := list(itertools.islice(pending, chunk_size)):
+        outcomes = _apply_numbered(chunk, first, source_time, progress)
+        first += len(chunk)
+        for item, outcome in zip(chunk, outcomes):
+            ident = _raw_identity(item)
+            result.add(outcome)
+            for uuid_text in (ident["uuid"], outcome.uuid):
+                if uuid_text:
+                    seen_uuids.add(uuid_text)
+            for name in (ident["name"], outcome.name):
+                if name:
+                    seen_names.add(name_key(name))
     if not deactivate_missing:
         return
     if limited:
@@ -480,25 +536,34 @@ def _sync(items, source_time, deactivate_missing, limited, result, in_outer_tran
         result.counts[DEACTIVATED] += _deactivate_missing(seen_uuids, seen_names, source_time, result)
 
 
+# Primary keys per bulk UPDATE of ``_deactivate_missing`` (well under SQLite's 999 bound parameters).
+DEACTIVATE_BATCH = 500
+
+
 def _deactivate_missing(seen_uuids, seen_names, source_time, result):
     """
     Deactivate active rows the list did not name and no newer event touched; return how many. A stored
-    time beyond ``future_bound()`` is not taken for a newer event.
+    time beyond ``future_bound()`` is not taken for a newer event. One locking read of the active rows,
+    the decision here, then one bulk UPDATE (per ``DEACTIVATE_BATCH`` rows); one entry per row, by pk.
     """
-    count = 0
     bound = future_bound()
     with transaction.atomic():
-        candidates = EnterpriseAcademy.objects.select_for_update().filter(is_active=True).order_by("pk")
+        candidates = (EnterpriseAcademy.objects.select_for_update().filter(is_active=True).order_by("pk")
+                      .values_list("pk", "uuid", "name", "name_key", "source_timestamp", named=True))
+        chosen = []
         for row in candidates:
             if (row.uuid and str(row.uuid) in seen_uuids) or row.name_key in seen_names:
                 continue
             stored = _believed(row.source_timestamp, bound)
             if stored is not None and stored > source_time:
                 continue
-            row.is_active = False
-            row.source_timestamp = source_time
-            row.save(update_fields=["is_active", "source_timestamp", "modified"])
-            result.items.append(Outcome(DEACTIVATED, row, "not in the catalog list",
+            chosen.append(row)
+        now = timezone.now()
+        for start in range(0, len(chosen), DEACTIVATE_BATCH):
+            batch = [row.pk for row in chosen[start:start + DEACTIVATE_BATCH]]
+            EnterpriseAcademy.objects.filter(pk__in=batch).update(
+                is_active=False, source_timestamp=source_time, modified=now)
+        for row in chosen:
+            result.items.append(Outcome(DEACTIVATED, None, "not in the catalog list",
                                         str(row.uuid) if row.uuid else None, row.name).as_dict())
-            count += 1
-    return count
+    return len(chosen)

@@ -188,7 +188,7 @@ def test_connection_lost_mid_sync_stops_at_the_first_error(transactional_db, cap
 
     try:
         with pytest.raises(DatabaseUnavailable, match=r"connection lost at item 2 .*1 item\(s\) before it"):
-            sync_academies(items(), deactivate_missing=True)
+            sync_academies(items(), deactivate_missing=True, chunk_size=1)  # per-item: item 0 commits alone
         assert pulled == [0, 1]  # no further item was tried
         assert not [r for r in caplog.records if "retrying" in r.getMessage()]  # no retries spent on it
     finally:
@@ -217,7 +217,7 @@ def test_reconcile_command_stops_at_a_lost_connection(cli, tmp_path):
         path = write(tmp_path, json.dumps([{"uuid": str(uuid.UUID(int=0xC00 + n)), "title": f"Academy {n}"}
                                            for n in range(40)]))
         started = time.monotonic()
-        done = cli("reconcile_academies", "--from-file", path, "--deactivate-missing")
+        done = cli("reconcile_academies", "--from-file", path, "--deactivate-missing", "--chunk-size", "3")
         elapsed = time.monotonic() - started
     finally:
         with connection.cursor() as cursor:

@@ -4,17 +4,23 @@ Full sync of the academy table from the Enterprise Catalog (or from a file).
     academy-consumer reconcile_academies --enterprise-customer UUID [--deactivate-missing] [--dry-run] [--json]
     academy-consumer reconcile_academies --from-file catalog.json      # or - for stdin
     academy-consumer reconcile_academies --academy-uuid UUID            # one academy; never deactivates
+    academy-consumer reconcile_academies ... --chunk-size N             # items per transaction (default 500)
 
 Exit status: 0 when every item applied or was legitimately skipped; 1 when some rows failed to
-apply or the database connection was lost mid-run (the sync stops at the first such error: items
-before it stay applied, nothing is deactivated); 2 on bad arguments or a failed fetch or unreadable
+apply or the database connection was lost mid-run (the sync stops at the first such error: the
+chunks before it stay applied, nothing is deactivated); 2 on bad arguments or a failed fetch or unreadable
 input (then nothing was written).
 
 ``--from-file`` takes one JSON document in any envelope the normalizer accepts, or JSON lines (one
 academy per line), of at most ``ACADEMY_MAX_INPUT_BYTES`` (see ``academy_consumer.inputs``). The whole
 input is read and checked before anything is written.
+
+Items are applied ``--chunk-size`` at a time, one transaction per chunk (default 500, at most 100,000):
+a deadlock or lock timeout retries the chunk, and a lost connection stops the sync with the chunks
+before it committed. Smaller chunks hold their row locks for less time; larger ones cost fewer round trips.
 """
 
+import argparse
 import json
 
 from django.conf import settings
@@ -38,6 +44,19 @@ def uuid_argument(value):
 
 uuid_argument.__name__ = "UUID"  # argparse says "invalid UUID value: 'x'"
 
+DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE = 500, 100_000
+
+
+def chunk_size_argument(text):
+    """argparse type of ``--chunk-size``: a whole number from 1 to MAX_CHUNK_SIZE."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text[:40]!r}") from None
+    if not 1 <= value <= MAX_CHUNK_SIZE:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_CHUNK_SIZE:,}, not {value}")
+    return value
+
 
 class Command(AcademyCommand):
     help = "Sync the EnterpriseAcademy table with the Enterprise Catalog's list of academies."
@@ -52,6 +71,10 @@ class Command(AcademyCommand):
         parser.add_argument("--dry-run", action="store_true", help="Report what would change; write nothing.")
         parser.add_argument("--from-file", metavar="PATH",
                             help="Read academies from a JSON file instead of the catalog API ('-' for stdin).")
+        parser.add_argument("--chunk-size", type=chunk_size_argument, default=DEFAULT_CHUNK_SIZE, metavar="N",
+                            help=f"Apply N items per transaction (1 to {MAX_CHUNK_SIZE:,}; default "
+                                 f"{DEFAULT_CHUNK_SIZE}). A deadlock retries the whole chunk; a lost "
+                                 f"connection keeps the chunks committed before it.")
         parser.add_argument("--json", action="store_true", dest="as_json",
                             help="Print the counts and per-item outcomes as one JSON object.")
 
@@ -67,6 +90,7 @@ class Command(AcademyCommand):
                 deactivate_missing=options["deactivate_missing"],
                 dry_run=options["dry_run"],
                 limited=bool(options["academy_uuid"]),
+                chunk_size=options["chunk_size"],
             )
         except DatabaseUnavailable as exc:
             raise fail(str(exc), EXIT_NOT_READY) from exc
