@@ -1,0 +1,488 @@
+"""
+Differential tests: the batch path ``apply_batch.apply_changes`` must agree with the per-event reference
+``apply.apply_change``, outcome for outcome and row for row.
+
+The same history (a starting table, then a list of changes) is applied twice, from the same starting
+table: (a) per event, ``[apply_change(c) for c in changes]`` in one transaction; (b) in consecutive
+batches of random sizes, ``list(apply_changes(batch))`` in one transaction per batch (as the consumer
+does). Both must give the same per-change ``Outcome.as_dict()`` and the same final table (every column
+but ``id``/``created``/``modified``, plus whether each row's ``modified`` moved since the start).
+
+The table is emptied with an ORM delete before each run (``transactional_db``: the batches commit, as
+the consumer's do), which works the same on SQLite, PostgreSQL and MariaDB. ``future_bound`` is pinned
+to a fixed time in both modules, since the reasons of a time beyond the bound include it.
+
+``ACADEMY_DIFF_MAX_EXAMPLES`` overrides the number of generated histories (default: 60 on SQLite, 30 on
+the servers).
+"""
+
+import datetime
+import os
+import uuid
+
+import pytest
+from django.db import connection, transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from academy_consumer import apply, apply_batch
+from academy_consumer.apply import DELETE, UPSERT, Change, apply_change
+from academy_consumer.models import EnterpriseAcademy
+
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+FIXED_BOUND = T0 + datetime.timedelta(days=1)
+BEYOND_BOUND = FIXED_BOUND + datetime.timedelta(hours=1)  # an event time that is never applied
+STORED_BEYOND = FIXED_BOUND + datetime.timedelta(days=2)  # a stored time no clock has reached: counts as absent
+OLD_MODIFIED = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)  # `modified` of the starting rows
+
+
+def at(minutes):
+    return T0 + datetime.timedelta(minutes=minutes)
+
+
+U1, U2, U3, U4, U5 = (str(uuid.UUID(int=0xA0 + n)) for n in range(1, 6))
+UUIDS = [U1, U2, U3, U4, U5]
+MISSING_UUID = str(uuid.UUID(int=0xDEAD))  # never in the table
+CQ1, CQ2 = str(uuid.UUID(int=0xC1)), str(uuid.UUID(int=0xC2))
+BASE_NAMES = ["Data Academy", "Cloud Academy", "AI Academy", "Web Academy", "Ops Academy"]
+# the last one is Data Academy's default lookup key: a create of "Data Academy" collides with it
+LOOKUP_KEYS = ["key_one", "key_two", "essentials_data_academy_yearly"]
+# "data-academy" is Data Academy's default slug; "Not a slug!" is invalid: the default slug is carried
+SLUGS = ["data-academy", "shared", "Not a slug!"]
+
+COLUMNS = [field.name for field in EnterpriseAcademy._meta.concrete_fields
+           if field.name not in ("id", "created", "modified")]
+
+
+def academy(uuid_=U1, title="Data Academy", **extra):
+    item = {"title": title, **extra}
+    if uuid_ is not None:
+        item = {"uuid": uuid_, **item}
+    return item
+
+
+def upsert(item, time=None):
+    return Change(UPSERT, item, time)
+
+
+def delete(item, time=None):
+    return Change(DELETE, item, time)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The two paths, and what is compared
+# ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def fixed_bound(monkeypatch):
+    """Pin ``future_bound`` where it is looked up: in ``apply`` and under any name in ``apply_batch``."""
+    original = apply.future_bound
+    fixed = lambda: FIXED_BOUND  # noqa: E731
+    for name, value in list(vars(apply_batch).items()):
+        if value is original:
+            monkeypatch.setattr(apply_batch, name, fixed)
+    monkeypatch.setattr(apply, "future_bound", fixed)
+
+
+def _reset():
+    EnterpriseAcademy.objects.all().delete()
+
+
+def _set_up(start):
+    """
+    The starting table: each ``(change, stored_beyond)`` applied with ``apply_change``; then every row's
+    ``modified`` set to ``OLD_MODIFIED`` (so a write shows), and the rows flagged ``stored_beyond`` given
+    a stored time beyond the bound.
+    """
+    _reset()
+    with transaction.atomic():
+        beyond = []
+        for change, stored_beyond in start:
+            outcome = apply_change(change)
+            if stored_beyond and outcome.row is not None:
+                beyond.append(outcome.row.pk)
+        EnterpriseAcademy.objects.update(modified=OLD_MODIFIED)
+        EnterpriseAcademy.objects.filter(pk__in=beyond).update(source_timestamp=STORED_BEYOND)
+
+
+def _table():
+    """The final table: one dict per row, sorted by name_key; ``touched``: ``modified`` moved since the start."""
+    rows = []
+    for values in EnterpriseAcademy.objects.order_by("name_key").values(*COLUMNS, "modified"):
+        modified = values.pop("modified")
+        values["uuid"] = str(values["uuid"]) if values["uuid"] else None
+        values["catalog_query_uuid"] = str(values["catalog_query_uuid"]) if values["catalog_query_uuid"] else None
+        values["touched"] = modified != OLD_MODIFIED
+        rows.append(values)
+    return rows
+
+
+def run_per_event(start, changes):
+    _set_up(start)
+    with transaction.atomic():
+        outcomes = [apply_change(change).as_dict() for change in changes]
+    return outcomes, _table()
+
+
+def run_batched(start, changes, sizes, errors_as_outcomes=False):
+    _set_up(start)
+    outcomes, position = [], 0
+    for size in sizes:
+        batch = changes[position:position + size]
+        position += size
+        with transaction.atomic():
+            # looked up on the module at call time (a scratch run may replace it)
+            outcomes.extend(o.as_dict() for o in apply_batch.apply_changes(batch, errors_as_outcomes=errors_as_outcomes))
+    assert position == len(changes)
+    return outcomes, _table()
+
+
+def _describe(start, changes, sizes):
+    lines = ["starting table:"] + [f"  {change!r}{' (stored time beyond the bound)' if b else ''}"
+                                   for change, b in start]
+    lines.append(f"batches of sizes {sizes}:")
+    lines += [f"  {number}: {change!r}" for number, change in enumerate(changes)]
+    return "\n".join(lines)
+
+
+def assert_agree(start, changes, sizes, errors_as_outcomes=False):
+    """Apply the history both ways and assert the same outcomes and the same final table."""
+    expected_outcomes, expected_table = run_per_event(start, changes)
+    outcomes, table = run_batched(start, changes, sizes, errors_as_outcomes)
+    history = _describe(start, changes, sizes)
+    for number, (want, got) in enumerate(zip(expected_outcomes, outcomes)):
+        assert got == want, f"outcome of change {number} differs\n{history}"
+    assert len(outcomes) == len(expected_outcomes), f"{len(outcomes)} outcomes for {len(changes)} changes\n{history}"
+    assert table == expected_table, f"final tables differ\n{history}"
+    return expected_outcomes, expected_table
+
+
+def splittings(count):
+    """A few ways to cut ``count`` changes into batches: one batch, one per change, halves, pairs."""
+    if count == 0:
+        return [[]]
+    ways = [[count], [1] * count]
+    if count > 2:
+        ways.append([count // 2, count - count // 2])
+        ways.append([2] * (count // 2) + [1] * (count % 2))
+    return ways
+
+
+def check_all_splittings(start, changes):
+    results = [assert_agree(start, changes, sizes, errors_as_outcomes=bool(n % 2))
+               for n, sizes in enumerate(splittings(len(changes)))]
+    return results[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Strategies: small pools, so that collisions are frequent
+# ---------------------------------------------------------------------------------------------------
+
+def _recase(pair):
+    name, how = pair
+    return {"same": name, "lower": name.lower(), "upper": name.upper()}[how]
+
+
+names = st.tuples(st.sampled_from(BASE_NAMES), st.sampled_from(["same", "same", "lower", "upper"])).map(_recase)
+times = st.sampled_from([at(0), at(1), at(2), at(3), at(4), at(0), at(2), None, BEYOND_BOUND])
+start_times = st.sampled_from([at(-2), at(-1), at(2), None])
+
+OPTIONAL_FIELDS = {
+    "slug": st.sampled_from(SLUGS + [""]),
+    "stripe_price_lookup_key": st.sampled_from(LOOKUP_KEYS),
+    "product_key": st.sampled_from(["cloud", "data"]),
+    "display_order": st.sampled_from([0, 1, 2, "3", 2.0]),
+    "is_active": st.sampled_from([True, False, "false", "TRUE"]),
+    "short_description": st.sampled_from(["", "learn", "learn more"]),
+    "long_description": st.sampled_from(["", "long"]),
+    "image": st.sampled_from(["http://img/1", {"url": "http://img/2"}]),
+    "tags": st.sampled_from([[], ["x"], ["x", "y"], [{"title": "y"}, "x", "x"]]),
+    "catalog_query_uuid": st.sampled_from([CQ1, CQ2, "not-a-uuid", 17]),
+    "catalogs": st.sampled_from([[{"uuid": CQ2}], []]),
+    "stripe_product_id": st.sampled_from(["", "prod_1"]),
+}
+
+
+@st.composite
+def upsert_items(draw, uuid_pool=UUIDS, legacy=0.15):
+    """A valid catalog item: a name (any of three keys), mostly a uuid, and a random subset of fields."""
+    item = {}
+    if draw(st.floats(0, 1)) >= legacy:
+        item[draw(st.sampled_from(["uuid", "uuid", "uuid", "academy_uuid"]))] = draw(st.sampled_from(uuid_pool))
+    item[draw(st.sampled_from(["title", "title", "name", "short_name"]))] = draw(names)
+    item.update(draw(st.fixed_dictionaries({}, optional=OPTIONAL_FIELDS)))
+    return item
+
+
+@st.composite
+def poison_items(draw):
+    """Items normalization rejects: no name, a bad uuid, wrong types, a control character, not a dict."""
+    kind = draw(st.sampled_from(["not a dict", "no name", "field"]))
+    if kind == "not a dict":
+        return draw(st.sampled_from(["academy", 42, None, ["a list"], True]))
+    if kind == "no name":
+        item = {"uuid": draw(st.sampled_from(UUIDS)), "title": draw(st.sampled_from(["", "   ", None]))}
+        return item
+    item = draw(upsert_items())
+    bad = draw(st.sampled_from([
+        {"uuid": "not-a-uuid"}, {"uuid": 17}, {"uuid": ""}, {"display_order": -1}, {"display_order": "abc"},
+        {"display_order": True}, {"is_active": "maybe"}, {"tags": "x"}, {"stripe_price_lookup_key": ""},
+        {"stripe_price_lookup_key": 5}, {"stripe_product_id": 5}, {"short_description": ["x"]},
+        {"title": "bad\x00name", "name": None, "short_name": None},
+    ]))
+    item.update(bad)
+    return item
+
+
+@st.composite
+def delete_items(draw):
+    """A delete by uuid, by title only, by both (matching or not), of a missing academy, or of nothing."""
+    kind = draw(st.sampled_from(["uuid", "uuid", "title", "both", "missing", "junk"]))
+    if kind == "uuid":
+        return {"uuid": draw(st.sampled_from(UUIDS))}
+    if kind == "title":
+        return {"title": draw(names)}
+    if kind == "both":
+        return {"uuid": draw(st.sampled_from(UUIDS)), "title": draw(names)}
+    if kind == "missing":
+        return {"uuid": MISSING_UUID, "title": draw(st.sampled_from(["Nowhere Academy"] + BASE_NAMES))}
+    return draw(st.sampled_from([{}, {"uuid": "junk"}, {"uuid": 17, "title": 5}, "not a dict", None]))
+
+
+@st.composite
+def histories(draw, max_changes=18):
+    """(start, changes, batch sizes, errors_as_outcomes): see the module docstring."""
+    start = []
+    for item in draw(st.lists(upsert_items(legacy=0.3), max_size=4)):
+        if draw(st.booleans()) and "is_active" not in item:
+            item["is_active"] = False
+        start.append((upsert(item, draw(start_times)), draw(st.floats(0, 1)) < 0.15))
+
+    changes = []
+    for _ in range(draw(st.integers(0, max_changes))):
+        kind = draw(st.sampled_from(["upsert"] * 6 + ["delete"] * 2 + ["poison", "repeat", "rename", "swap",
+                                                                          "reactivate"]))
+        time = draw(times)
+        if kind == "upsert":
+            changes.append(upsert(draw(upsert_items()), time))
+        elif kind == "delete":
+            changes.append(delete(draw(delete_items()), time))
+        elif kind == "poison":
+            changes.append(Change(draw(st.sampled_from([UPSERT, UPSERT, DELETE])), draw(poison_items()), time))
+        elif kind == "repeat" and changes:  # the same change again, right after or later
+            changes.append(draw(st.sampled_from(changes)) if draw(st.booleans()) else changes[-1])
+        elif kind == "rename":  # a chain A -> B -> C of one academy
+            academy_uuid = draw(st.sampled_from(UUIDS))
+            for name in draw(st.lists(names, min_size=2, max_size=3)):
+                changes.append(upsert({"uuid": academy_uuid, "title": name}, draw(st.sampled_from([time, None]))))
+        elif kind == "swap":  # two academies trade names (directly, or through a third name)
+            first, second = draw(st.lists(st.sampled_from(UUIDS), min_size=2, max_size=2, unique=True))
+            name_a, name_b, spare = draw(st.lists(st.sampled_from(BASE_NAMES), min_size=3, max_size=3, unique=True))
+            steps = [(first, name_b), (second, name_a)]
+            if draw(st.booleans()):
+                steps = [(first, spare), (second, name_a), (first, name_b)]
+            changes += [upsert({"uuid": u, "title": n}, time) for u, n in steps]
+        elif kind == "reactivate":  # delete, then an upsert with is_active true
+            academy_uuid = draw(st.sampled_from(UUIDS))
+            changes.append(delete({"uuid": academy_uuid}, time))
+            item = draw(upsert_items(uuid_pool=[academy_uuid], legacy=0))
+            item["is_active"] = draw(st.sampled_from([True, "true", None]))
+            changes.append(upsert(item, draw(times)))
+
+    cuts = sorted(draw(st.sets(st.integers(1, len(changes) - 1)))) if len(changes) > 1 else []
+    bounds = [0, *cuts, len(changes)] if changes else [0]
+    sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+    return start, changes, sizes, draw(st.booleans())
+
+
+def _max_examples():
+    if os.environ.get("ACADEMY_DIFF_MAX_EXAMPLES"):
+        return int(os.environ["ACADEMY_DIFF_MAX_EXAMPLES"])
+    return 60 if connection.vendor == "sqlite" else 30
+
+
+def test_batches_agree_with_per_event_apply(transactional_db):
+    """Random histories: the batch path gives the per-event path's outcomes and final table."""
+
+    @settings(max_examples=_max_examples(), deadline=None, database=None, derandomize=False,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                     HealthCheck.data_too_large])
+    @given(histories())
+    def differential(history):
+        start, changes, sizes, errors_as_outcomes = history
+        assert_agree(start, changes, sizes, errors_as_outcomes)
+
+    differential()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The hard cases, each under several batch splittings (one batch, one per change, halves, pairs)
+# ---------------------------------------------------------------------------------------------------
+
+pytestmark = pytest.mark.usefixtures("transactional_db")
+
+DATA_U1 = (upsert(academy(U1, "Data Academy"), at(-1)), False)
+CLOUD_U2 = (upsert(academy(U2, "Cloud Academy"), at(-1)), False)
+
+
+def _by_name(table):
+    return {row["name"]: row for row in table}
+
+
+def test_rename_swap_within_one_batch():
+    # direct swap: each name is still the other's -> both skipped
+    outcomes, table = check_all_splittings([DATA_U1, CLOUD_U2], [
+        upsert(academy(U1, "Cloud Academy"), at(1)),
+        upsert(academy(U2, "Data Academy"), at(1)),
+    ])
+    assert [o["outcome"] for o in outcomes] == ["skipped", "skipped"]
+    # through a spare name: U1 -> Spare, U2 -> Data, U1 -> Cloud
+    outcomes, table = check_all_splittings([DATA_U1, CLOUD_U2], [
+        upsert(academy(U1, "Spare Academy"), at(1)),
+        upsert(academy(U2, "Data Academy"), at(1)),
+        upsert(academy(U1, "Cloud Academy"), at(2)),
+    ])
+    assert [o["outcome"] for o in outcomes] == ["updated", "updated", "updated"]
+    assert _by_name(table)["Cloud Academy"]["uuid"] == U1 and _by_name(table)["Data Academy"]["uuid"] == U2
+
+
+def test_rename_chain_and_a_name_freed_by_a_rename():
+    outcomes, table = check_all_splittings([DATA_U1], [
+        upsert(academy(U1, "Cloud Academy"), at(1)),  # A -> B
+        upsert(academy(U1, "AI Academy"), at(2)),  # B -> C
+        upsert(academy(U2, "Data Academy", stripe_price_lookup_key="key_two"), at(2)),  # A is free again
+        upsert(academy(U3, "Cloud Academy"), at(2)),  # so is B
+    ])
+    assert [o["outcome"] for o in outcomes] == ["updated", "updated", "created", "created"]
+    # (U2's default slug data-academy is still U1's: suffixed; so would its default lookup key be: given)
+    assert _by_name(table)["Data Academy"]["slug"] == "data-academy-2"
+
+
+def test_lookup_key_moves_from_one_academy_to_another_within_a_batch():
+    start = [(upsert(academy(U1, "Data Academy", stripe_price_lookup_key="key_one"), at(-1)), False)]
+    outcomes, _ = check_all_splittings(start, [
+        upsert(academy(U2, "Cloud Academy", stripe_price_lookup_key="key_one"), at(1)),  # still U1's: skipped
+        upsert(academy(U1, "Data Academy", stripe_price_lookup_key="key_two"), at(1)),  # U1 lets it go
+        upsert(academy(U2, "Cloud Academy", stripe_price_lookup_key="key_one"), at(2)),  # now free
+        upsert(academy(U3, "AI Academy", stripe_price_lookup_key="key_two"), at(2)),  # U1's now
+    ])
+    assert [o["outcome"] for o in outcomes] == ["skipped", "updated", "created", "skipped"]
+
+
+def test_a_delete_does_not_free_the_name():
+    outcomes, table = check_all_splittings([DATA_U1], [
+        delete({"uuid": U1}, at(1)),
+        upsert(academy(U2, "data academy"), at(2)),
+        delete({"title": "DATA ACADEMY"}, at(3)),  # by title only: the (inactive) row of U1
+        delete({"uuid": U2, "title": "Data Academy"}, at(3)),  # both, not matching: nothing
+        delete({"uuid": MISSING_UUID}, at(3)),
+    ])
+    assert [o["outcome"] for o in outcomes] == ["deactivated", "skipped", "unchanged", "unchanged", "unchanged"]
+    assert len(table) == 1 and table[0]["is_active"] is False
+
+
+def test_create_whose_slug_is_taken_gets_a_suffix():
+    outcomes, table = check_all_splittings([DATA_U1], [
+        upsert(academy(U2, "Data Academy Two", slug="data-academy"), at(1)),
+        upsert(academy(U3, "Data Academy Three", slug="data-academy"), at(1)),
+        upsert(academy(U4, "Ops Academy", slug="shared"), at(1)),
+        upsert(academy(U5, "Web Academy", slug="shared"), None),
+        upsert(academy(U2, "Data Academy Two", slug="data-academy"), at(2)),  # keeps its -2
+    ])
+    assert [o["outcome"] for o in outcomes] == ["created", "created", "created", "created", "unchanged"]
+    assert sorted(row["slug"] for row in table) == [
+        "data-academy", "data-academy-2", "data-academy-3", "shared", "shared-2"]
+
+
+def test_case_only_rename_and_legacy_row_matched_by_name():
+    legacy = (upsert(academy(None, "DATA academy", slug="legacy", stripe_price_lookup_key="legacy_key"), None), False)
+    outcomes, table = check_all_splittings([legacy, CLOUD_U2], [
+        upsert(academy(U1, "Data Academy", display_order=4), at(1)),  # fills the uuid, keeps the casing
+        upsert(academy(U2, "cloud academy"), at(1)),  # case-only rename by uuid
+        upsert(academy(None, "CLOUD ACADEMY"), at(2)),  # no uuid: by name, casing kept
+        delete({"uuid": U1}, at(3)),
+    ])
+    assert [o["outcome"] for o in outcomes] == ["updated", "updated", "unchanged", "deactivated"]
+    rows = _by_name(table)
+    assert rows["DATA academy"]["uuid"] == U1 and rows["cloud academy"]["uuid"] == U2
+
+
+def test_legacy_row_with_a_name_of_another_academy():
+    legacy = (upsert(academy(None, "Data Academy"), None), False)
+    check_all_splittings([legacy, CLOUD_U2], [
+        upsert(academy(U2, "Data Academy"), at(1)),  # U2 renamed onto the legacy row's name
+        upsert(academy(U1, "data academy"), at(1)),  # U1 takes the legacy row
+        upsert(academy(U3, "Data Academy"), at(2)),  # now U1's
+        delete({"title": "data ACADEMY"}, at(2)),
+    ])
+
+
+def test_create_delete_reactivate_in_one_batch():
+    outcomes, table = check_all_splittings([], [
+        upsert(academy(U1, "Data Academy", tags=["x"]), at(1)),
+        delete({"uuid": U1}, at(2)),
+        delete({"uuid": U1}, at(2)),  # duplicate
+        upsert(academy(U1, "Data Academy", is_active=True), at(3)),
+        delete({"uuid": U1, "title": "Data Academy"}, at(2)),  # stale
+        upsert(academy(U1, "Data Academy"), at(3)),  # equal time, unchanged
+    ])
+    assert [o["outcome"] for o in outcomes] == ["created", "deactivated", "unchanged", "updated", "stale",
+                                                "unchanged"]
+    assert table[0]["is_active"] is True and table[0]["source_timestamp"] == at(3)
+
+
+def test_times_stale_equal_none_and_beyond_the_bound():
+    outcomes, table = check_all_splittings([DATA_U1], [
+        upsert(academy(U1, "Data Academy", display_order=1), at(2)),
+        upsert(academy(U1, "Data Academy", display_order=2), at(1)),  # stale
+        upsert(academy(U1, "Data Academy", display_order=3), at(2)),  # equal: applied
+        upsert(academy(U1, "Data Academy", display_order=4), BEYOND_BOUND),  # skipped
+        delete({"uuid": U1}, BEYOND_BOUND),  # skipped
+        upsert(academy(U1, "Data Academy", display_order=5), None),  # no guard, time kept
+        upsert(academy(U1, "Data Academy", display_order=5), at(4)),  # unchanged: records the time only
+        upsert(academy(U1, "Data Academy", display_order=6), at(3)),  # stale now
+    ])
+    assert [o["outcome"] for o in outcomes] == ["updated", "stale", "updated", "skipped", "skipped", "updated",
+                                                "unchanged", "stale"]
+    assert table[0]["display_order"] == 5 and table[0]["source_timestamp"] == at(4)
+
+
+def test_unchanged_rows_keep_modified():
+    start = [DATA_U1, CLOUD_U2, (upsert(academy(U3, "AI Academy", is_active=False), at(-1)), False)]
+    outcomes, table = check_all_splittings(start, [
+        upsert(academy(U1, "Data Academy"), at(5)),  # unchanged, newer time
+        upsert(academy(U2, "Cloud Academy"), None),  # unchanged, no time
+        delete({"uuid": U3}, at(5)),  # already inactive
+        upsert(academy(U2, "Cloud Academy", display_order=1), at(5)),  # a write
+    ])
+    assert [o["outcome"] for o in outcomes] == ["unchanged", "unchanged", "unchanged", "updated"]
+    assert {row["name"]: row["touched"] for row in table} == {
+        "Data Academy": False, "Cloud Academy": True, "AI Academy": False}
+
+
+def test_stored_time_beyond_the_bound_counts_as_absent():
+    start = [(upsert(academy(U1, "Data Academy"), at(-1)), True), (upsert(academy(U2, "Cloud Academy"), at(-1)), True)]
+    outcomes, table = check_all_splittings(start, [
+        upsert(academy(U1, "Data Academy", display_order=1), at(0)),  # applied, replaces the stored time
+        upsert(academy(U2, "Cloud Academy"), at(0)),  # unchanged, the time replaced
+        delete({"uuid": U2}, None),
+    ])
+    assert [o["outcome"] for o in outcomes] == ["updated", "unchanged", "deactivated"]
+    assert [row["source_timestamp"] for row in table] == [at(0), at(0)]
+
+
+def test_poison_and_duplicates_between_good_changes():
+    created = upsert(academy(U1, "Data Academy", stripe_price_lookup_key="key_one"), at(1))
+    outcomes, _ = check_all_splittings([], [
+        created,
+        Change(UPSERT, "not a dict", at(1)),
+        Change(UPSERT, {"uuid": "junk", "title": "Cloud Academy"}, at(1)),
+        Change(UPSERT, {"uuid": U2}, at(1)),
+        Change(UPSERT, academy(U2, "Cloud Academy", display_order="abc"), at(1)),
+        Change(DELETE, None, at(1)),
+        created,
+        upsert(academy(U2, "Cloud Academy", stripe_price_lookup_key="key_one"), at(2)),
+        created,
+    ])
+    assert [o["outcome"] for o in outcomes] == ["created", "skipped", "skipped", "skipped", "skipped", "unchanged",
+                                                "unchanged", "skipped", "unchanged"]
