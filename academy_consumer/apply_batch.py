@@ -1,31 +1,86 @@
 """
-Apply a batch of changes set-wise: the consumer's and reconcile's entry point, ``apply_changes``.
+Apply a batch of changes set-wise: ``apply_changes``, the consumer's and reconcile's entry point.
 
-(Placeholder: each change is applied with ``apply.apply_change`` in its own savepoint. The set-based
-version replaces the body of ``apply_changes`` and must give exactly these outcomes.)
+The rules are those of ``apply.py`` (the per-event path, ``apply_change``), and the outcomes are exactly
+the ones it gives, change by change; only the number of statements differs. For a batch:
+
+1. Normalize every change (pure: ``normalize.py``); rejected items and times beyond the future bound are
+   ``skipped`` here, as ``apply_item`` / ``upsert_academy`` / ``deactivate_academy`` say.
+2. One locking read (``SELECT ... FOR UPDATE``) of every row the batch can touch: by uuid, by name key, by
+   lookup key and by slug (one query per column, each on its unique index, split to stay under SQLite's
+   parameter limit).
+3. Fold the changes in order, in memory, over those rows, with the per-event rules: identity by uuid then
+   by name, the stale guard by event time, absent means keep, unchanged means no write, delete,
+   reactivation, rename, the conflict checks in the per-event order and with its reasons.
+4. Write: one ``INSERT`` of the new rows, one upsert of the changed rows (``INSERT ... ON CONFLICT (id) DO
+   UPDATE`` on PostgreSQL and SQLite, ``ON DUPLICATE KEY UPDATE`` on MariaDB/MySQL), and one ``UPDATE`` of
+   the rows whose only change is a newer ``source_timestamp`` (their ``modified`` stays). All in one
+   savepoint.
+
+What the fold cannot decide alone falls back to the per-event path for the whole batch, so the answer is
+never different, only slower:
+
+* a slug that another row holds (the per-event path probes ``-2``, ``-3``... against the table);
+* a unique value (uuid, name key, lookup key, slug) that ends the batch on another row than the one
+  that held it before (renames chains and swaps, a lookup key moving between academies): one statement
+  cannot move it without colliding with itself;
+* any ``IntegrityError`` or other refusal of the writes (a concurrent writer won a race, a trigger): the
+  savepoint is rolled back and every change is applied again, one by one.
+
+Transient errors (deadlocks, lock timeouts) and lost connections propagate: the caller retries or stops
+the whole batch. Memory grows with the batch (its rows and changes), never with the table.
 """
 
-from django.db import DatabaseError, transaction
+import datetime
+import logging
 
-from academy_consumer.apply import ERRORS, Change, Outcome, _raw_identity, apply_change, is_connection_lost, is_transient
+from django.db import DatabaseError, connection, transaction
+
+from academy_consumer import apply as per_event
+from academy_consumer.apply import (
+    CREATED, DEACTIVATED, DELETE, ERRORS, SKIPPED, STALE, UNCHANGED, UPDATED, Change, Outcome, _believed,
+    _desired_values, _raw_identity, _too_far_ahead, apply_change, is_connection_lost, is_transient,
+)
+from academy_consumer.models import EnterpriseAcademy, name_key
+from academy_consumer.normalize import Rejected, normalize_academy, parse_uuid
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Change", "apply_changes"]
+
+# The unique columns the fold keeps an index of, and the rows are read by.
+UNIQUE = ("uuid", "name_key", "stripe_price_lookup_key", "slug")
+# Every column an upsert of a changed row writes (all but the primary key and ``created``).
+WRITTEN = [field.name for field in EnterpriseAcademy._meta.concrete_fields if field.name not in ("id", "created")]
+# Parameters per read query: SQLite before 3.32 allows 999 in one statement.
+READ_CHUNK = 900
+
+
+class Undecidable(Exception):
+    """The fold cannot give the per-event answer set-wise; the batch is applied change by change."""
 
 
 def apply_changes(changes, *, errors_as_outcomes=False):
     """
-    Apply ``changes`` in order inside the caller's transaction; yield one ``Outcome`` per change.
+    Apply ``changes`` in order inside the caller's transaction; yield one ``Outcome`` per change, once the
+    batch's writes are done (so still inside the caller's transaction).
 
-    ``errors_as_outcomes``: a database error of one change that is neither transient nor a lost
-    connection (a trigger or constraint refusing the row) becomes that change's ``errors`` outcome and
-    the others still apply (reconcile); without it, it propagates (the consumer stops on it). Transient
-    errors and lost connections always propagate: the caller retries or stops the whole batch.
+    ``errors_as_outcomes``: on the per-event fallback, a database error of one change that is neither
+    transient nor a lost connection (a trigger or constraint refusing the row) becomes that change's
+    ``errors`` outcome and the others still apply (reconcile); without it, it propagates (the consumer
+    stops on it).
     """
-    for change in changes:
-        yield _apply_one(change, errors_as_outcomes)
+    changes = list(changes)
+    outcomes = _apply_set_wise(changes) if changes else []
+    if outcomes is None:
+        for change in changes:
+            yield _apply_one(change, errors_as_outcomes)
+        return
+    yield from outcomes
 
 
 def _apply_one(change, errors_as_outcomes):
+    """One change by the per-event path."""
     if not errors_as_outcomes:
         return apply_change(change)
     try:
@@ -35,3 +90,247 @@ def _apply_one(change, errors_as_outcomes):
         if is_connection_lost(exc) or is_transient(exc):
             raise
         return Outcome(ERRORS, None, f"{type(exc).__name__}: {exc}".strip(), **_raw_identity(change.item))
+
+
+def _apply_set_wise(changes):
+    """The outcomes of ``changes``, applied with a constant number of statements; ``None``: fall back."""
+    prepared = [_prepare(change) for change in changes]
+    fold = Fold(_read_rows(prepared))
+    try:
+        outcomes = [item if isinstance(item, Outcome) else fold.apply(*item) for item in prepared]
+        fold.check_no_value_moves()
+    except Undecidable as exc:
+        log.debug("batch of %d changes applied one by one: %s", len(changes), exc)
+        return None
+    try:
+        with transaction.atomic():
+            fold.write()
+    except DatabaseError as exc:
+        if is_connection_lost(exc) or is_transient(exc):
+            raise
+        log.info("the database refused a batch of %d changes (%s: %s); applying them one by one",
+                 len(changes), type(exc).__name__, " ".join(str(exc).split()))
+        return None
+    return outcomes
+
+
+def _prepare(change):
+    """
+    What the fold needs of one change, or its final ``Outcome`` when no row can matter (a rejected item,
+    a time beyond the bound): ``(DELETE, uuid, title, time, ident)`` or ``(UPSERT, academy, time, ident)``.
+    """
+    if change.action == DELETE:
+        item = change.item if isinstance(change.item, dict) else {}
+        title = item.get("title") if isinstance(item.get("title"), str) else None
+        academy_uuid = parse_uuid(item.get("uuid"))
+        ident = {"uuid": str(academy_uuid) if academy_uuid else None, "name": title}
+        ahead = _too_far_ahead(change.time)
+        if ahead:
+            return Outcome(SKIPPED, None, f"delete {ahead}", **ident)
+        return DELETE, academy_uuid, title, change.time, ident
+    try:
+        academy = normalize_academy(change.item)
+    except Rejected as exc:
+        return Outcome(SKIPPED, None, exc.reason, **_raw_identity(change.item))
+    ident = {"uuid": str(academy.uuid) if academy.uuid else None, "name": academy.name}
+    ahead = _too_far_ahead(change.time)
+    if ahead:
+        return Outcome(SKIPPED, None, f"event {ahead}", **ident)
+    return per_event.UPSERT, academy, change.time, ident
+
+
+def _read_rows(prepared):
+    """Every row the batch can touch, locked: by uuid, name key, lookup key and slug."""
+    wanted = {field: set() for field in UNIQUE}
+    for item in prepared:
+        if isinstance(item, Outcome):
+            continue
+        if item[0] == DELETE:
+            _, academy_uuid, title, _, _ = item
+            if academy_uuid:
+                wanted["uuid"].add(academy_uuid)
+            if title:
+                wanted["name_key"].add(name_key(title))
+            continue
+        academy = item[1]
+        if academy.uuid is not None:
+            wanted["uuid"].add(academy.uuid)
+        wanted["name_key"].add(name_key(academy.name))
+        for field in ("stripe_price_lookup_key", "slug"):
+            value = academy.fields.get(field, academy.defaults.get(field))
+            if value is not None:
+                wanted[field].add(value)
+    rows = {}
+    locking = EnterpriseAcademy.objects.select_for_update().order_by()
+    for field, values in wanted.items():
+        values = sorted(values, key=str)
+        for start in range(0, len(values), READ_CHUNK):
+            for row in locking.filter(**{f"{field}__in": values[start:start + READ_CHUNK]}):
+                rows.setdefault(row.pk, row)
+    return list(rows.values())
+
+
+def _key(value):
+    """
+    A unique column's value as the database compares it: MariaDB/MySQL's ``utf8mb4_bin`` is a PAD SPACE
+    collation (``"a"`` and ``"a "`` are one key), PostgreSQL and SQLite compare exactly.
+    """
+    if isinstance(value, str) and connection.vendor == "mysql":
+        return value.rstrip(" ")
+    return value
+
+
+def _utc(moment):
+    """An aware time as the database gives it back (UTC), so reasons quote stored times alike."""
+    return moment.astimezone(datetime.timezone.utc) if moment is not None else None
+
+
+class Fold:
+    """The batch's rows in memory, with an index per unique column, changed change by change."""
+
+    def __init__(self, rows):
+        self.bound = per_event.future_bound()
+        self.index = {field: {} for field in UNIQUE}
+        for row in rows:
+            self._add(row)
+        self.before = {field: dict(index) for field, index in self.index.items()}
+        self.new, self.changed, self.timed = [], {}, {}
+
+    def _add(self, row):
+        for field in UNIQUE:
+            value = getattr(row, field)
+            if value is not None:
+                self.index[field][_key(value)] = row
+
+    def _move(self, row, field, value):
+        """Set a unique column of ``row``, keeping its index true."""
+        old = getattr(row, field)
+        if old is not None and self.index[field].get(_key(old)) is row:
+            del self.index[field][_key(old)]
+        setattr(row, field, value)
+        if value is not None:
+            self.index[field][_key(value)] = row
+
+    def _holder(self, field, value):
+        return self.index[field].get(_key(value))
+
+    def apply(self, action, *args):
+        return self._delete(*args) if action == DELETE else self._upsert(*args)
+
+    # --- the per-event rules, in their order (apply._upsert_once, apply.deactivate_academy) ----------
+
+    def _upsert(self, academy, source_time, ident):
+        row, matched_by = None, None
+        if academy.uuid is not None:
+            row = self._holder("uuid", academy.uuid)
+            matched_by = "uuid" if row is not None else None
+        if row is None:
+            row = self._holder("name_key", name_key(academy.name))
+            if row is not None:
+                if academy.uuid is not None and row.uuid is not None and row.uuid != academy.uuid:
+                    return Outcome(SKIPPED, None, f"name {academy.name!r} is already used by academy {row.uuid}",
+                                   **ident)
+                matched_by = "name"
+        stored = _believed(row.source_timestamp, self.bound) if row is not None else None
+        if stored is not None and source_time is not None and source_time < stored:
+            return Outcome(STALE, row, f"event time {source_time.isoformat()} is older than the row's "
+                                       f"{stored.isoformat()}", ident["uuid"], row.name)
+        values = _desired_values(academy, row, matched_by)
+        renamed = "name" in values and (row is None or name_key(values["name"]) != row.name_key)
+        # The per-event path checks a new row's name before its lookup key; a rename's name is left to the
+        # unique index on the first attempt, so a taken lookup key is what a rename reports first.
+        checks = []
+        if renamed and row is None:
+            checks.append(("name_key", name_key(values["name"]), "name"))
+        if "stripe_price_lookup_key" in values:
+            checks.append(("stripe_price_lookup_key", values["stripe_price_lookup_key"], "stripe_price_lookup_key"))
+        if renamed and row is not None:
+            checks.append(("name_key", name_key(values["name"]), "name"))
+        for field, value, what in checks:
+            holder = self._holder(field, value)
+            if holder is None or holder is row:
+                continue
+            if academy.uuid is not None and holder.uuid == academy.uuid:
+                raise Undecidable(f"academy {academy.uuid} holds {field} {value!r} in another row")
+            holder_name = str(holder.uuid) if holder.uuid else repr(holder.name)
+            return Outcome(SKIPPED, None, f"{what} {value!r} is already used by academy {holder_name}", **ident)
+        if "slug" in values:
+            holder = self._holder("slug", values["slug"])
+            if holder is not None and holder is not row:
+                raise Undecidable(f"slug {values['slug']!r} is taken: the per-event path picks a free suffix")
+
+        if row is None:
+            row = EnterpriseAcademy(**values, source_timestamp=_utc(source_time))
+            row.name_key = name_key(row.name)
+            self._add(row)
+            self.new.append(row)
+            return Outcome(CREATED, row, "", ident["uuid"], row.name)
+
+        changed = [field for field, value in values.items() if getattr(row, field) != value]
+        newer = source_time is not None and (stored is None or source_time > stored)
+        if newer:
+            row.source_timestamp = _utc(source_time)
+        if not changed:
+            if newer:
+                self.timed[id(row)] = row
+            return Outcome(UNCHANGED, row, "", ident["uuid"], row.name)
+        for field in changed:
+            if field in UNIQUE:
+                self._move(row, field, values[field])
+            else:
+                setattr(row, field, values[field])
+        if "name" in changed:
+            self._move(row, "name_key", name_key(row.name))
+        self.changed[id(row)] = row
+        return Outcome(UPDATED, row, "changed: " + ", ".join(sorted(changed)), ident["uuid"], row.name)
+
+    def _delete(self, academy_uuid, title, source_time, ident):
+        row = self._holder("uuid", academy_uuid) if academy_uuid else None
+        if row is None and title:
+            row = self._holder("name_key", name_key(title))
+            if row is not None and academy_uuid and row.uuid and row.uuid != academy_uuid:
+                row = None
+        if row is None:
+            return Outcome(UNCHANGED, None, "no such academy in the table; nothing to deactivate", **ident)
+        ident = {**ident, "name": row.name}
+        stored = _believed(row.source_timestamp, self.bound)
+        if source_time is not None and stored is not None and source_time < stored:
+            return Outcome(STALE, row, "delete is older than the row's newest update", **ident)
+        newer = source_time is not None and (stored is None or source_time > stored)
+        if newer:
+            row.source_timestamp = _utc(source_time)
+        if not row.is_active:
+            if newer:
+                self.timed[id(row)] = row
+            return Outcome(UNCHANGED, row, "already inactive", **ident)
+        row.is_active = False
+        self.changed[id(row)] = row
+        return Outcome(DEACTIVATED, row, **ident)
+
+    # --- what one statement per kind cannot do --------------------------------------------------------
+
+    def check_no_value_moves(self):
+        """``Undecidable`` when a unique value ends the batch on another row than the one that held it."""
+        for row in [*self.new, *self.changed.values()]:
+            for field in UNIQUE:
+                value = getattr(row, field)
+                if value is None:
+                    continue
+                before = self.before[field].get(_key(value))
+                if before is not None and before is not row:
+                    raise Undecidable(f"{field} {value!r} moves from one row to another within the batch")
+
+    def write(self):
+        """The batch's writes: new rows, changed rows, rows with only a newer time. A constant count."""
+        new_ids = {id(row) for row in self.new}
+        changed = [row for key, row in self.changed.items() if key not in new_ids]
+        timed = [row for key, row in self.timed.items() if key not in new_ids and key not in self.changed]
+        if self.new:
+            EnterpriseAcademy.objects.bulk_create(self.new)  # created/modified: now (auto_now_add, auto_now)
+        if changed:
+            # ``modified`` is set to now by the field itself (auto_now); ``created`` is not written.
+            target = ["id"] if connection.features.supports_update_conflicts_with_target else None
+            EnterpriseAcademy.objects.bulk_create(changed, update_conflicts=True, unique_fields=target,
+                                                  update_fields=WRITTEN)
+        if timed:
+            EnterpriseAcademy.objects.bulk_update(timed, ["source_timestamp"])  # ``modified`` untouched
