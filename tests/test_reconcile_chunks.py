@@ -118,7 +118,6 @@ PER_CHUNK, FIXED = 30, 10  # statements a chunk may take whatever its size; and 
 
 
 @pytest.mark.django_db
-@pytest.mark.xfail(strict=False, reason="needs the set-based apply_changes")
 def test_statements_are_bounded_per_chunk_not_per_item():
     EnterpriseAcademy.objects.bulk_create([
         EnterpriseAcademy(name=f"Gone {n}", name_key=f"gone {n}", slug=f"gone-{n}", stripe_price_lookup_key=f"gone_{n}")
