@@ -7,18 +7,22 @@ confluent-kafka ``Message`` objects (built directly: no broker is needed to deco
 """
 
 import datetime
+import io
 import json
 import uuid
 
+import fastavro
 import pytest
 from confluent_kafka import Message
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openedx_events.event_bus.avro.deserializer import AvroSignalDeserializer
 from openedx_events.event_bus.avro.serializer import AvroSignalSerializer
 
-from academy_consumer.decode import AcademyEvent, Decoder, Rejection
+from academy_consumer.decode import AcademyEvent, Decoder, Rejection, _compile_reader, academy_schema
 from academy_consumer.devstack.schema_registry import SchemaRegistryServer
 from academy_consumer.errors import TransientError, UndecodableValueError, UnusableMessageError
 from signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_from_dict
@@ -191,3 +195,141 @@ def test_headers_that_do_not_make_an_academy_event_are_rejected(client, headers,
     value = serialize(client, ACADEMY_UPDATED, {"uuid": UUID, "title": "Data Academy"})
     result = rejection(client, value, headers=headers)
     assert isinstance(result.error, UnusableMessageError) and mentions in str(result.error)
+
+
+@pytest.mark.parametrize("event_id", [
+    UUID, UUID.upper(), "{" + UUID + "}", UUID.replace("-", ""), "urn:uuid:" + UUID,
+])
+def test_a_ce_id_is_any_uuid_uuid_reads_and_is_kept_as_sent(client, event_id):
+    value = serialize(client, ACADEMY_UPDATED, {"uuid": UUID, "title": "Data Academy"})
+    event = Decoder(client).decode(message(value, headers=headers_without(None, ce_id=event_id)))
+    assert isinstance(event, AcademyEvent) and event.event_id == event_id
+
+
+@pytest.mark.parametrize("headers, mentions", [
+    ([("ce_type", None)] + headers_without("ce_type"), "ce_type header has no value"),
+    ([("ce_type", b"\xff" + ACADEMY_UPDATED.event_type.encode())] + headers_without("ce_type"),
+     "ce_type header is not UTF-8"),
+    ([("ce_id", None)] + headers_without("ce_id"), "ce_id header has no value"),
+    ([("ce_id", b"\xff\xfe")] + headers_without("ce_id"), "ce_id header is not UTF-8"),
+    (headers_without(None, ce_id=UUID + " "), "is not a UUID"),
+    (headers_without(None) + [("ce_id", UUID.encode())], "Multiple ce_id"),
+    ([("ce_time", None)] + headers_without("ce_time"), "ce_time header has no value"),
+    (headers_without(None, ce_type=ACADEMY_UPDATED.event_type + " "), "is not an academy event type"),
+    (headers_without(None, ce_type="x") + [("ce_type", b"y")], "Multiple ce_type"),
+])
+def test_more_header_variants_are_rejected_with_their_reason(client, headers, mentions):
+    value = serialize(client, ACADEMY_UPDATED, {"uuid": UUID, "title": "Data Academy"})
+    result = rejection(client, value, headers=headers)
+    assert isinstance(result.error, UnusableMessageError) and mentions in str(result.error)
+
+
+def test_the_first_problem_in_header_order_is_the_reason():
+    """Duplicates are found during the one pass; then ce_type, ce_id and ce_time are checked in that order."""
+    decoder = Decoder(_StaticRegistry())
+    bad = [("ce_time", b"yesterday"), ("ce_id", b"42"), ("ce_type", b"nope"), ("ce_time", b"x")]
+    assert "Multiple ce_time" in str(decoder.decode(message(b"", headers=bad)).error)
+    assert "'nope' is not an academy event" in str(decoder.decode(message(b"", headers=bad[:3])).error)
+    assert "not a UUID" in str(decoder.decode(message(b"", headers=bad[:2] + [("ce_type", _TYPE)])).error)
+    assert "not an ISO 8601" in str(decoder.decode(message(b"", headers=[bad[0], ("ce_id", UUID.encode()),
+                                                                           ("ce_type", _TYPE)])).error)
+
+
+# --- the compiled reader of the academy schema, against fastavro ---------------------------------------------
+
+_TYPE = ACADEMY_UPDATED.event_type.encode()
+_OPTIONAL = ("short_description", "long_description", "image", "slug", "product_key", "stripe_product_id",
+             "stripe_price_lookup_key", "catalog_query_uuid")
+
+
+class _StaticRegistry:
+    """A registry that knows one schema (the academy schema, or ``schema``) under every id."""
+
+    def __init__(self, schema=None):
+        self.schema = json.dumps(schema or academy_schema())
+
+    def get_schema(self, schema_id):  # pylint: disable=unused-argument
+        return Schema(self.schema, "AVRO")
+
+
+def _framed(academy, schema=None):
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema or academy_schema()), {"academy": academy})
+    return b"\x00\x00\x00\x00\x01" + out.getvalue()
+
+
+def _slow(schema=None):
+    """A decoder reading every value with fastavro (the compiled reader off)."""
+    decoder = Decoder(_StaticRegistry(schema))
+    decoder._fast = None  # pylint: disable=protected-access
+    return decoder
+
+
+def _outcome(result):
+    if isinstance(result, Rejection):
+        return ("rejected", type(result.error), str(result.error), result.unknown_schema_id, result.schema_mismatch)
+    return ("event", result.event_type, result.action, result.academy, result.time, result.event_id, result.offset)
+
+
+# lengths and numbers around the one-byte/two-byte varint edge (63/64), short and long
+_texts = st.text(max_size=300) | st.text(st.characters(max_codepoint=127), min_size=60, max_size=70)
+_longs = st.sampled_from([0, 1, -1, 63, 64, -64, -65, 8191, 8192, -8193, 2**63 - 1, -2**63]) | \
+    st.integers(-2**63, 2**63 - 1)
+_academies = st.fixed_dictionaries(
+    {"uuid": _texts, "title": _texts, "tags": st.lists(_texts, max_size=5)},
+    optional={**{name: st.none() | _texts for name in _OPTIONAL},
+              "display_order": st.none() | _longs, "is_active": st.none() | st.booleans()})
+
+
+def test_the_academy_schema_has_a_compiled_reader_and_it_reads_what_fastavro_reads():
+    fast = _compile_reader(academy_schema())
+    assert fast is not None
+    item = {"uuid": UUID, "title": "T" * 300, "tags": ["a", "é" * 100], "display_order": -(2**63), "is_active": False,
+            "long_description": "", "image": None, "catalog_query_uuid": UUID}
+    value = _framed(item)
+    assert fast(value, 5) == {k: v for k, v in item.items() if v is not None}
+    assert fast(value, 5) == _slow()._read_value(value)  # pylint: disable=protected-access
+
+
+def test_a_schema_the_compiled_reader_cannot_read_has_none():
+    schema = academy_schema()
+    schema["fields"][0]["type"]["fields"].append({"name": "price", "type": ["null", "double"], "default": None})
+    assert _compile_reader(schema) is None
+    assert _compile_reader({"type": "record", "name": "X", "fields": []}) is None
+
+
+def test_an_array_written_in_blocks_with_sizes_is_read_as_fastavro_reads_it():
+    plain = _framed({"uuid": UUID, "title": "T", "tags": []})
+    assert plain.endswith(b"\x02T" + b"\x00" * 11)  # title, 3 nulls, the empty tags, 7 nulls
+    blocks = b"\x03\x08\x02a\x02b" * 2 + b"\x00"  # twice a block of count -2 (zigzag 3) and 4 bytes (zigzag 8)
+    value = plain[:-8] + blocks + b"\x00" * 7
+    assert _slow()._read_value(value)["tags"] == ["a", "b", "a", "b"]  # pylint: disable=protected-access
+    assert _compile_reader(academy_schema())(value, 5)["tags"] == ["a", "b", "a", "b"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(academy=_academies, cut=st.integers(0, 2000),
+       flips=st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=3))
+def test_the_compiled_reader_decodes_every_value_as_fastavro_does(academy, cut, flips):
+    """Random academies, then truncated and with random bytes replaced: the same event or the same rejection."""
+    value = bytearray(_framed(academy))
+    fast, slow = Decoder(_StaticRegistry()), _slow()
+    headers = [("ce_type", _TYPE), ("ce_id", UUID.encode()), ("ce_time", TIME.encode())]
+    expected = {k: v for k, v in academy.items() if v is not None}
+    assert _compile_reader(academy_schema())(bytes(value), 5) == expected  # the compiled reader itself, no fallback
+    assert slow._read_value(bytes(value)) == expected  # pylint: disable=protected-access
+    for position, byte in flips:
+        if 5 <= position < len(value):
+            value[position] = byte
+    for variant in (bytes(value), bytes(value[:max(5, cut)])):
+        assert _outcome(fast.decode(message(variant, headers=headers))) == \
+            _outcome(slow.decode(message(variant, headers=headers)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=200))
+def test_random_bytes_are_decoded_or_rejected_as_fastavro_does(body):
+    headers = [("ce_type", _TYPE), ("ce_id", UUID.encode()), ("ce_time", TIME.encode())]
+    value = b"\x00\x00\x00\x00\x01" + body
+    assert _outcome(Decoder(_StaticRegistry()).decode(message(value, headers=headers))) == \
+        _outcome(_slow().decode(message(value, headers=headers)))
