@@ -12,10 +12,10 @@ the ones it gives, change by change; only the number of statements differs. For 
 3. Fold the changes in order, in memory, over those rows, with the per-event rules: identity by uuid then
    by name, the stale guard by event time, absent means keep, unchanged means no write, delete,
    reactivation, rename, the conflict checks in the per-event order and with its reasons.
-4. Write: one ``INSERT`` of the new rows, one upsert of the changed rows (``INSERT ... ON CONFLICT (id) DO
-   UPDATE`` on PostgreSQL and SQLite, ``ON DUPLICATE KEY UPDATE`` on MariaDB/MySQL), and one ``UPDATE`` of
-   the rows whose only change is a newer ``source_timestamp`` (their ``modified`` stays). All in one
-   savepoint.
+4. Write: one ``INSERT`` of the new rows and one upsert of the changed rows (``INSERT ... ON CONFLICT (id)
+   DO UPDATE`` on PostgreSQL and SQLite, ``ON DUPLICATE KEY UPDATE`` on MariaDB/MySQL; split only to stay
+   under a database's parameter limit), in one savepoint. A row whose only change is a newer
+   ``source_timestamp`` is written with the ``modified`` it had: unchanged means no new ``modified``.
 
 What the fold cannot decide alone falls back to the per-event path for the whole batch, so the answer is
 never different, only slower:
@@ -35,6 +35,7 @@ import datetime
 import logging
 
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from academy_consumer import apply as per_event
 from academy_consumer.apply import (
@@ -162,8 +163,9 @@ def _read_rows(prepared):
                 wanted[field].add(value)
     rows = {}
     locking = EnterpriseAcademy.objects.select_for_update().order_by()
-    for field, values in wanted.items():
-        values = sorted(values, key=str)
+    for field in UNIQUE:  # by uuid first: most rows are found so, and a later column asks only for the rest
+        known = {_key(getattr(row, field)) for row in rows.values()}
+        values = sorted((value for value in wanted[field] if _key(value) not in known), key=str)
         for start in range(0, len(values), READ_CHUNK):
             for row in locking.filter(**{f"{field}__in": values[start:start + READ_CHUNK]}):
                 rows.setdefault(row.pk, row)
@@ -321,16 +323,69 @@ class Fold:
                     raise Undecidable(f"{field} {value!r} moves from one row to another within the batch")
 
     def write(self):
-        """The batch's writes: new rows, changed rows, rows with only a newer time. A constant count."""
+        """The batch's writes: one ``INSERT`` of the new rows, one upsert of the changed ones. A constant count."""
+        now = timezone.now()
         new_ids = {id(row) for row in self.new}
-        changed = [row for key, row in self.changed.items() if key not in new_ids]
-        timed = [row for key, row in self.timed.items() if key not in new_ids and key not in self.changed]
-        if self.new:
-            EnterpriseAcademy.objects.bulk_create(self.new)  # created/modified: now (auto_now_add, auto_now)
-        if changed:
-            # ``modified`` is set to now by the field itself (auto_now); ``created`` is not written.
-            target = ["id"] if connection.features.supports_update_conflicts_with_target else None
-            EnterpriseAcademy.objects.bulk_create(changed, update_conflicts=True, unique_fields=target,
-                                                  update_fields=WRITTEN)
-        if timed:
-            EnterpriseAcademy.objects.bulk_update(timed, ["source_timestamp"])  # ``modified`` untouched
+        for row in self.new:
+            row.created = row.modified = now
+        existing = []
+        for key, row in {**self.timed, **self.changed}.items():
+            if key in new_ids:
+                continue
+            if key in self.changed:
+                row.modified = now  # a time-only change keeps its ``modified``: the upsert writes it back as read
+            existing.append(row)
+        _Writer().write(self.new, existing)
+
+
+class _Writer:
+    """
+    The two statements of a batch, in SQL (Django's ``bulk_create`` compiles every value of every row
+    through the ORM, which cost more than the rest of the batch): plain values go as they are, the
+    columns whose database form differs (uuid, time, JSON) through the field's own ``get_db_prep_save``.
+    """
+
+    def __init__(self):
+        ops = connection.ops
+        self.table = ops.quote_name(EnterpriseAcademy._meta.db_table)
+        fields = [field for field in EnterpriseAcademy._meta.concrete_fields]
+        self.fields = fields
+        self.adapt = [
+            (lambda value, field=field: field.get_db_prep_save(value, connection))
+            if field.get_internal_type() in ("UUIDField", "DateTimeField", "JSONField") else None
+            for field in fields]
+        self.columns = [ops.quote_name(field.column) for field in fields]
+        self.written = [ops.quote_name(EnterpriseAcademy._meta.get_field(name).column) for name in WRITTEN]
+
+    def _values(self, rows, fields, adapt):
+        params = []
+        for row in rows:
+            for field, adapter in zip(fields, adapt):
+                value = getattr(row, field.attname)
+                params.append(value if adapter is None or value is None else adapter(value))
+        return params
+
+    def _chunks(self, rows, width):
+        most = connection.features.max_query_params or 60_000
+        step = max(1, min(1000, most // width))
+        for start in range(0, len(rows), step):
+            yield rows[start:start + step]
+
+    def write(self, new, existing):
+        with connection.cursor() as cursor:
+            if new:  # the new rows, without ids (the database numbers them)
+                fields, adapt = self.fields[1:], self.adapt[1:]
+                row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+                for rows in self._chunks(new, len(fields)):
+                    cursor.execute(f"INSERT INTO {self.table} ({', '.join(self.columns[1:])}) VALUES "
+                                   + ", ".join([row_sql] * len(rows)), self._values(rows, fields, adapt))
+            if existing:  # every column of the changed rows, by id
+                row_sql = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
+                if connection.vendor == "mysql":
+                    tail = " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in self.written)
+                else:
+                    tail = (f" ON CONFLICT ({self.columns[0]}) DO UPDATE SET "
+                            + ", ".join(f"{c} = EXCLUDED.{c}" for c in self.written))
+                for rows in self._chunks(existing, len(self.fields)):
+                    cursor.execute(f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES "
+                                   + ", ".join([row_sql] * len(rows)) + tail, self._values(rows, self.fields, self.adapt))

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import functools
 import hashlib
 import re
 import uuid
@@ -211,7 +212,14 @@ def default_lookup_key(product_key, name, fallback) -> str:
     with one trailing ``_academy`` removed (``data_academy`` -> ``data``; a bare ``academy`` stays). An
     empty token becomes ``academy_<token of fallback>``. The token is cut so the key fits 255 characters.
     """
-    source = product_key if isinstance(product_key, str) and product_key.strip() else name
+    if not isinstance(product_key, str):
+        product_key = None  # (only a string is used: keeps the cache's key hashable)
+    return _default_lookup_key(product_key, name if isinstance(name, str) else None, str(fallback) if fallback else None)
+
+
+@functools.lru_cache(maxsize=8192)  # a stream repeats its academies: unidecode and the regexes once per name
+def _default_lookup_key(product_key, name, fallback):
+    source = product_key if product_key is not None and product_key.strip() else name
     token = lookup_token(source)
     if token.endswith("_academy"):
         token = token[: -len("_academy")]
@@ -228,7 +236,12 @@ def default_slug(name, fallback) -> str:
     When that is empty (a name of only symbols), ``academy-<fallback>`` slugified, where ``fallback`` is
     the academy uuid or a stable hash of the name; ``academy`` if even that is empty. Never empty.
     """
-    slug = slugify(name, max_length=MAX_KEY_LENGTH, word_boundary=True) if isinstance(name, str) else ""
+    return _default_slug(name if isinstance(name, str) else None, str(fallback) if fallback else None)
+
+
+@functools.lru_cache(maxsize=8192)  # python-slugify costs more than the rest of a normalization
+def _default_slug(name, fallback):
+    slug = slugify(name, max_length=MAX_KEY_LENGTH, word_boundary=True) if name is not None else ""
     if not slug:
         slug = slugify(f"academy-{fallback or ''}", max_length=MAX_KEY_LENGTH, word_boundary=True)
     return slug or "academy"

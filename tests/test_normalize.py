@@ -98,7 +98,8 @@ def test_module_imports_only_stdlib_slugify_and_unidecode():
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported <= {"__future__", "dataclasses", "decimal", "hashlib", "re", "uuid", "slugify", "unidecode"}
+    assert imported <= {"__future__", "dataclasses", "decimal", "functools", "hashlib", "re", "uuid", "slugify",
+                        "unidecode"}
 
 
 def test_limits():
