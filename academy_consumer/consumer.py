@@ -48,7 +48,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, close_old_connections, connections, transaction
 # The event bus's settings contract (EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS, _API_KEY/_SECRET, EVENT_BUS_TOPIC_PREFIX,
 # EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL/_API_KEY/_SECRET) is read by these functions of an internal module:
-# edx-event-bus-kafka exports no public equivalent. Tested with the range pinned in setup.cfg (>=5.6,<7).
+# edx-event-bus-kafka exports no public equivalent. So setup.cfg bounds it to the tested line (>=6.1,<7): a new
+# major version may move or rename them.
 from edx_event_bus_kafka.internal.config import get_full_topic, get_schema_registry_client, load_common_settings
 
 from academy_consumer import conf, dlq, preflight, replay
@@ -194,8 +195,6 @@ class AcademyEventConsumer:
             "message.max.bytes": dlq.MESSAGE_MAX_BYTES, **_producer_part(conf.kafka_config())})
 
     # --- configuration -------------------------------------------------------------------------------
-
-    _common_config = staticmethod(_bus_config)
 
     def _create_consumer(self):
         """

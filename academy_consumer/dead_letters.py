@@ -38,7 +38,7 @@ from edx_event_bus_kafka.internal.config import get_full_topic, load_common_sett
 
 from academy_consumer import conf, preflight
 from academy_consumer.consumer import (
-    AcademyEventConsumer, TransientError, _close_connections, kafka_client,
+    AcademyEventConsumer, TransientError, _bus_config, _close_connections, kafka_client,
 )
 from academy_consumer.redact import mask_urls
 
@@ -314,7 +314,7 @@ class Redrive(AcademyEventConsumer):
     def _create_consumer(self):
         """Reads the dead-letter topic by assignment and commits for its group: no static membership."""
         return kafka_client(Consumer, {
-            **_reader_config(), **self._common_config(), "group.id": self.group_id, "enable.auto.commit": False,
+            **_reader_config(), **_bus_config(), "group.id": self.group_id, "enable.auto.commit": False,
             "enable.partition.eof": False})
 
     def redrive(self):
