@@ -107,11 +107,11 @@ def future_bound():
     return timezone.now() + datetime.timedelta(seconds=conf.max_future_seconds())
 
 
-def _too_far_ahead(source_time):
-    """The reason not to apply ``source_time``, when it is beyond ``future_bound()``; else ``None``."""
+def _too_far_ahead(source_time, bound=None):
+    """The reason not to apply ``source_time``, when it is beyond ``bound`` (``future_bound()``); else ``None``."""
     if source_time is None:
         return None
-    bound = future_bound()
+    bound = future_bound() if bound is None else bound
     if source_time <= bound:
         return None
     return (f"time {source_time.isoformat()} is more than {conf.max_future_seconds():g} s ahead of this clock "

@@ -34,7 +34,7 @@ the whole batch. Memory grows with the batch (its rows and changes), never with 
 import datetime
 import logging
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from academy_consumer import apply as per_event
@@ -95,8 +95,10 @@ def _apply_one(change, errors_as_outcomes):
 
 def _apply_set_wise(changes):
     """The outcomes of ``changes``, applied with a constant number of statements; ``None``: fall back."""
-    prepared = [_prepare(change) for change in changes]
-    fold = Fold(_read_rows(prepared))
+    db = transaction.get_connection()  # (not the ``connection`` proxy: it costs a context lookup per use)
+    bound, key = per_event.future_bound(), _keyer(db)  # one clock reading for the batch
+    prepared = [_prepare(change, bound) for change in changes]
+    fold = Fold(_read_rows(prepared, key), bound, key)
     try:
         outcomes = [item if isinstance(item, Outcome) else fold.apply(*item) for item in prepared]
         fold.check_no_value_moves()
@@ -105,7 +107,7 @@ def _apply_set_wise(changes):
         return None
     try:
         with transaction.atomic():
-            fold.write()
+            fold.write(db)
     except DatabaseError as exc:
         if is_connection_lost(exc) or is_transient(exc):
             raise
@@ -115,7 +117,7 @@ def _apply_set_wise(changes):
     return outcomes
 
 
-def _prepare(change):
+def _prepare(change, bound):
     """
     What the fold needs of one change, or its final ``Outcome`` when no row can matter (a rejected item,
     a time beyond the bound): ``(DELETE, uuid, title, time, ident)`` or ``(UPSERT, academy, time, ident)``.
@@ -125,7 +127,7 @@ def _prepare(change):
         title = item.get("title") if isinstance(item.get("title"), str) else None
         academy_uuid = parse_uuid(item.get("uuid"))
         ident = {"uuid": str(academy_uuid) if academy_uuid else None, "name": title}
-        ahead = _too_far_ahead(change.time)
+        ahead = _too_far_ahead(change.time, bound)
         if ahead:
             return Outcome(SKIPPED, None, f"delete {ahead}", **ident)
         return DELETE, academy_uuid, title, change.time, ident
@@ -134,13 +136,13 @@ def _prepare(change):
     except Rejected as exc:
         return Outcome(SKIPPED, None, exc.reason, **_raw_identity(change.item))
     ident = {"uuid": str(academy.uuid) if academy.uuid else None, "name": academy.name}
-    ahead = _too_far_ahead(change.time)
+    ahead = _too_far_ahead(change.time, bound)
     if ahead:
         return Outcome(SKIPPED, None, f"event {ahead}", **ident)
     return per_event.UPSERT, academy, change.time, ident
 
 
-def _read_rows(prepared):
+def _read_rows(prepared, key):
     """Every row the batch can touch, locked: by uuid, name key, lookup key and slug."""
     wanted = {field: set() for field in UNIQUE}
     for item in prepared:
@@ -164,22 +166,22 @@ def _read_rows(prepared):
     rows = {}
     locking = EnterpriseAcademy.objects.select_for_update().order_by()
     for field in UNIQUE:  # by uuid first: most rows are found so, and a later column asks only for the rest
-        known = {_key(getattr(row, field)) for row in rows.values()}
-        values = sorted((value for value in wanted[field] if _key(value) not in known), key=str)
+        known = {key(getattr(row, field)) for row in rows.values()}
+        values = sorted((value for value in wanted[field] if key(value) not in known), key=str)
         for start in range(0, len(values), READ_CHUNK):
             for row in locking.filter(**{f"{field}__in": values[start:start + READ_CHUNK]}):
                 rows.setdefault(row.pk, row)
     return list(rows.values())
 
 
-def _key(value):
+def _keyer(db):
     """
-    A unique column's value as the database compares it: MariaDB/MySQL's ``utf8mb4_bin`` is a PAD SPACE
-    collation (``"a"`` and ``"a "`` are one key), PostgreSQL and SQLite compare exactly.
+    How a unique column's value compares in ``db``: MariaDB/MySQL's ``utf8mb4_bin`` is a PAD SPACE collation
+    (``"a"`` and ``"a "`` are one key); PostgreSQL and SQLite compare exactly.
     """
-    if isinstance(value, str) and connection.vendor == "mysql":
-        return value.rstrip(" ")
-    return value
+    if db.vendor == "mysql":
+        return lambda value: value.rstrip(" ") if isinstance(value, str) else value
+    return lambda value: value
 
 
 def _utc(moment):
@@ -190,8 +192,9 @@ def _utc(moment):
 class Fold:
     """The batch's rows in memory, with an index per unique column, changed change by change."""
 
-    def __init__(self, rows):
-        self.bound = per_event.future_bound()
+    def __init__(self, rows, bound, key):
+        self.bound = bound
+        self.key = key
         self.index = {field: {} for field in UNIQUE}
         for row in rows:
             self._add(row)
@@ -202,19 +205,19 @@ class Fold:
         for field in UNIQUE:
             value = getattr(row, field)
             if value is not None:
-                self.index[field][_key(value)] = row
+                self.index[field][self.key(value)] = row
 
     def _move(self, row, field, value):
         """Set a unique column of ``row``, keeping its index true."""
         old = getattr(row, field)
-        if old is not None and self.index[field].get(_key(old)) is row:
-            del self.index[field][_key(old)]
+        if old is not None and self.index[field].get(self.key(old)) is row:
+            del self.index[field][self.key(old)]
         setattr(row, field, value)
         if value is not None:
-            self.index[field][_key(value)] = row
+            self.index[field][self.key(value)] = row
 
     def _holder(self, field, value):
-        return self.index[field].get(_key(value))
+        return self.index[field].get(self.key(value))
 
     def apply(self, action, *args):
         return self._delete(*args) if action == DELETE else self._upsert(*args)
@@ -318,11 +321,11 @@ class Fold:
                 value = getattr(row, field)
                 if value is None:
                     continue
-                before = self.before[field].get(_key(value))
+                before = self.before[field].get(self.key(value))
                 if before is not None and before is not row:
                     raise Undecidable(f"{field} {value!r} moves from one row to another within the batch")
 
-    def write(self):
+    def write(self, db):
         """The batch's writes: one ``INSERT`` of the new rows, one upsert of the changed ones. A constant count."""
         now = timezone.now()
         new_ids = {id(row) for row in self.new}
@@ -335,7 +338,7 @@ class Fold:
             if key in self.changed:
                 row.modified = now  # a time-only change keeps its ``modified``: the upsert writes it back as read
             existing.append(row)
-        _Writer().write(self.new, existing)
+        _Writer(db).write(self.new, existing)
 
 
 class _Writer:
@@ -345,34 +348,41 @@ class _Writer:
     columns whose database form differs (uuid, time, JSON) through the field's own ``get_db_prep_save``.
     """
 
-    def __init__(self):
-        ops = connection.ops
+    def __init__(self, db):
+        self.db = db
+        ops = db.ops
         self.table = ops.quote_name(EnterpriseAcademy._meta.db_table)
-        fields = [field for field in EnterpriseAcademy._meta.concrete_fields]
+        fields = list(EnterpriseAcademy._meta.concrete_fields)
         self.fields = fields
-        self.adapt = [
-            (lambda value, field=field: field.get_db_prep_save(value, connection))
-            if field.get_internal_type() in ("UUIDField", "DateTimeField", "JSONField") else None
-            for field in fields]
+        self.adapt = [field if field.get_internal_type() in ("UUIDField", "DateTimeField", "JSONField") else None
+                      for field in fields]
         self.columns = [ops.quote_name(field.column) for field in fields]
         self.written = [ops.quote_name(EnterpriseAcademy._meta.get_field(name).column) for name in WRITTEN]
 
     def _values(self, rows, fields, adapt):
-        params = []
+        params, seen, db = [], {}, self.db
         for row in rows:
             for field, adapter in zip(fields, adapt):
                 value = getattr(row, field.attname)
-                params.append(value if adapter is None or value is None else adapter(value))
+                if adapter is not None and value is not None:
+                    if isinstance(value, list):  # (JSON: not hashable)
+                        value = adapter.get_db_prep_save(value, db)
+                    else:  # many rows share a value (the batch's ``modified``): adapted once
+                        memo = (adapter.attname, value)
+                        if memo not in seen:
+                            seen[memo] = adapter.get_db_prep_save(value, db)
+                        value = seen[memo]
+                params.append(value)
         return params
 
     def _chunks(self, rows, width):
-        most = connection.features.max_query_params or 60_000
+        most = self.db.features.max_query_params or 60_000
         step = max(1, min(1000, most // width))
         for start in range(0, len(rows), step):
             yield rows[start:start + step]
 
     def write(self, new, existing):
-        with connection.cursor() as cursor:
+        with self.db.cursor() as cursor:
             if new:  # the new rows, without ids (the database numbers them)
                 fields, adapt = self.fields[1:], self.adapt[1:]
                 row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
@@ -381,7 +391,7 @@ class _Writer:
                                    + ", ".join([row_sql] * len(rows)), self._values(rows, fields, adapt))
             if existing:  # every column of the changed rows, by id
                 row_sql = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
-                if connection.vendor == "mysql":
+                if self.db.vendor == "mysql":
                     tail = " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in self.written)
                 else:
                     tail = (f" ON CONFLICT ({self.columns[0]}) DO UPDATE SET "
