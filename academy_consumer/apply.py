@@ -377,10 +377,20 @@ def apply_change(change: Change) -> Outcome:
     """
     if change.action == DELETE:
         item = change.item if isinstance(change.item, dict) else {}
-        title = item.get("title")
-        return deactivate_academy(parse_uuid(item.get("uuid")), title if isinstance(title, str) else None,
-                                  change.time)
+        return deactivate_academy(parse_uuid(item.get("uuid")), delete_title(item), change.time)
     return apply_item(change.item, change.time)
+
+
+def delete_title(item):
+    """
+    The name a delete looks its row up by: the item's ``title`` when it is a string a stored name can be.
+    A title with a control character (which no stored name has; PostgreSQL refuses NUL in any query) is
+    ``None``: the delete then matches by uuid only, instead of failing the batch.
+    """
+    title = item.get("title")
+    if not isinstance(title, str) or _UNPRINTABLE_RE.search(title):
+        return None
+    return title
 
 
 def _raw_identity(item):

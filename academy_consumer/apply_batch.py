@@ -6,9 +6,9 @@ the ones it gives, change by change; only the number of statements differs. For 
 
 1. Normalize every change (pure: ``normalize.py``); rejected items and times beyond the future bound are
    ``skipped`` here, as ``apply_item`` / ``upsert_academy`` / ``deactivate_academy`` say.
-2. One locking read (``SELECT ... FOR UPDATE``) of every row the batch can touch: by uuid, by name key, by
+2. One locking read (``SELECT ... FOR UPDATE``) of the rows the batch can touch: by uuid, by name key, by
    lookup key and by slug (one query per column, each on its unique index, split to stay under SQLite's
-   parameter limit).
+   parameter limit; see ``_read_rows``).
 3. Fold the changes in order, in memory, over those rows, with the per-event rules: identity by uuid then
    by name, the stale guard by event time, absent means keep, unchanged means no write, delete,
    reactivation, rename, the conflict checks in the per-event order and with its reasons.
@@ -40,7 +40,7 @@ from django.utils import timezone
 from academy_consumer import apply as per_event
 from academy_consumer.apply import (
     CREATED, DEACTIVATED, DELETE, ERRORS, SKIPPED, STALE, UNCHANGED, UPDATED, Change, Outcome, _believed,
-    _desired_values, _raw_identity, _too_far_ahead, apply_change, is_connection_lost, is_transient,
+    _desired_values, _raw_identity, _too_far_ahead, apply_change, delete_title, is_connection_lost, is_transient,
 )
 from academy_consumer.models import EnterpriseAcademy, name_key
 from academy_consumer.normalize import Rejected, normalize_academy, parse_uuid
@@ -124,7 +124,7 @@ def _prepare(change, bound):
     """
     if change.action == DELETE:
         item = change.item if isinstance(change.item, dict) else {}
-        title = item.get("title") if isinstance(item.get("title"), str) else None
+        title = delete_title(item)
         academy_uuid = parse_uuid(item.get("uuid"))
         ident = {"uuid": str(academy_uuid) if academy_uuid else None, "name": title}
         ahead = _too_far_ahead(change.time, bound)
@@ -143,35 +143,53 @@ def _prepare(change, bound):
 
 
 def _read_rows(prepared, key):
-    """Every row the batch can touch, locked: by uuid, name key, lookup key and slug."""
-    wanted = {field: set() for field in UNIQUE}
+    """
+    The rows the batch can touch, locked: by uuid and name key; then by the lookup keys and slugs the
+    batch carries, and the default ones of the academies that have no row yet (only a create uses them).
+
+    What the fold must know is read. A row it would still miss (a name freed and taken again within the
+    batch, and a create's default then held by an unread row) cannot make a different answer: the fold's
+    write then breaks a unique index, and the batch is applied change by change.
+    """
+    upserts = [item[1] for item in prepared if not isinstance(item, Outcome) and item[0] != DELETE]
+    first = {"uuid": set(), "name_key": set()}
     for item in prepared:
         if isinstance(item, Outcome):
             continue
         if item[0] == DELETE:
             _, academy_uuid, title, _, _ = item
             if academy_uuid:
-                wanted["uuid"].add(academy_uuid)
+                first["uuid"].add(academy_uuid)
             if title:
-                wanted["name_key"].add(name_key(title))
-            continue
-        academy = item[1]
+                first["name_key"].add(name_key(title))
+    for academy in upserts:
         if academy.uuid is not None:
-            wanted["uuid"].add(academy.uuid)
-        wanted["name_key"].add(name_key(academy.name))
-        for field in ("stripe_price_lookup_key", "slug"):
-            value = academy.fields.get(field, academy.defaults.get(field))
-            if value is not None:
-                wanted[field].add(value)
+            first["uuid"].add(academy.uuid)
+        first["name_key"].add(name_key(academy.name))
     rows = {}
+    _lock_rows(rows, first, key)
+    found_uuids = {row.uuid for row in rows.values()}
+    found_names = {key(row.name_key) for row in rows.values()}
+    then = {"stripe_price_lookup_key": set(), "slug": set()}
+    for academy in upserts:
+        new = academy.uuid not in found_uuids and key(name_key(academy.name)) not in found_names
+        for field, values in then.items():
+            value = academy.fields.get(field, academy.defaults.get(field) if new else None)
+            if value is not None:
+                values.add(value)
+    _lock_rows(rows, then, key)
+    return list(rows.values())
+
+
+def _lock_rows(rows, wanted, key):
+    """Add to ``rows`` (by pk) the rows holding ``wanted`` values, column by column, skipping values held."""
     locking = EnterpriseAcademy.objects.select_for_update().order_by()
-    for field in UNIQUE:  # by uuid first: most rows are found so, and a later column asks only for the rest
+    for field, wanted_values in wanted.items():  # a later column asks only for values no row read holds
         known = {key(getattr(row, field)) for row in rows.values()}
-        values = sorted((value for value in wanted[field] if key(value) not in known), key=str)
+        values = sorted((value for value in wanted_values if key(value) not in known), key=str)
         for start in range(0, len(values), READ_CHUNK):
             for row in locking.filter(**{f"{field}__in": values[start:start + READ_CHUNK]}):
                 rows.setdefault(row.pk, row)
-    return list(rows.values())
 
 
 def _keyer(db):

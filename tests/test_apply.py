@@ -168,6 +168,18 @@ class TestStaleGuardAndDelete:
         assert deactivate_academy(uuid.UUID(U1), source_time=at(1)).outcome == "stale"
         assert row().is_active is True
 
+    @pytest.mark.parametrize("batched", [False, True])
+    def test_delete_with_a_nul_in_its_title_matches_by_uuid_only(self, batched):
+        """PostgreSQL refuses NUL in a query: such a delete must not fail its batch (no stored name has one)."""
+        from academy_consumer.apply import DELETE, Change, apply_change
+        from academy_consumer.apply_batch import apply_changes
+        apply_item(academy(), at(0))
+        changes = [Change(DELETE, {"title": "Data\x00Academy"}, at(1)),
+                   Change(DELETE, {"uuid": U1, "title": "Data Academy\x00"}, at(2))]
+        outcomes = list(apply_changes(changes)) if batched else [apply_change(c) for c in changes]
+        assert [o.outcome for o in outcomes] == ["unchanged", "deactivated"]
+        assert row().is_active is False
+
     def test_delete_of_unknown_academy_changes_nothing(self):
         outcome = deactivate_academy(uuid.UUID(U2), source_time=at(1))
         assert outcome.outcome == "unchanged"
