@@ -273,7 +273,6 @@ RACE_LINE = "lost a uniqueness race"
 # (ACADEMY_CONSUMER_MAX_FUTURE_SECONDS, 300 s by default) would dead-letter them: this scenario is about
 # concurrency, so both commands get a bound past them.
 FUTURE_BOUND_ENV = {"ACADEMY_CONSUMER_MAX_FUTURE_SECONDS": str(60 * 24 * 3600)}
-CREATED_LINE = re.compile(r"academy\.created\.v1 ([0-9a-f-]{36}): created")  # the consumer's log of a create
 
 
 @dataclasses.dataclass
@@ -401,7 +400,8 @@ class LockWaits:
                 with own.cursor() as cursor:
                     if own.vendor == "postgresql":
                         cursor.execute("SELECT pid, query_start FROM pg_stat_activity "
-                                       "WHERE datname = current_database() AND wait_event_type = 'Lock'")
+                                       "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                                       "AND wait_event <> 'advisory'")  # (not HeldInsert's own hold)
                     else:
                         cursor.execute("SELECT trx_mysql_thread_id, trx_wait_started "
                                        "FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'")
@@ -412,6 +412,69 @@ class LockWaits:
             self.error = exc
         finally:
             own.close()
+
+
+class HeldInsert:
+    """
+    Hold the consumer's transaction open right after it inserted one academy: a trigger makes the insert of
+    that uuid wait for a lock this test holds (a PostgreSQL advisory lock, a MariaDB user lock), once the
+    row and its index entries are written. Another writer creating the same academy then waits on that
+    uncommitted row: the collision of reconcile and consumer, made certain. (The set-based apply inserts
+    and commits a batch within milliseconds, far too fast for a race by timing alone.) ``release()`` lets
+    the consumer go on and commit.
+    """
+
+    TABLE = "academy_consumer_enterpriseacademy"
+
+    def __init__(self, academy_uuid):
+        self.uuid = uuid.UUID(academy_uuid)
+        self.held = False
+
+    def __enter__(self):
+        from django.db import connection  # pylint: disable=import-outside-toplevel
+        self.connection = connection
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(f"""CREATE OR REPLACE FUNCTION academy_hold() RETURNS trigger AS $$ BEGIN
+                    IF NEW.uuid = '{self.uuid}'::uuid THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF;
+                    RETURN NEW; END $$ LANGUAGE plpgsql""")
+                cursor.execute(f"CREATE TRIGGER academy_hold AFTER INSERT ON {self.TABLE} FOR EACH ROW "
+                               f"EXECUTE FUNCTION academy_hold()")
+                cursor.execute("SELECT pg_advisory_lock(4242)")
+            else:
+                cursor.execute(f"""CREATE TRIGGER academy_hold AFTER INSERT ON {self.TABLE} FOR EACH ROW
+                    BEGIN IF NEW.uuid = '{self.uuid.hex}' THEN
+                    DO GET_LOCK('academy_hold', 120); DO RELEASE_LOCK('academy_hold'); END IF; END""")
+                cursor.execute("SELECT GET_LOCK('academy_hold', 10)")
+        self.held = True
+        return self
+
+    def waiting(self):
+        """True while a session waits in the trigger (the consumer, having inserted the academy)."""
+        from django.db import connections  # pylint: disable=import-outside-toplevel
+        with connections["default"].cursor() as cursor:
+            if self.connection.vendor == "postgresql":
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND wait_event = 'advisory'")
+            else:
+                cursor.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = 'User lock'")
+            return cursor.fetchone()[0] > 0
+
+    def release(self):
+        if self.held:
+            with self.connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(4242)" if self.connection.vendor == "postgresql"
+                               else "SELECT RELEASE_LOCK('academy_hold')")
+            self.held = False
+
+    def __exit__(self, *exc_info):
+        self.release()
+        with self.connection.cursor() as cursor:
+            if self.connection.vendor == "postgresql":
+                cursor.execute(f"DROP TRIGGER academy_hold ON {self.TABLE}")
+                cursor.execute("DROP FUNCTION academy_hold()")
+            else:
+                cursor.execute("DROP TRIGGER academy_hold")
 
 
 def test_reconcile_concurrent_with_consumer_keeps_newest_state(devstack, cli_popen, catalog_server, settings,
@@ -439,7 +502,6 @@ def test_reconcile_concurrent_with_consumer_keeps_newest_state(devstack, cli_pop
         **FUTURE_BOUND_ENV,
     }
     # The default batch wait (1 s): a round's events, produced at once, make one batch (a long transaction).
-    # LOG_LEVEL DEBUG: the consumer's line per applied event (CREATED_LINE) is a DEBUG line.
     consumer = cli_popen("consume_academy_events", "--group-id", "reconcile-race",
                          env={**devstack.env, **CONSUMER_ENV, **FUTURE_BOUND_ENV,
                               "ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "1", "LOG_LEVEL": "DEBUG"})
@@ -474,27 +536,26 @@ def test_reconcile_concurrent_with_consumer_keeps_newest_state(devstack, cli_pop
         assert run.running(), output()
         if not consumer_first:
             gate.release()
-        seen = len(consumer.stderr)
-        if events:
-            produce(settings, devstack, events)
-        creating = {e.uuid for e in events if e.action == "created"}
-        if consumer_first and creating:
-            def pending_create():
-                """``{"uuid": u}``: the consumer created ``u`` in a batch it has not committed yet (``None`` once
-                every academy of ``events`` is committed); ``None`` (keep waiting) before that."""
-                logged = [ident for ident in CREATED_LINE.findall(consumer.stderr[seen:]) if ident in creating]
-                visible = {str(u) for u in
-                           EnterpriseAcademy.objects.filter(uuid__in=creating).values_list("uuid", flat=True)}
-                pending = [ident for ident in logged if ident not in visible]
-                if pending or visible == creating or not consumer.running():
-                    return {"uuid": pending[0] if pending else None}
-                return None
-
-            found = wait_for(pending_create, 30, "the consumer to create an academy", seed, interval=0.002)
-            gate.first = found["uuid"]
-            assert consumer.running(), output()
-        gate.release()
-        assert run.wait(timeout=120) == 0, output()
+        creating = [e.uuid for e in events if e.action == "created"]
+        if not (consumer_first and creating):
+            if events:
+                produce(settings, devstack, events)
+            gate.release()
+            assert run.wait(timeout=120) == 0, output()
+        else:
+            # The consumer inserts the round's first new academy and is held there (its transaction open);
+            # reconcile, released then, lists that academy first and must wait on the uncommitted row.
+            with HeldInsert(creating[0]) as hold:
+                produce(settings, devstack, events)
+                wait_for(lambda: hold.waiting() or not consumer.running(), 30,
+                         "the consumer to insert the academy (held in its transaction)", seed, interval=0.005)
+                assert consumer.running(), output()
+                gate.first, waits = creating[0], lock_waits.count
+                gate.release()
+                wait_for(lambda: lock_waits.count > waits or not run.running(), 30,
+                         "reconcile to wait on the consumer's uncommitted row", seed, interval=0.005)
+                hold.release()
+                assert run.wait(timeout=120) == 0, output()
         report = json.loads(run.stdout)
         assert report["errors"] == 0 and report["skipped"] == 0, output()
         assert report["created"] + report["updated"] + report["unchanged"] + report["stale"] == listed, output()
