@@ -6,7 +6,7 @@ the ones it gives, change by change; only the number of statements differs. For 
 
 1. Normalize every change (pure: ``normalize.py``); rejected items and times beyond the future bound are
    ``skipped`` here, as ``apply_item`` / ``upsert_academy`` / ``deactivate_academy`` say.
-2. One locking read (``SELECT ... FOR UPDATE``) of the rows the batch can touch: by uuid, by name key, by
+2. A locking read (``SELECT ... FOR UPDATE``) of the rows the batch can touch: by uuid, by name key, by
    lookup key and by slug (one query per column, each on its unique index, split to stay under SQLite's
    parameter limit; see ``_read_rows``).
 3. Fold the changes in order, in memory, over those rows, with the per-event rules: identity by uuid then
@@ -22,7 +22,7 @@ never different, only slower:
 
 * a slug that another row holds (the per-event path probes ``-2``, ``-3``... against the table);
 * a unique value (uuid, name key, lookup key, slug) that ends the batch on another row than the one
-  that held it before (renames chains and swaps, a lookup key moving between academies): one statement
+  that held it before (rename chains and swaps, a lookup key moving between academies): one statement
   cannot move it without colliding with itself;
 * any ``IntegrityError`` or other refusal of the writes (a concurrent writer won a race, a trigger): the
   savepoint is rolled back and every change is applied again, one by one.
