@@ -393,6 +393,11 @@ def delete_title(item):
     return title
 
 
+def error_outcome(exc, item):
+    """The ``errors`` outcome of an item the database refused (a trigger, a constraint): its reason is the error."""
+    return Outcome(ERRORS, None, f"{type(exc).__name__}: {exc}".strip(), **_raw_identity(item))
+
+
 def _raw_identity(item):
     """
     Best-effort uuid and name of an item, for reports and for ``deactivate_missing``.
@@ -506,7 +511,7 @@ def _apply_numbered(chunk, first, source_time, progress):
             raise progress.lost(exc, first) from exc
         if len(chunk) == 1:
             progress.done(1)
-            return [Outcome(ERRORS, None, f"{type(exc).__name__}: {exc}".strip(), **_raw_identity(chunk[0]))]
+            return [error_outcome(exc, chunk[0])]
         log.warning("chunk of items %d-%d failed (%s); applying them one per transaction",
                     first, first + len(chunk) - 1, exc)
         outcomes = []

@@ -39,8 +39,9 @@ from django.utils import timezone
 
 from academy_consumer import apply as per_event
 from academy_consumer.apply import (
-    CREATED, DEACTIVATED, DELETE, ERRORS, SKIPPED, STALE, UNCHANGED, UPDATED, Change, Outcome, _believed,
-    _desired_values, _raw_identity, _too_far_ahead, apply_change, delete_title, is_connection_lost, is_transient,
+    CREATED, DEACTIVATED, DELETE, SKIPPED, STALE, UNCHANGED, UPDATED, Change, Outcome, _believed,
+    _desired_values, _raw_identity, _too_far_ahead, apply_change, delete_title, error_outcome, is_connection_lost,
+    is_transient,
 )
 from academy_consumer.models import EnterpriseAcademy, name_key
 from academy_consumer.normalize import Rejected, normalize_academy, parse_uuid
@@ -90,7 +91,7 @@ def _apply_one(change, errors_as_outcomes):
     except DatabaseError as exc:
         if is_connection_lost(exc) or is_transient(exc):
             raise
-        return Outcome(ERRORS, None, f"{type(exc).__name__}: {exc}".strip(), **_raw_identity(change.item))
+        return error_outcome(exc, change.item)
 
 
 def _apply_set_wise(changes):
@@ -168,7 +169,7 @@ def _read_rows(prepared, key):
         first["name_key"].add(name_key(academy.name))
     rows = {}
     _lock_rows(rows, first, key)
-    found_uuids = {row.uuid for row in rows.values()}
+    found_uuids = {row.uuid for row in rows.values() if row.uuid is not None}  # (a legacy row has none)
     found_names = {key(row.name_key) for row in rows.values()}
     then = {"stripe_price_lookup_key": set(), "slug": set()}
     for academy in upserts:
