@@ -22,7 +22,7 @@ joins before that is often answered with a second rebalance round: 7-12 s per re
 
 Randomness comes from one seed, printed and named in every failure message; ``ACADEMY_FAULT_SEED``
 replays a run. Waits are polls of a condition with a deadline; the only sleeps are the random delays
-that place a fault at a random moment.
+that place a fault at a random moment and the pacing of a stream a fault is aimed inside.
 """
 
 import dataclasses
@@ -54,6 +54,7 @@ CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
 RESTART_TIMEOUT = 90.0  # a restart (7-12 s, see above) and the next stretch of progress
 KILLS = 5  # each restart costs that wait: kill as often as the guarantee table says, no more
 PARTITIONS = range(3)  # of the academy topic the devstack fixture creates
+PACED_SECONDS = 4.0  # how long a phase of test 2 streams in while a fault is aimed inside it
 
 
 def point_producer_at(settings, devstack):
@@ -66,6 +67,18 @@ def produce(events):
     """Produce ``events`` (``history.Event`` s, each with its own time) in order, in chunks of ``CHUNK``."""
     for start in range(0, len(events), CHUNK):
         send_academy_events([(*encode(e.action, e.academy), e.time) for e in events[start:start + CHUNK]])
+
+
+def produce_paced(events, seconds, piece=10):
+    """
+    Produce ``events`` in pieces of ``piece`` spread over about ``seconds``: a stream the consumer cannot
+    outrun, so a fault aimed inside it lands while events are still arriving (the batch apply drains a
+    few hundred events in well under the random delay of a fault).
+    """
+    pieces = range(0, len(events), piece)
+    for start in pieces:
+        produce(events[start:start + piece])
+        time.sleep(seconds / len(pieces))  # pacing of the stream, not a synchronisation
 
 
 class Background(threading.Thread):
@@ -271,28 +284,34 @@ def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack
         consumer = consumers.start()
         acknowledged(rng.randint(produced // 4, produced // 2), "the first part of the history")
 
-        # Duplicates arrive while it runs; a SIGTERM mid-stream (it finishes the batch, commits, exits 0).
-        produce(phase["duplicates"])
-        produced += len(phase["duplicates"])
-        acknowledged(rng.randint(produced * 5 // 8, produced * 6 // 8), "most of the history")
+        # Duplicates stream in while it runs; a SIGTERM mid-stream (it finishes the batch, commits, exits 0).
+        # The fault is aimed inside the first three quarters of a stream that lasts PACED_SECONDS.
+        before, count = produced, len(phase["duplicates"])
+        producer = Background(lambda: produce_paced(phase["duplicates"], PACED_SECONDS))
+        produced += count
+        acknowledged(rng.randint(before + count // 4, before + count * 3 // 4), "part of the duplicates")
         time.sleep(rng.uniform(0.0, 0.3))  # the random moment of the fault
         consumer.send_signal(signal.SIGTERM)
         assert consumer.wait(timeout=60) == 0, consumers.output()
         assert "consumed " in consumer.stdout, consumers.output()
         restarts.append("SIGTERM")
         at_term = committed(reader, devstack.topic)
+        producer.join(seed)
         assert at_term < produced, f"the SIGTERM did not land mid-stream (ACADEMY_FAULT_SEED={seed})"
 
         # Old events, shuffled, after the newer ones; the restarted consumer is SIGKILLed among them.
         consumer = consumers.start()
-        produce(phase["old"])
-        acknowledged(rng.randint(produced, produced + len(phase["old"]) // 2), "some of the old events")
-        produced += len(phase["old"])
+        before, count = produced, len(phase["old"])
+        acknowledged(before, "the rest of the duplicates")  # the restart has joined and caught up
+        producer = Background(lambda: produce_paced(phase["old"], PACED_SECONDS))
+        produced += count
+        acknowledged(rng.randint(before + 1, before + count * 3 // 4), "some of the old events")
         time.sleep(rng.uniform(0.0, 0.3))  # the random moment of the fault
         consumer.send_signal(signal.SIGKILL)
         assert consumer.wait(timeout=30) == -signal.SIGKILL
         restarts.append("SIGKILL")
         at_kill = committed(reader, devstack.topic)
+        producer.join(seed)
         assert at_kill < produced, f"the SIGKILL did not land mid-stream (ACADEMY_FAULT_SEED={seed})"
 
         # Newer updates after all of that; the last run goes until idle.
