@@ -127,7 +127,7 @@ def _parse_database_url(url):
     """``DATABASES["default"]`` for ``url``; a bad URL is recorded (never echoed: it may hold a password)."""
     scheme = url.partition("://")[0] if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,30}://.*", url, re.S) else None
     try:
-        database = dj_database_url.parse(url, conn_max_age=0)
+        database = dj_database_url.parse(url)
     except dj_database_url.UnknownSchemeError:
         database = {"ENGINE": "unknown"}
     except Exception:  # pylint: disable=broad-except  # a bad port, say: ValueError, KeyError...
@@ -173,6 +173,15 @@ elif _IDLE_TIMEOUT and DATABASES["default"]["ENGINE"] == "django.db.backends.mys
 _CONNECT_TIMEOUT = max(1, _non_negative_int("DATABASE_CONNECT_TIMEOUT_SECONDS", 10))
 if DATABASES["default"]["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.mysql"):
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = _CONNECT_TIMEOUT
+
+# .. setting_name: DATABASE_CONN_MAX_AGE_SECONDS
+# .. setting_default: 300
+# .. setting_description: How long a database connection is kept and reused (Django's ``CONN_MAX_AGE``),
+#   with Django's health check before its first use in each batch, so a connection the server or the
+#   network closed is replaced, not used. A new connection per batch cost the consumer a connect and its
+#   session set-up each batch. 0: a new connection per batch (per request in the admin). An integer >= 0.
+DATABASES["default"]["CONN_MAX_AGE"] = _non_negative_int("DATABASE_CONN_MAX_AGE_SECONDS", 300)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # .. setting_name: DATABASE_TEST_NAME
 # .. setting_default: None (Django's ``test_<name>``)
