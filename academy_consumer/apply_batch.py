@@ -12,10 +12,10 @@ the ones it gives, change by change; only the number of statements differs. For 
 3. Fold the changes in order, in memory, over those rows, with the per-event rules: identity by uuid then
    by name, the stale guard by event time, absent means keep, unchanged means no write, delete,
    reactivation, rename, the conflict checks in the per-event order and with its reasons.
-4. Write: one ``INSERT`` of the new rows and one upsert of the changed rows (``INSERT ... ON CONFLICT (id)
-   DO UPDATE`` on PostgreSQL and SQLite, ``ON DUPLICATE KEY UPDATE`` on MariaDB/MySQL; split only to stay
-   under a database's parameter limit), in one savepoint. A row whose only change is a newer
-   ``source_timestamp`` is written with the ``modified`` it had: unchanged means no new ``modified``.
+4. Write: one ``INSERT`` of the new rows, and one ``UPDATE`` of the changed rows per set of changed columns
+   (at most ``SHAPES`` such sets, rarer ones together in one more statement of every column; see
+   ``_Writer``; split only to stay under a database's parameter limit), in one savepoint. A row whose
+   only change is a newer ``source_timestamp`` gets only that: unchanged means no new ``modified``.
 
 What the fold cannot decide alone falls back to the per-event path for the whole batch, so the answer is
 never different, only slower:
@@ -34,7 +34,7 @@ the whole batch. Memory grows with the batch (its rows and changes), never with 
 import datetime
 import logging
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from academy_consumer import apply as per_event
@@ -56,6 +56,9 @@ UNIQUE = ("uuid", "name_key", "stripe_price_lookup_key", "slug")
 WRITTEN = [field.name for field in EnterpriseAcademy._meta.concrete_fields if field.name not in ("id", "created")]
 # Parameters per read query: SQLite before 3.32 allows 999 in one statement.
 READ_CHUNK = 900
+# UPDATE statements of a batch, one per set of changed columns; rows of rarer sets go in one more, of
+# every column. A typical batch changes a handful of sets (a field or two, a rename, a delete, a time).
+SHAPES = 6
 
 
 class Undecidable(Exception):
@@ -219,6 +222,10 @@ class Fold:
             self._add(row)
         self.before = {field: dict(index) for field, index in self.index.items()}
         self.new, self.changed, self.timed = [], {}, {}
+        self.dirty = {}  # id(row) -> the columns its write must set (of a row read, not of a new one)
+
+    def _dirty(self, row, *fields):
+        self.dirty.setdefault(id(row), set()).update(fields)
 
     def _add(self, row):
         for field in UNIQUE:
@@ -294,10 +301,12 @@ class Fold:
         newer = source_time is not None and (stored is None or source_time > stored)
         if newer:
             row.source_timestamp = _utc(source_time)
+            self._dirty(row, "source_timestamp")
         if not changed:
             if newer:
                 self.timed[id(row)] = row
             return Outcome(UNCHANGED, row, "", ident["uuid"], row.name)
+        self._dirty(row, *changed)
         for field in changed:
             if field in UNIQUE:
                 self._move(row, field, values[field])
@@ -305,6 +314,7 @@ class Fold:
                 setattr(row, field, values[field])
         if "name" in changed:
             self._move(row, "name_key", name_key(row.name))
+            self._dirty(row, "name_key")
         self.changed[id(row)] = row
         return Outcome(UPDATED, row, "changed: " + ", ".join(sorted(changed)), ident["uuid"], row.name)
 
@@ -323,11 +333,13 @@ class Fold:
         newer = source_time is not None and (stored is None or source_time > stored)
         if newer:
             row.source_timestamp = _utc(source_time)
+            self._dirty(row, "source_timestamp")
         if not row.is_active:
             if newer:
                 self.timed[id(row)] = row
             return Outcome(UNCHANGED, row, "already inactive", **ident)
         row.is_active = False
+        self._dirty(row, "is_active")
         self.changed[id(row)] = row
         return Outcome(DEACTIVATED, row, **ident)
 
@@ -345,7 +357,11 @@ class Fold:
                     raise Undecidable(f"{field} {value!r} moves from one row to another within the batch")
 
     def write(self, db):
-        """The batch's writes: one ``INSERT`` of the new rows, one upsert of the changed ones. A constant count."""
+        """
+        The batch's writes: one ``INSERT`` of the new rows, and an ``UPDATE`` of the changed rows per set of
+        changed columns (at most ``SHAPES`` of them, the rest in one statement of every column). A row whose
+        only change is a newer time keeps its ``modified``.
+        """
         now = timezone.now()
         new_ids = {id(row) for row in self.new}
         for row in self.new:
@@ -354,17 +370,25 @@ class Fold:
         for key, row in {**self.timed, **self.changed}.items():
             if key in new_ids:
                 continue
+            columns = self.dirty[key]
             if key in self.changed:
-                row.modified = now  # a time-only change keeps its ``modified``: the upsert writes it back as read
-            existing.append(row)
+                row.modified = now
+                columns.add("modified")
+            existing.append((row, columns))
         _Writer(db).write(self.new, existing)
 
 
 class _Writer:
     """
-    The two statements of a batch, in SQL (Django's ``bulk_create`` compiles every value of every row
-    through the ORM, which cost more than the rest of the batch): plain values go as they are, the
-    columns whose database form differs (uuid, time, JSON) through the field's own ``get_db_prep_save``.
+    The statements of a batch, in SQL (Django's ``bulk_create`` / ``bulk_update`` compile every value of
+    every row through the ORM, which cost more than the rest of the batch): plain values go as they are,
+    the columns whose database form differs (uuid, time, JSON) through the field's own ``get_db_prep_save``.
+
+    New rows: one ``INSERT`` without ids. Changed rows: ``UPDATE ... FROM (VALUES ...)`` on PostgreSQL and
+    SQLite (3.33+), ``UPDATE ... JOIN (SELECT ... UNION ALL ...)`` on MariaDB/MySQL, of only the columns
+    that changed (sending every column of every row cost more than the database's work); on an older
+    SQLite, an upsert of every column. Each update must match all its rows (they were read and locked);
+    one that does not raises ``IntegrityError``, and the batch falls back to the per-event path.
     """
 
     def __init__(self, db):
@@ -373,10 +397,13 @@ class _Writer:
         self.table = ops.quote_name(EnterpriseAcademy._meta.db_table)
         fields = list(EnterpriseAcademy._meta.concrete_fields)
         self.fields = fields
+        self.by_name = {field.name: field for field in fields}
         self.adapt = [field if field.get_internal_type() in ("UUIDField", "DateTimeField", "JSONField") else None
                       for field in fields]
         self.columns = [ops.quote_name(field.column) for field in fields]
         self.written = [ops.quote_name(EnterpriseAcademy._meta.get_field(name).column) for name in WRITTEN]
+        self.update_from = db.vendor == "postgresql" or (
+            db.vendor == "sqlite" and db.Database.sqlite_version_info >= (3, 33))
 
     def _values(self, rows, fields, adapt):
         params, seen, db = [], {}, self.db
@@ -401,6 +428,7 @@ class _Writer:
             yield rows[start:start + step]
 
     def write(self, new, existing):
+        """``new``: rows to insert; ``existing``: ``(row, names of the columns to set)`` of rows read."""
         with self.db.cursor() as cursor:
             if new:  # the new rows, without ids (the database numbers them)
                 fields, adapt = self.fields[1:], self.adapt[1:]
@@ -408,13 +436,60 @@ class _Writer:
                 for rows in self._chunks(new, len(fields)):
                     cursor.execute(f"INSERT INTO {self.table} ({', '.join(self.columns[1:])}) VALUES "
                                    + ", ".join([row_sql] * len(rows)), self._values(rows, fields, adapt))
-            if existing:  # every column of the changed rows, by id
-                row_sql = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
-                if self.db.vendor == "mysql":
-                    tail = " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in self.written)
-                else:
-                    tail = (f" ON CONFLICT ({self.columns[0]}) DO UPDATE SET "
-                            + ", ".join(f"{c} = EXCLUDED.{c}" for c in self.written))
-                for rows in self._chunks(existing, len(self.fields)):
-                    cursor.execute(f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES "
-                                   + ", ".join([row_sql] * len(rows)) + tail, self._values(rows, self.fields, self.adapt))
+            if not existing:
+                return
+            if not self.update_from and self.db.vendor != "mysql":
+                self._upsert_every_column(cursor, [row for row, _ in existing])
+                return
+            shapes = {}
+            for row, columns in existing:
+                shapes.setdefault(frozenset(columns), []).append(row)
+            ordered = sorted(shapes.items(), key=lambda shape: -len(shape[1]))
+            groups = [(sorted(columns), rows) for columns, rows in ordered[:SHAPES]]
+            rest = [row for _, rows in ordered[SHAPES:] for row in rows]
+            if rest:
+                groups.append((WRITTEN, rest))
+            for columns, rows in groups:
+                self._update(cursor, columns, rows)
+
+    def _update(self, cursor, names, rows):
+        fields = [self.fields[0], *(self.by_name[name] for name in names)]
+        adapt = [self.adapt[self.fields.index(field)] for field in fields]
+        quote = self.db.ops.quote_name
+        columns = [quote(field.column) for field in fields]
+        for chunk in self._chunks(rows, len(fields)):
+            params = self._values(chunk, fields, adapt)
+            if self.update_from:  # PostgreSQL, SQLite: a VALUES list joined by id
+                # (SQLite names a VALUES column ``columnN`` and takes no column list; a statement that starts
+                # with WITH has no rowcount in Python's sqlite3: hence the positional names)
+                names = [f"column{n}" for n in range(1, len(fields) + 1)]
+                row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
+                sets = ", ".join(f"{column} = v.{name}{self._cast(field)}"
+                                 for column, name, field in zip(columns[1:], names[1:], fields[1:]))
+                alias = f"v ({', '.join(names)})" if self.db.vendor == "postgresql" else "v"
+                sql = (f"UPDATE {self.table} SET {sets} FROM (VALUES {', '.join([row_sql] * len(chunk))}) AS {alias} "
+                       f"WHERE {self.table}.{columns[0]} = v.{names[0]}")
+            else:  # MariaDB/MySQL: a derived table joined by id
+                first = "SELECT " + ", ".join(f"%s AS {column}" for column in columns)
+                more = " UNION ALL SELECT " + ", ".join(["%s"] * len(columns))
+                sets = ", ".join(f"t.{column} = v.{column}" for column in columns[1:])
+                sql = (f"UPDATE {self.table} AS t JOIN ({first}{more * (len(chunk) - 1)}) AS v "
+                       f"ON t.{columns[0]} = v.{columns[0]} SET {sets}")
+            cursor.execute(sql, params)
+            if cursor.rowcount != len(chunk):
+                raise IntegrityError(f"an update matched {cursor.rowcount} of {len(chunk)} rows read and locked")
+
+    def _cast(self, field):
+        """PostgreSQL types a VALUES column from its literals: text (and NULL) must be cast to the column's type."""
+        if self.db.vendor != "postgresql" or field.get_internal_type() in ("CharField", "TextField", "SlugField"):
+            return ""
+        return "::" + field.db_type(self.db)
+
+    def _upsert_every_column(self, cursor, rows):
+        """Every column of the changed rows, by id (SQLite before 3.33 has no ``UPDATE ... FROM``)."""
+        row_sql = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
+        tail = (f" ON CONFLICT ({self.columns[0]}) DO UPDATE SET "
+                + ", ".join(f"{c} = EXCLUDED.{c}" for c in self.written))
+        for chunk in self._chunks(rows, len(self.fields)):
+            cursor.execute(f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES "
+                           + ", ".join([row_sql] * len(chunk)) + tail, self._values(chunk, self.fields, self.adapt))
