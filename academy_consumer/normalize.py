@@ -148,6 +148,11 @@ def parse_uuid(value) -> uuid.UUID | None:
         return value
     if not isinstance(value, str) or len(value) > 100:
         return None
+    return _parse_uuid_text(value)
+
+
+@functools.lru_cache(maxsize=8192)  # a stream repeats its academies' uuids (a UUID is immutable: shared safely)
+def _parse_uuid_text(value):
     text = value.strip()
     if text[:9].lower() == "urn:uuid:":
         text = text[9:]
