@@ -19,9 +19,11 @@ the servers).
 import datetime
 import os
 import uuid
+from unittest import mock
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -345,10 +347,13 @@ def test_batches_agree_with_per_event_apply(transactional_db):
               report_multiple_bugs=False,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                      HealthCheck.data_too_large])
-    @given(histories())
-    def differential(history):
+    # shapes: how many sets of changed columns get an UPDATE of their own before the rest share one of
+    # every column (apply_batch.SHAPES); small values send most histories through that shared statement.
+    @given(histories(), st.integers(min_value=1, max_value=apply_batch.SHAPES))
+    def differential(history, shapes):
         start, changes, sizes, errors_as_outcomes = history
-        assert_agree(start, changes, sizes, errors_as_outcomes)
+        with mock.patch.object(apply_batch, "SHAPES", shapes):
+            assert_agree(start, changes, sizes, errors_as_outcomes)
 
     differential()
 
@@ -524,3 +529,28 @@ def test_poison_and_duplicates_between_good_changes():
     ])
     assert [o["outcome"] for o in outcomes] == ["created", "skipped", "skipped", "skipped", "skipped", "unchanged",
                                                 "unchanged", "skipped", "unchanged"]
+
+
+def test_many_sets_of_changed_columns_write_in_a_bounded_number_of_updates(caplog):
+    """
+    Twelve academies each change a different set of columns: ``SHAPES`` UPDATEs of their own sets and one of
+    every column for the rest, no per-event fallback, and the same table as the per-event path.
+    """
+    uuids = [str(uuid.UUID(int=0xB00 + n)) for n in range(12)]
+    start = [(upsert(academy(u, f"Academy {n}"), at(-1)), False) for n, u in enumerate(uuids)]
+    edits = [{"display_order": 7}, {"short_description": "new"}, {"tags": ["x"]}, {"is_active": False},
+             {"long_description": "long"}, {"image": "https://example.com/i.png"}, {"stripe_product_id": "prod_9"}]
+    changes = []
+    for n, u in enumerate(uuids):  # n's binary digits pick the edits: no two academies change the same set
+        chosen = {key: value for bit, edit in enumerate(edits) if (n + 1) >> bit & 1 for key, value in edit.items()}
+        changes.append(upsert(academy(u, f"Academy {n}", **chosen), at(1)))
+    expected_outcomes, expected_table = run_per_event(start, changes)
+    _set_up(start)
+    with caplog.at_level("DEBUG", logger="academy_consumer.apply_batch"), CaptureQueriesContext(connection) as queries:
+        with transaction.atomic():
+            outcomes = [o.as_dict() for o in apply_batch.apply_changes(changes)]
+    assert not [r for r in caplog.records if "one by one" in r.getMessage()], "the batch fell back"
+    updates = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")]
+    assert len(updates) == apply_batch.SHAPES + 1, updates
+    assert outcomes == expected_outcomes
+    assert _table() == expected_table
