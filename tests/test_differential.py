@@ -554,3 +554,17 @@ def test_many_sets_of_changed_columns_write_in_a_bounded_number_of_updates(caplo
     assert len(updates) == apply_batch.SHAPES + 1, updates
     assert outcomes == expected_outcomes
     assert _table() == expected_table
+
+
+def test_new_rows_keep_backslashes_tabs_newlines_and_json():
+    """What PostgreSQL's COPY text format must escape (backslash, tab, newline, CR) comes back as it went in."""
+    changes = [upsert(academy(U1, "Data \\N Academy", short_description="a\\tb\tc\nd\r\ne \\N",
+                              long_description="\\", tags=["x\\y", "t\\tu", 'q"uote'], image="https://e.x/a\\b.png"),
+                      at(1)),
+               upsert(academy(U2, "Ünïcode Académie ✓", short_description="", tags=[]), at(1))]
+    outcomes, table = check_all_splittings([], changes)
+    assert [o["outcome"] for o in outcomes] == ["created", "created"]
+    rows = _by_name(table)
+    assert rows["Data \\N Academy"]["description"] == "a\\tb\tc\nd\r\ne \\N"
+    assert rows["Data \\N Academy"]["tags"] == ["x\\y", "t\\tu", 'q"uote']
+    assert rows["Ünïcode Académie ✓"]["tags"] == []
