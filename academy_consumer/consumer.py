@@ -10,7 +10,9 @@ commit. Each step is a call into its own module, and their results are read here
 The delivery guarantees:
 
 * a batch is applied in ONE database transaction, in offset order (events with the same key -- the
-  academy uuid, hence the same partition -- apply in order), each in its own savepoint;
+  academy uuid, hence the same partition -- apply in order): set-wise by ``apply_batch`` (its writes in
+  one savepoint), or, for what it cannot decide, event by event with a savepoint each (``apply``);
+  the outcomes are the same either way (docs/decisions/0001);
 * an event that can never apply (undecodable value, missing/unknown/duplicated ``ce_type``, missing
   ``ce_time``, a payload the normalizer rejects, a key conflict, a time too far ahead) goes to the
   dead-letter topic with headers naming the original topic, partition, offset, error class and message;
