@@ -32,8 +32,6 @@ the whole batch. Memory grows with the batch (its rows and changes), never with 
 """
 
 import datetime
-import io
-import json
 import logging
 
 from django.db import DatabaseError, IntegrityError, transaction
@@ -432,9 +430,7 @@ class _Writer:
     def write(self, new, existing):
         """``new``: rows to insert; ``existing``: ``(row, names of the columns to set)`` of rows read."""
         with self.db.cursor() as cursor:
-            if new and self.db.vendor == "postgresql":
-                self._copy_new(cursor, new)
-            elif new:  # the new rows, without ids (the database numbers them)
+            if new:  # the new rows, without ids (the database numbers them)
                 fields, adapt = self.fields[1:], self.adapt[1:]
                 row_sql = "(" + ", ".join(["%s"] * len(fields)) + ")"
                 for rows in self._chunks(new, len(fields)):
@@ -455,21 +451,6 @@ class _Writer:
                 groups.append((WRITTEN, rest))
             for columns, rows in groups:
                 self._update(cursor, columns, rows)
-
-    def _copy_new(self, cursor, rows):
-        """
-        PostgreSQL: the new rows by ``COPY ... FROM STDIN`` (text format), without ids. Quoting every value
-        of an ``INSERT`` through psycopg2 and parsing it cost more than the database's work; ``COPY`` fires
-        the same triggers and checks the same constraints, and its errors are Django's (``IntegrityError``).
-        """
-        fields = self.fields[1:]
-        lines = []
-        for row in rows:
-            lines.append("\t".join([_copy_text(getattr(row, field.attname)) for field in fields]))
-        lines.append("")
-        with self.db.wrap_database_errors:
-            cursor.cursor.copy_expert(f"COPY {self.table} ({', '.join(self.columns[1:])}) FROM STDIN",
-                                      io.StringIO("\n".join(lines)))
 
     def _update(self, cursor, names, rows):
         fields = [self.fields[0], *(self.by_name[name] for name in names)]
@@ -512,22 +493,3 @@ class _Writer:
         for chunk in self._chunks(rows, len(self.fields)):
             cursor.execute(f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES "
                            + ", ".join([row_sql] * len(chunk)) + tail, self._values(chunk, self.fields, self.adapt))
-
-
-# COPY's text format: backslash, tab, newline and carriage return escaped; ``\N`` is NULL.
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(value):
-    """One value in ``COPY``'s text format (the model's Python values: str, int, bool, UUID, datetime, JSON)."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, str):
-        return value.translate(_COPY_ESCAPES)
-    if isinstance(value, (list, dict)):  # JSON (tags): as Django's JSONField would encode it
-        return json.dumps(value).translate(_COPY_ESCAPES)
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    return str(value)  # int, UUID

@@ -4,9 +4,8 @@ CATALOG.json --json OPTIONS`` in this process (DATABASE_URL selects the database
 seconds, SQL statements and the outcome counts.
 
 Statements are counted with ``connection.execute_wrapper``: every SQL statement the command sends through
-Django's cursor (queries, writes, savepoints, its start-up check; an ``executemany`` counts once), plus each
-PostgreSQL ``COPY`` of new rows (``apply_batch``, straight to psycopg2), not the transaction
-COMMITs/ROLLBACKs, which Django issues on the connection itself.
+Django's cursor (queries, writes, savepoints, its start-up check; an ``executemany`` counts once), not the
+transaction COMMITs/ROLLBACKs, which Django issues on the connection itself.
 """
 
 import io
@@ -30,17 +29,6 @@ def main(path, *extra):
         statements += 1
         return execute(sql, params, many, context)
 
-    # PostgreSQL's COPY of new rows (apply_batch) goes to psycopg2 directly, past Django's wrappers: count it too.
-    from academy_consumer import apply_batch  # pylint: disable=import-outside-toplevel
-    copy_new = getattr(apply_batch._Writer, "_copy_new", None)  # pylint: disable=protected-access
-
-    def counted_copy(writer, cursor, rows):
-        nonlocal statements
-        statements += 1
-        return copy_new(writer, cursor, rows)
-
-    if copy_new is not None:  # (older code has none)
-        apply_batch._Writer._copy_new = counted_copy  # pylint: disable=protected-access
     out = io.StringIO()
     with connection.execute_wrapper(count):
         started = time.perf_counter()

@@ -295,7 +295,7 @@ def report(results):  # pylint: disable=too-many-locals
     note = "" if results["reconcile_chunk_size_option"] else \
         " (no --chunk-size option yet: these runs ARE the per-item baseline)"
     lines.append(f"  statements: counted in process with connection.execute_wrapper (every SQL statement through "
-                 f"Django's cursor, savepoints included, plus PostgreSQL's COPY of new rows; COMMIT/ROLLBACK not){note}")
+                 f"Django's cursor, savepoints included, COMMIT/ROLLBACK not){note}")
     consumer_how = {db["consumer"].get("timed_by") for db in results["databases"].values() if "consumer" in db}
     lines += ["", "timing: " + "; ".join(sorted(filter(None, consumer_how))) + " (consumer, group join excluded); "
               "stock: the group's committed offsets, first commit -> last (group join excluded); "

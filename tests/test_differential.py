@@ -557,7 +557,7 @@ def test_many_sets_of_changed_columns_write_in_a_bounded_number_of_updates(caplo
 
 
 def test_new_rows_keep_backslashes_tabs_newlines_and_json():
-    """What PostgreSQL's COPY text format must escape (backslash, tab, newline, CR) comes back as it went in."""
+    """Backslashes, tabs, newlines, CRs, a literal \\N and JSON in new rows come back as they went in, both ways."""
     changes = [upsert(academy(U1, "Data \\N Academy", short_description="a\\tb\tc\nd\r\ne \\N",
                               long_description="\\", tags=["x\\y", "t\\tu", 'q"uote'], image="https://e.x/a\\b.png"),
                       at(1)),
