@@ -3,7 +3,8 @@ Crash and order: the consumer killed at random moments, and events delivered twi
 
 1. ``test_sigkill_at_random_moments_loses_nothing``: a history of 20,000 events over 500 academies
    (creates, updates with renames, deletes) is produced from this process while the real
-   ``consume_academy_events`` (a subprocess, one fixed consumer group) applies it. The consumer is
+   ``consume_academy_events`` (a subprocess, one fixed consumer group) applies it; the stream stays at
+   most ``AHEAD`` events ahead of the table, so a fast consumer cannot finish before the kills. The consumer is
    SIGKILLed five times at random moments -- each time after the table moved past a random threshold,
    plus a random delay, so the kill lands in the middle of a batch's transaction -- and restarted; a last
    run with ``--until-idle`` finishes. The table must then hold exactly the newest state of every academy.
@@ -55,6 +56,8 @@ RESTART_TIMEOUT = 90.0  # a restart (7-12 s, see above) and the next stretch of 
 KILLS = 5  # each restart costs that wait: kill as often as the guarantee table says, no more
 PARTITIONS = range(3)  # of the academy topic the devstack fixture creates
 PACED_SECONDS = 4.0  # how long a phase of test 2 streams in while a fault is aimed inside it
+AHEAD = 500  # test 1 produces at most this many events beyond what the table shows applied ...
+PIECE, PIECE_SECONDS = 100, 0.05  # ... in pieces of PIECE at most every PIECE_SECONDS (<= 2,000 events/s)
 
 
 def point_producer_at(settings, devstack):
@@ -79,6 +82,41 @@ def produce_paced(events, seconds, piece=10):
     for start in pieces:
         produce(events[start:start + piece])
         time.sleep(seconds / len(pieces))  # pacing of the stream, not a synchronisation
+
+
+def applied_progress(events):
+    """``floors[k]``: ``progress()`` of the table once ``events[:k]`` are applied (times grow per academy)."""
+    floors, orders, total = [0], {}, 0
+    for event in events:
+        if event.uuid not in orders:
+            orders[event.uuid], total = 0, total + 1
+        if event.action != "deleted":
+            total += event.academy["display_order"] - orders[event.uuid]
+            orders[event.uuid] = event.academy["display_order"]
+        floors.append(total)
+    return floors
+
+
+def produce_behind_the_table(events, seed):
+    """
+    Produce ``events`` in pieces of ``PIECE``, at most one piece per ``PIECE_SECONDS`` and never more than
+    ``AHEAD`` events beyond what the table shows applied (``progress()``, polled): the stream waits for the
+    consumer through each restart, so however fast the apply is, the consumer cannot outrun it and reach the
+    end before the last kill; from the last kill's threshold (90 % at most) the rest of the history takes
+    at least a second to stream, longer than the random delay of a kill.
+    """
+    from django.db import connection  # pylint: disable=import-outside-toplevel
+
+    floors = applied_progress(events)
+    try:
+        for start in range(0, len(events), PIECE):
+            floor = floors[max(0, start - AHEAD)]
+            wait_for(lambda: progress() >= floor, RESTART_TIMEOUT, f"the table to apply {start - AHEAD} events",
+                     seed, interval=0.02)
+            produce(events[start:start + PIECE])
+            time.sleep(PIECE_SECONDS)  # the pace of the stream, not a synchronisation
+    finally:
+        connection.close()  # this thread's own connection
 
 
 class Background(threading.Thread):
@@ -169,7 +207,8 @@ def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, 
 
     started = time.monotonic()
     point_producer_at(settings, devstack)
-    producer = Background(lambda: produce(history))  # this process produces while the consumer consumes
+    # This process produces while the consumer consumes, keeping the stream just ahead of the table.
+    producer = Background(lambda: produce_behind_the_table(history, seed))
     consumers = Consumers(cli_popen, devstack, "crash-restart", {})
     consumer = consumers.start()
     at_kill = []
@@ -187,9 +226,10 @@ def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, 
             consumer = consumers.start()
     assert all(reached < target for reached in at_kill), (
         f"a kill landed after the end: progress {at_kill} of {target} (ACADEMY_FAULT_SEED={seed})")
-    producer.join(seed)
-    # The last restart of the group runs until idle: it finishes what the kills left.
+    # The last restart of the group runs until idle: it finishes what the kills left, and the stream that
+    # waits for it (well within IDLE between pieces).
     final = consumers.start("--until-idle", IDLE)
+    producer.join(seed)
     assert final.wait(timeout=180) == 0, consumers.output()
     took = time.monotonic() - started
 
