@@ -78,6 +78,11 @@ _UUID_KEYS = ("uuid", "academy_uuid")
 _QUERY_KEYS = ("catalog_query_uuid", "catalog_query", "enterprise_catalog_query", "catalogs", "enterprise_catalogs")
 _NESTED_QUERY_KEYS = ("catalog_query_uuid", "catalog_query", "enterprise_catalog_query", "uuid")
 _ENVELOPE_KEYS = ("results", "items", "academies", "catalogs")
+_TEXT_FIELDS = (  # field, payload keys in order, longest text
+    ("description", ("short_description", "description"), MAX_TEXT_LENGTH),
+    ("long_description", ("long_description",), MAX_TEXT_LENGTH),
+    ("thumbnail_url", ("image", "thumbnail_url"), MAX_URL_LENGTH),
+)
 _LOOKUP_PREFIX, _LOOKUP_SUFFIX = "essentials_", "_academy_yearly"
 
 
@@ -219,7 +224,7 @@ def default_lookup_key(product_key, name, fallback) -> str:
     """
     if not isinstance(product_key, str):
         product_key = None  # (only a string is used: keeps the cache's key hashable)
-    return _default_lookup_key(product_key, name if isinstance(name, str) else None, str(fallback) if fallback else None)
+    return _default_lookup_key(product_key, name if isinstance(name, str) else None, _fallback_key(fallback))
 
 
 @functools.lru_cache(maxsize=8192)  # a stream repeats its academies: unidecode and the regexes once per name
@@ -229,7 +234,7 @@ def _default_lookup_key(product_key, name, fallback):
     if token.endswith("_academy"):
         token = token[: -len("_academy")]
     if not token:
-        token = f"academy_{lookup_token(str(fallback or ''))}".rstrip("_")
+        token = f"academy_{lookup_token(str(fallback) if fallback else '')}".rstrip("_")
     room = MAX_KEY_LENGTH - len(_LOOKUP_PREFIX) - len(_LOOKUP_SUFFIX)
     return f"{_LOOKUP_PREFIX}{token[:room].rstrip('_')}{_LOOKUP_SUFFIX}"
 
@@ -241,7 +246,14 @@ def default_slug(name, fallback) -> str:
     When that is empty (a name of only symbols), ``academy-<fallback>`` slugified, where ``fallback`` is
     the academy uuid or a stable hash of the name; ``academy`` if even that is empty. Never empty.
     """
-    return _default_slug(name if isinstance(name, str) else None, str(fallback) if fallback else None)
+    return _default_slug(name if isinstance(name, str) else None, _fallback_key(fallback))
+
+
+def _fallback_key(fallback):
+    """``fallback`` as a cache key: a UUID or a non-empty string as it is (str() inside the cached function)."""
+    if isinstance(fallback, uuid.UUID):
+        return fallback
+    return str(fallback) if fallback else None
 
 
 @functools.lru_cache(maxsize=8192)  # python-slugify costs more than the rest of a normalization
@@ -272,9 +284,11 @@ def normalize_academy(item) -> NormalizedAcademy:
 
 
 def _normalize(item):
+    # (The rules one after the other, in this order, which is also the order a rejection is found in. Written
+    # out rather than looped over: this runs for every event, and the loops cost a third of it.)
     name = _name(item)
     academy_uuid = _academy_uuid(item)
-    fallback = str(academy_uuid) if academy_uuid else _name_hash(name)
+    fallback = academy_uuid if academy_uuid is not None else _name_hash(name)  # (a UUID: str() in the caches)
     fields = {"name": name, "is_active": _is_active(item)}
     defaults = {}
     if academy_uuid is not None:
@@ -282,18 +296,15 @@ def _normalize(item):
     query_uuid = find_catalog_query_uuid(item)
     if query_uuid is not None:
         fields["catalog_query_uuid"] = query_uuid
-    for field, (value, carried) in (
-        ("slug", _slug(item, name, fallback)),
-        ("stripe_price_lookup_key", _lookup_key(item, name, fallback)),
-        ("stripe_product_id", _product_id(item)),
-        ("display_order", _display_order(item)),
-    ):
-        (fields if carried else defaults)[field] = value
-    for field, keys, limit in (
-        ("description", ("short_description", "description"), MAX_TEXT_LENGTH),
-        ("long_description", ("long_description",), MAX_TEXT_LENGTH),
-        ("thumbnail_url", ("image", "thumbnail_url"), MAX_URL_LENGTH),
-    ):
+    value, carried = _slug(item, name, fallback)
+    (fields if carried else defaults)["slug"] = value
+    value, carried = _lookup_key(item, name, fallback)
+    (fields if carried else defaults)["stripe_price_lookup_key"] = value
+    value, carried = _product_id(item)
+    (fields if carried else defaults)["stripe_product_id"] = value
+    value, carried = _display_order(item)
+    (fields if carried else defaults)["display_order"] = value
+    for field, keys, limit in _TEXT_FIELDS:
         text = _text_field(item, field, keys, limit)
         if text is not None:
             fields[field] = text
@@ -392,6 +403,8 @@ def _display_order(item):
     value = item.get("display_order")
     if value is None:
         return 0, False
+    if type(value) is int and 0 <= value <= MAX_DISPLAY_ORDER:  # pylint: disable=unidiomatic-typecheck
+        return value, True  # (the usual case; ``bool`` is a subclass of int, not this type)
     problem = f"display_order must be a whole number >= 0, got {_preview(value)}"
     if isinstance(value, bool):
         raise Rejected(problem)
@@ -434,7 +447,10 @@ def _text_field(item, field, keys, limit):
         value = item.get(key)
         if value is None:
             continue
-        text = _text(value, ("url", "src") if key == "image" else ("rendered", "raw"))
+        if isinstance(value, str):
+            text = value.strip()
+        else:
+            text = _text(value, ("url", "src") if key == "image" else ("rendered", "raw"))
         if text is None:
             raise Rejected(f"{key} is not text, got {_preview(value)}")
         found = text
