@@ -1,5 +1,6 @@
 """
-Apply normalized academies to the ``EnterpriseAcademy`` table (SPEC §4).
+Apply normalized academies to the ``EnterpriseAcademy`` table: the per-event apply rules (the README's
+"The rules, in short" lists them; ``apply_batch.py`` applies them set-wise).
 
 This is the thin database layer shared by the Kafka consumer and ``reconcile_academies``:
 
@@ -79,7 +80,10 @@ class Outcome:
 
 @dataclasses.dataclass
 class SyncResult:
-    """The counts of a sync (SPEC §4), plus one entry per item and notes on what was not done."""
+    """
+    The counts of a sync (created, updated, unchanged, deactivated, skipped...), plus one entry per item and
+    notes on what was not done.
+    """
 
     counts: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
     items: list = dataclasses.field(default_factory=list)
@@ -450,7 +454,8 @@ def _apply_chunk(chunk, source_time, retry):
 def sync_academies(items, *, source_time=None, deactivate_missing=False, dry_run=False, limited=False,
                    chunk_size=500):
     """
-    Apply a full catalog list (SPEC §4) and return a ``SyncResult``.
+    Apply a full catalog list (every item upserted, then the unlisted rows deactivated when asked) and
+    return a ``SyncResult``.
 
     * Items are applied ``chunk_size`` at a time, one transaction per chunk (``apply_batch.apply_changes``);
       each item still has its own outcome, and one bad row never aborts the others. A deadlock or lock

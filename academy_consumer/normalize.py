@@ -1,5 +1,5 @@
 """
-Normalization of academy payloads (SPEC §3): pure functions, no Django, no Kafka.
+Normalization of academy payloads: pure functions, no Django, no Kafka.
 
 ``normalize_academy(item)`` turns one item from any source (catalog REST API, event bus, fixtures,
 hand-written files) into a :class:`NormalizedAcademy`, or raises :class:`Rejected` with a one-line
@@ -40,7 +40,7 @@ Rules, one function each:
   over 255 characters or with a control character -> rejected; absent/None -> not in ``fields``.
 - envelope (:func:`extract_items`): see its docstring.
 
-Uniqueness of slug and lookup key across rows is the apply layer's job (SPEC §4), not this module's.
+Uniqueness of slug and lookup key across rows is the apply layer's job (``apply.py``), not this module's.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class AcademyData:
 
 def academy_data_from_dict(item: dict) -> AcademyData:
     """
-    Build an ``AcademyData`` from a catalog academy dict (SPEC §2 shape).
+    Build an ``AcademyData`` from a catalog academy dict (the shape of the catalog REST API's results).
 
     Only the keys ``AcademyData`` defines are read; other keys are ignored. A key that is absent or
     ``None`` leaves an optional field at ``None`` (``tags``: empty). Values are checked, not coerced,

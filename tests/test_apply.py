@@ -1,4 +1,4 @@
-"""SPEC §4 apply rules, against the real database selected by DATABASE_URL."""
+"""The apply rules, against the real database selected by DATABASE_URL."""
 
 import datetime
 import threading

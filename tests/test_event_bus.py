@@ -32,7 +32,7 @@ def academy_uuid(number):
 
 
 def academy(number, title=None, **fields):
-    """A catalog academy item (SPEC §2 shape) with a deterministic uuid."""
+    """A catalog academy item (the catalog API's shape) with a deterministic uuid."""
     return {"uuid": academy_uuid(number), "title": title or f"Academy {number}", **fields}
 
 

@@ -1,4 +1,4 @@
-"""Tests of academy_consumer.normalize (SPEC §3): pure functions, no database."""
+"""Tests of academy_consumer.normalize: pure functions, no database."""
 
 import ast
 import dataclasses

@@ -33,7 +33,7 @@ from signals.generate_schemas import generate_schema, schema_path
 ACADEMY_UUID = "6f1c1f3a-2b1e-4c55-9a57-1c7d3f1e8a01"
 QUERY_UUID = "3e5a6f2c-8d1b-4c4e-9f7a-2b6c0d9e1f10"
 
-# A catalog API result item (SPEC §2): no billing fields, tags as dicts (plus a plain string tag).
+# A catalog API result item: no billing fields, tags as dicts (plus a plain string tag).
 CATALOG_ITEM = {
     "uuid": ACADEMY_UUID,
     "title": "Data Academy",

@@ -1,5 +1,5 @@
 """
-The fault suite: the guarantees of SPEC §5 under the faults a production consumer meets.
+The fault suite: the delivery guarantees (README, "Guarantees") under the faults a production consumer meets.
 
 Run it with ``make fault`` (``ACADEMY_FAULT_SUITE=1 pytest tests/fault``); ``make test`` leaves it out.
 Every scenario records its figures with the ``guarantee`` fixture, and the session ends by printing the

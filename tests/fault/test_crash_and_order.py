@@ -12,7 +12,7 @@ Crash and order: the consumer killed at random moments, and events delivered twi
    same-time follow-ups (where only offset order tells which event wins), duplicates, shuffled older
    events with their original times, and finally newer updates. Consumed in batches of 7 across a SIGTERM
    and a SIGKILL restart, the table must hold the newest state of every academy (at equal times: the
-   later offset, SPEC §5 "events with the same key are applied in offset order").
+   later offset: events with the same key are applied in offset order).
 
 Both also check what the table cannot show (``history.check_all_read``): the broker still holds every
 produced event (low watermarks 0) and, over all the runs of the group, the consumer read every offset.

@@ -294,7 +294,7 @@ def concurrent_history(seed, now):
     One case has two right answers. When every newer event is a ``deleted`` one, the row must end
     inactive, but its data depends on the order of arrival: a snapshot applied before the delete leaves
     the snapshot's data; a snapshot arriving after the delete is older than the row and, by the stale
-    guard (SPEC §4), is not applied, which leaves the data of the newest older upsert: ``fallback``.
+    guard (docs/decisions/0003), is not applied, which leaves the data of the newest older upsert: ``fallback``.
     """
     rng = random.Random(seed)
     academies = []

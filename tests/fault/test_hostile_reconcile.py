@@ -17,7 +17,7 @@ Tests:
 1. ``test_unreadable_input_exits_2_and_writes_nothing``: a dozen unreadable files, on stdin and as files.
 2. ``test_wrong_types_corpus``: every field of an academy replaced by each value of a junk corpus (nulls,
    booleans, numbers, NaN, strings, control characters, lone surrogates, lists, objects, 400-level nesting).
-   The expected outcome of each item comes from the normalizer plus the uniqueness rules of SPEC §4, and
+   The expected outcome of each item comes from the normalizer plus the apply layer's uniqueness rules, and
    the table must hold exactly the applied items, with exactly their normalized values.
 3. ``test_ten_thousand_items_with_bad_ones_mixed_in``: exact counts; prints the timing.
 4. ``test_multi_megabyte_strings``: 3 MB descriptions, titles, uuids, tag lists...: per-item reasons,
@@ -282,7 +282,7 @@ MODEL_DEFAULTS = {"catalog_query_uuid": None, "stripe_product_id": "", "display_
 
 class Oracle:
     """
-    What SPEC §3-§4 say a sync does with each item, in order: the normalizer's verdict, then identity and
+    What the normalization and apply rules make of each item, in order: the normalizer's verdict, then identity and
     uniqueness (name and lookup key held by another academy skip the item). Independent of the database.
     """
 

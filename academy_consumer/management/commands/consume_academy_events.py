@@ -1,5 +1,5 @@
 """
-Consume academy events from the event bus and apply them (SPEC §5).
+Consume academy events from the event bus and apply them, at least once and in offset order per academy.
 
     academy-consumer consume_academy_events [--topic T] [--group-id G]
         [--from-beginning | --from-offset PARTITION:OFFSET ... | --from-time ISO8601]
