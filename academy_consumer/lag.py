@@ -1,0 +1,286 @@
+"""
+How far a consumer group is behind on the academy topic: per partition, the group's committed offset, the end
+offset (high watermark) and the lag, read from the broker and returned as values (``Lag``); the
+``consumer_lag`` command prints them.
+
+Which client, and why: one confluent-kafka ``Consumer`` configured with the group id that never subscribes,
+assigns or polls, so it never joins the group (no JoinGroup, no rebalance of the group's live members, nothing
+committed). ``Consumer.committed()`` is an OffsetFetch to the group coordinator and ``get_watermark_offsets()``
+two ListOffsets per partition: both answer on librdkafka's mock cluster (the embedded dev broker) exactly as on
+real Kafka, with one client. (The AdminClient's ``list_consumer_group_offsets`` gives the same OffsetFetch, but
+needs a second client for the watermarks, and is no better on the mock.)
+
+The lag of a partition is the number of events the group would still read there: ``end - committed``; with no
+committed offset (or one below the low watermark: those events are gone, and the consumer resets to the
+earliest retained one) ``end - low``; never below 0 (a committed offset past the end, after a topic was
+re-created, means nothing to read).
+
+"The group does not exist" (``NoGroup``, exit 2), precisely: the group has no committed offset on any partition
+of the topic AND the coordinator does not know it. The second half is asked with the AdminClient's
+``describe_consumer_groups`` only when the first holds:
+
+* real Kafka: a group the coordinator answers as ``DEAD`` / ``UNKNOWN`` or with ``GROUP_ID_NOT_FOUND`` does not
+  exist; a known group that committed nothing here (members consuming right now, or offsets on other topics
+  only: ``EMPTY``, ``STABLE``...) exists, and every partition says committed "none";
+* the mock cluster answers neither DescribeGroups nor ListGroups (``_UNSUPPORTED_FEATURE``), and a broker may
+  refuse the describe (authorization, any error but a timeout): then the coordinator cannot tell, and the group
+  does not exist when it has no committed offset on the topic, whatever members it has.
+
+Kafka that does not answer within ``timeout`` seconds (one deadline for the whole read) is ``KafkaUnavailable``
+(exit 1); a missing topic ``NoTopic`` (exit 2). Nothing is logged above DEBUG (librdkafka's lines and client
+errors go to the ``academy_consumer.lag`` logger at DEBUG; the last client error reported, if any, is quoted in
+the ``KafkaUnavailable`` message), so a command's error stays one line.
+"""
+
+import dataclasses
+import logging
+import time
+
+from confluent_kafka import OFFSET_INVALID, Consumer, ConsumerGroupState, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from edx_event_bus_kafka.internal.config import get_full_topic, load_common_settings
+
+from academy_consumer import conf, preflight
+from academy_consumer.errors import BadKafkaConfig
+from academy_consumer.redact import mask_urls
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_SECONDS = 10.0
+# Properties of ACADEMY_CONSUMER_KAFKA_CONFIG that belong to a group member, not to a reader of offsets: no
+# static membership (this client is no member), and none of them for the AdminClient (a producer-type handle).
+_MEMBER_ONLY = {"group.instance.id"}
+_CONSUMER_ONLY = {"session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms", "group.id",
+                  "auto.offset.reset", "enable.auto.commit", "fetch.wait.max.ms", "fetch.min.bytes",
+                  "group.instance.id", "partition.assignment.strategy", "enable.partition.eof", "group.protocol",
+                  "group.remote.assignor", "auto.commit.interval.ms", "enable.auto.offset.store", "isolation.level",
+                  "fetch.max.bytes", "fetch.message.max.bytes", "max.partition.fetch.bytes", "queued.min.messages",
+                  "queued.max.messages.kbytes", "check.crcs", "fetch.error.backoff.ms", "fetch.queue.backoff.ms",
+                  "coordinator.query.interval.ms", "rebalance_cb", "offset_commit_cb", "on_commit"}
+# The coordinator's word that it does not know a group.
+_UNKNOWN_STATES = {ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN}
+
+
+class NoTopic(Exception):
+    """The topic does not exist (exit 2)."""
+
+
+class NoGroup(Exception):
+    """The group does not exist, as the module docstring defines it (exit 2)."""
+
+
+class KafkaUnavailable(Exception):
+    """Kafka did not answer within the bound, or refused what was asked (exit 1)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionLag:
+    partition: int
+    committed: int | None  # None: the group has no committed offset here
+    low: int
+    end: int
+
+    @property
+    def lag(self):
+        start = self.low if self.committed is None else max(self.committed, self.low)
+        return max(0, self.end - start)
+
+    def as_dict(self):
+        return {"partition": self.partition, "committed": self.committed, "end": self.end, "lag": self.lag}
+
+
+@dataclasses.dataclass(frozen=True)
+class Lag:
+    topic: str
+    group_id: str
+    partitions: tuple  # of PartitionLag, by partition id
+
+    @property
+    def total_lag(self):
+        return sum(p.lag for p in self.partitions)
+
+    def as_dict(self):
+        return {"topic": self.topic, "group_id": self.group_id,
+                "partitions": [p.as_dict() for p in self.partitions], "total_lag": self.total_lag}
+
+
+class _DebugLogger:
+    """librdkafka's ``logger``: its lines at DEBUG whatever their syslog level (the command's error says it)."""
+
+    @staticmethod
+    def log(level, msg, *args):  # pylint: disable=unused-argument
+        log.debug(msg, *args)
+
+
+class _Client:
+    """The Kafka side of one read: a non-member Consumer, the AdminClient on demand, one deadline for both."""
+
+    def __init__(self, group_id, timeout):
+        # .. setting_name: EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS
+        # .. setting_default: None
+        # .. setting_description: Kafka, with ``EVENT_BUS_KAFKA_API_KEY`` / ``_SECRET`` for SASL: edx-event-bus-kafka's
+        #   settings, read by its ``load_common_settings`` (as the consumer does).
+        common = load_common_settings() if getattr(settings, "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", None) else None
+        if common is None:  # unset or empty
+            raise ImproperlyConfigured("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS is not set")
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.last_error = None
+        # .. setting_name: ACADEMY_CONSUMER_KAFKA_CONFIG
+        # .. setting_default: {}
+        # .. setting_description: The consumer's extra librdkafka settings (see ``conf.kafka_config``), so that this
+        #   client connects as the consumer does; minus ``group.instance.id`` (no member), and minus the consumer's
+        #   own properties for the AdminClient.
+        extra = conf.kafka_config()
+        self._base = {**common, "logger": _DebugLogger(), "error_cb": self._error}
+        self.consumer = self._make(Consumer, {
+            **{k: v for k, v in extra.items() if k not in _MEMBER_ONLY}, **self._base,
+            "group.id": group_id, "enable.auto.commit": False, "enable.partition.eof": False})
+        self._admin_extra = {k: v for k, v in extra.items() if k not in _CONSUMER_ONLY}
+        self._admin = None
+
+    def _error(self, error):
+        self.last_error = error.str()
+        log.debug("Kafka: %s", self.last_error)
+
+    @staticmethod
+    def _make(kind, config):
+        try:
+            return kind(config)
+        except (KafkaException, ValueError, TypeError) as exc:
+            error = exc.args[0] if exc.args else exc
+            text = error.str() if hasattr(error, "str") else str(error)
+            raise BadKafkaConfig(f"ACADEMY_CONSUMER_KAFKA_CONFIG (librdkafka): {mask_urls(text)}") from None
+
+    def admin(self):
+        if self._admin is None:
+            self._admin = self._make(AdminClient, {**self._admin_extra, **self._base})
+        return self._admin
+
+    def remaining(self):
+        """Seconds left of the bound; ``KafkaUnavailable`` once it is spent."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self.unavailable("")
+        return left
+
+    def unavailable(self, reason):
+        why = reason or self.last_error or "no answer"
+        return KafkaUnavailable(f"Kafka did not answer within {self.timeout:g} s ({mask_urls(why)}): is "
+                                f"EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS right and the broker up?")
+
+    def close(self):
+        self.consumer.close()  # never joined: no LeaveGroup, nothing committed
+
+
+def _reason(exc):
+    error = exc.args[0] if exc.args else exc
+    return error.str() if hasattr(error, "str") else str(error)
+
+
+def _timed_out(exc):
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and error.code() in (
+        KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,  # pylint: disable=protected-access
+        KafkaError.REQUEST_TIMED_OUT, KafkaError.COORDINATOR_NOT_AVAILABLE)
+
+
+def _partitions(client, topic):
+    try:
+        return preflight.check_topic(client.consumer, topic, client.remaining())
+    except preflight.NoSuchTopic as exc:
+        raise NoTopic(str(exc)) from None
+    except preflight.NotReady as exc:  # no answer within the bound, or the topic not available now
+        raise KafkaUnavailable(str(exc)) from None
+
+
+def _committed(client, topic, partitions):
+    try:
+        found = client.consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=client.remaining())
+    except KafkaException as exc:
+        if _timed_out(exc):
+            raise client.unavailable(client.last_error) from None
+        raise KafkaUnavailable(f"Kafka did not give the group's committed offsets: {mask_urls(_reason(exc))}") \
+            from None
+    committed = {}
+    for tp in found:
+        if tp.error is not None:
+            raise KafkaUnavailable(f"Kafka did not give the committed offset of {topic}[{tp.partition}]: "
+                                   f"{mask_urls(tp.error.str())}")
+        committed[tp.partition] = tp.offset if tp.offset >= 0 and tp.offset != OFFSET_INVALID else None
+    return committed
+
+
+def _watermarks(client, topic, partitions):
+    marks = {}
+    for partition in partitions:
+        try:
+            marks[partition] = client.consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                                     timeout=client.remaining())
+        except KafkaException as exc:
+            if _timed_out(exc):
+                raise client.unavailable(client.last_error) from None
+            raise KafkaUnavailable(f"Kafka did not say where {topic}[{partition}] ends: {mask_urls(_reason(exc))}") \
+                from None
+    return marks
+
+
+def _coordinator_knows(client, group_id):
+    """
+    True/False: what the coordinator says of ``group_id``; None when it cannot say (the mock: no
+    DescribeGroups; a broker refusing the describe).
+    """
+    try:
+        future = client.admin().describe_consumer_groups([group_id], request_timeout=client.remaining())[group_id]
+        description = future.result()
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        code = error.code() if isinstance(error, KafkaError) else None
+        if code == KafkaError.GROUP_ID_NOT_FOUND:
+            return False
+        if _timed_out(exc):
+            raise client.unavailable(client.last_error) from None
+        log.debug("the coordinator cannot describe group %s: %s", group_id, _reason(exc))
+        return None
+    return description.state not in _UNKNOWN_STATES
+
+
+def read_lag(topic=None, group_id=None, timeout=DEFAULT_TIMEOUT_SECONDS):
+    """
+    The ``Lag`` of ``group_id`` (default ``ACADEMY_CONSUMER_GROUP_ID``) on ``topic`` (without prefix; default
+    ``ACADEMY_EVENTS_TOPIC``; ``EVENT_BUS_TOPIC_PREFIX`` prepended, as the consumer does), read within
+    ``timeout`` seconds. Raises ``NoTopic``, ``NoGroup``, ``KafkaUnavailable``, ``BadKafkaConfig`` (an
+    empty group id or topic, an unknown librdkafka property) or ``ImproperlyConfigured`` (no event bus).
+    """
+    # .. setting_name: ACADEMY_CONSUMER_GROUP_ID
+    # .. setting_default: "academy-consumer"
+    # .. setting_description: The group whose lag is read when ``--group-id`` is not given: the one
+    #   ``consume_academy_events`` uses (see ``conf.group_id``).
+    group_id = conf.group_id() if group_id is None else group_id
+    if not str(group_id).strip():
+        raise BadKafkaConfig("the consumer group id (--group-id / ACADEMY_CONSUMER_GROUP_ID) is empty")
+    if topic is not None and not str(topic).strip():
+        raise BadKafkaConfig("--topic is empty")
+    # .. setting_name: ACADEMY_EVENTS_TOPIC
+    # .. setting_default: "enterprise-academy-lifecycle"
+    # .. setting_description: The topic whose lag is read when ``--topic`` is not given, prefixed with
+    #   ``EVENT_BUS_TOPIC_PREFIX`` by edx-event-bus-kafka's ``get_full_topic``, as ``consume_academy_events`` does.
+    full_topic = get_full_topic(topic or conf.topic())
+    client = _Client(group_id, timeout)
+    try:
+        partitions = _partitions(client, full_topic)
+        committed = _committed(client, full_topic, partitions)
+        marks = _watermarks(client, full_topic, partitions)
+        if all(committed.get(p) is None for p in partitions):
+            known = _coordinator_knows(client, group_id)
+            if not known:
+                why = ("the group coordinator does not know it" if known is False
+                       else "the broker cannot describe groups, so nothing else tells that it exists")
+                raise NoGroup(f"consumer group {group_id} does not exist: it has committed no offset on "
+                              f"{full_topic}, and {why} (check --group-id / ACADEMY_CONSUMER_GROUP_ID)")
+    finally:
+        client.close()
+    return Lag(full_topic, str(group_id),
+               tuple(PartitionLag(p, committed.get(p), marks[p][0], marks[p][1]) for p in partitions))
