@@ -1,43 +1,44 @@
 """
 A small, in-memory, Confluent-Schema-Registry-compatible HTTP server for development and tests.
 
-It implements the part of the Schema Registry REST API that
-``confluent_kafka.schema_registry.SchemaRegistryClient`` (2.x) and its Avro/JSON/Protobuf
-serializers call, with the same JSON shapes, HTTP statuses and ``error_code`` values:
+It serves only the part of the Schema Registry REST API that this project's clients call:
+confluent-kafka's ``SchemaRegistryClient`` (2.x) as its ``AvroSerializer`` (the event bus producer,
+``produce_academy_event``, the tests), its ``AvroDeserializer`` (``bench/``) and this project's
+decoder (``academy_consumer.decode``: a schema by id), preflight and consumer (the subject list) use
+it, plus the compatibility settings the tests change. The subset was taken from the code (grep) and
+from the requests a test run makes; the rest of the API (deletes, modes, contexts, metadata, schema
+references, JSON/Protobuf schemas, ...) is left out because nothing here uses it:
 
-==========================================================  ====================================
-``POST   /subjects/{subject}/versions``                      register (``?normalize=``)
-``POST   /subjects/{subject}``                               look a schema up (``?deleted=``)
-``GET    /subjects``                                         (``?deleted=&deleted_only=&subjectPrefix=``)
-``GET    /subjects/{subject}/versions``                      (``?deleted=&deleted_only=``)
-``GET    /subjects/{subject}/versions/{version|latest}``     (``?deleted=&format=``)
-``GET    /subjects/{subject}/versions/{version}/schema``     the bare schema
-``GET    /subjects/{subject}/versions/{version}/referencedby``
-``GET    /subjects/{subject}/metadata``                      latest version with metadata ``?key=&value=``
-``DELETE /subjects/{subject}``                               soft, or ``?permanent=true``
-``DELETE /subjects/{subject}/versions/{version}``            soft, or ``?permanent=true``
-``GET    /schemas/ids/{id}``                                 (``?subject=&format=`` accepted, ignored)
-``GET    /schemas/ids/{id}/subjects``, ``/versions``
-``GET    /schemas/guids/{guid}``, ``GET /schemas/types``
-``GET|PUT|DELETE /config``, ``/config/{subject}``            compatibility (``?defaultToGlobal=``)
-``GET|PUT|DELETE /mode``, ``/mode/{subject}``                READWRITE / READONLY
-``POST   /compatibility/subjects/{subject}/versions[/{v}]``  (``?verbose=``)
-``GET    /contexts``
-``POST   /associations``, ``GET /associations/resources/{namespace}/{name}``,
-``DELETE /associations/resources/{id}``
-==========================================================  ====================================
+==========================================================  ======================================
+``POST   /subjects/{subject}/versions``                      register a schema (``?normalize=``)
+``POST   /subjects/{subject}``                               look a schema up under a subject
+``GET    /subjects``                                         every subject (``?offset=&limit=``)
+``GET    /subjects/{subject}/versions``                      the subject's version numbers
+``GET    /subjects/{subject}/versions/{version|latest}``     one version (``-1`` is ``latest`` too)
+``GET    /schemas/ids/{id}``                                 a schema by its global id
+``GET    /associations/resources/{namespace}/{name}``        always ``[]``: no association is ever
+                                                             made here, so the serializers' default
+                                                             subject strategy falls back to
+                                                             ``<topic>-value``
+``GET|PUT /config``, ``/config/{subject}``                   compatibility (``?defaultToGlobal=``)
+==========================================================  ======================================
 
-Behaviour follows the real registry where it matters to clients: a schema gets one global id
-(registering the same schema again, under any subject, answers the same id); a new schema
-under a subject becomes the next version after a compatibility check (BACKWARD by default;
-Avro only, following the Avro schema-resolution rules; other schema types are accepted as
-they are); soft deletes hide versions unless ``deleted=true`` is passed, and a permanent
-delete needs a soft delete first. Errors are ``{"error_code": ..., "message": ...}`` with the
-registry's codes (40401 subject not found, 40402 version not found, 40403 schema not found,
-409 incompatible, 42201 invalid schema, ...). Unknown query parameters are ignored.
+On those endpoints it answers as the real registry does, with the same JSON shapes, HTTP statuses
+and ``{"error_code": ..., "message": ...}`` bodies that the client turns into ``SchemaRegistryError``
+(40401 subject not found, 40402 version not found, 40403 schema not found, 40408 no subject-level
+config, 409 incompatible, 42201 invalid schema, 42202 invalid version, 42203 invalid compatibility
+level, 42206 invalid offset/limit). Any other path answers 404 with ``error_code`` 404, as the real
+registry does for an unknown endpoint. Unknown query parameters are ignored; so are ``deleted``
+and ``normalize``, since nothing is ever deleted and schemas are compared in a canonical JSON form.
 
-Not implemented: authentication, schema contexts beyond the default one, exporters, the
-``format`` conversions, data-contract rules execution (rule sets are stored and returned).
+Behaviour that clients depend on: a schema gets one global id (registering the same schema again,
+under any subject and however its JSON is formatted, answers the same id); a new schema under a
+subject becomes the next version after a compatibility check (BACKWARD by default, every level of
+the real registry settable through ``/config``, following the Avro schema-resolution rules).
+
+Only Avro schemas without references, metadata or rule sets are accepted (422, 42201 otherwise):
+nothing in the project registers anything else. Not implemented either: authentication, schema
+contexts, exporters, the ``format`` conversions.
 """
 from __future__ import annotations
 
@@ -60,8 +61,6 @@ COMPATIBILITY_LEVELS = (
     "FULL",
     "FULL_TRANSITIVE",
 )
-MODES = ("READWRITE", "READONLY", "READONLY_OVERRIDE", "IMPORT")
-SCHEMA_TYPES = ("AVRO", "JSON", "PROTOBUF")
 
 
 class RegistryError(Exception):
@@ -87,6 +86,10 @@ def _version_not_found(subject, version):
 
 def _schema_not_found(what="Schema not found"):
     return RegistryError(404, 40403, what)
+
+
+def _invalid_schema(message):
+    return RegistryError(422, 42201, message)
 
 
 # ---------------------------------------------------------------------------------------
@@ -283,37 +286,14 @@ def avro_can_read(reader_schema, writer_schema) -> list[str]:
 
 
 class _Schema:
-    __slots__ = ("id", "guid", "schema", "schema_type", "references", "metadata", "rule_set")
+    """A registered schema text with its global id (and the guid 2.x clients read)."""
 
-    def __init__(self, schema_id, schema, schema_type, references, metadata, rule_set):
+    __slots__ = ("id", "guid", "schema")
+
+    def __init__(self, schema_id: int, schema: str):
         self.id = schema_id
         self.guid = str(uuid.uuid4())
         self.schema = schema
-        self.schema_type = schema_type
-        self.references = references
-        self.metadata = metadata
-        self.rule_set = rule_set
-
-    def body(self) -> dict:
-        out = {"schema": self.schema}
-        if self.schema_type != "AVRO":
-            out["schemaType"] = self.schema_type
-        if self.references:
-            out["references"] = self.references
-        if self.metadata is not None:
-            out["metadata"] = self.metadata
-        if self.rule_set is not None:
-            out["ruleSet"] = self.rule_set
-        return out
-
-
-class _Version:
-    __slots__ = ("version", "schema", "deleted")
-
-    def __init__(self, version, schema):
-        self.version = version
-        self.schema = schema
-        self.deleted = False
 
 
 def _truthy(value) -> bool:
@@ -339,71 +319,45 @@ class SchemaRegistryState:
 
     def reset(self, compatibility: str = "BACKWARD") -> None:
         with self._lock:
-            self._schemas: dict[int, _Schema] = {}
-            self._by_key: dict[tuple, _Schema] = {}
-            self._subjects: dict[str, list[_Version]] = {}
-            self._default_compatibility = compatibility
+            self._schemas: dict[int, _Schema] = {}  # global id -> schema
+            self._by_key: dict[str, _Schema] = {}  # canonical JSON -> schema
+            # subject -> its schemas, version N at index N - 1 (nothing is ever deleted)
+            self._subjects: dict[str, list[_Schema]] = {}
             self._global_config: dict = {"compatibilityLevel": compatibility}
             self._subject_config: dict[str, dict] = {}
-            self._global_mode = "READWRITE"
-            self._subject_mode: dict[str, str] = {}
-            self._associations: list[dict] = []
             self._next_id = 1
 
     # -- schema identity / validation ----------------------------------------------------
 
-    def _parse_request(self, body: dict, normalize: bool = False):
+    @staticmethod
+    def _parse_request(body) -> tuple[str, str]:
+        """``(canonical key, schema text)`` of a register/lookup body; 422/42201 when it is unusable."""
         if not isinstance(body, dict):
-            raise RegistryError(422, 42201, "Invalid schema: request body must be a JSON object")
+            raise _invalid_schema("Invalid schema: request body must be a JSON object")
         schema = body.get("schema")
         schema_type = (body.get("schemaType") or "AVRO").upper()
-        references = body.get("references") or []
-        if schema_type not in SCHEMA_TYPES:
-            raise RegistryError(422, 42201, f"Invalid schema type {schema_type}")
+        if schema_type != "AVRO":
+            raise _invalid_schema(f"Invalid schema type {schema_type}: this development registry serves Avro only")
         if not isinstance(schema, str) or not schema.strip():
-            raise RegistryError(422, 42201, "Invalid schema: 'schema' must be a non-empty string")
-        if not isinstance(references, list):
-            raise RegistryError(422, 42201, "Invalid schema: 'references' must be a list")
-        metadata = body.get("metadata")
-        rule_set = body.get("ruleSet")
-        if schema_type in ("AVRO", "JSON"):
-            try:
-                canonical = _canonical_json(schema)
-            except ValueError as exc:
-                raise RegistryError(422, 42201, f"Invalid schema {schema}, details: {exc}")
-        else:
-            canonical = schema.strip()
-        if schema_type == "AVRO":
-            self._validate_avro(schema, references)
-        norm_refs = [
-            {"name": r.get("name"), "subject": r.get("subject"), "version": r.get("version")} for r in references
-        ]
-        key = (
-            schema_type,
-            canonical,
-            json.dumps(norm_refs, sort_keys=True),
-            json.dumps(metadata, sort_keys=True),
-            json.dumps(rule_set, sort_keys=True),
-        )
-        return key, schema, schema_type, norm_refs, metadata, rule_set
-
-    def _validate_avro(self, schema: str, references: list) -> None:
+            raise _invalid_schema("Invalid schema: 'schema' must be a non-empty string")
+        for unsupported in ("references", "metadata", "ruleSet"):
+            if body.get(unsupported):
+                raise _invalid_schema(f"Invalid schema: '{unsupported}' is not supported by this development registry")
         try:
-            import fastavro
+            canonical = _canonical_json(schema)
+        except ValueError as exc:
+            raise _invalid_schema(f"Invalid schema {schema}, details: {exc}")
+        try:
+            import fastavro  # pylint: disable=import-outside-toplevel
         except ImportError:  # pragma: no cover - fastavro comes with confluent-kafka[avro]
-            return
-        named: dict = {}
+            return canonical, schema
         try:
-            for ref in references:
-                ref_schema = self._version_of(ref.get("subject"), ref.get("version"), deleted=True).schema
-                fastavro.parse_schema(json.loads(ref_schema.schema), named_schemas=named)
-            fastavro.parse_schema(json.loads(schema), named_schemas=named)
-        except RegistryError as exc:
-            raise RegistryError(422, 42201, f"Invalid schema: reference not found: {exc.message}")
+            fastavro.parse_schema(json.loads(schema), named_schemas={})
         except Exception as exc:
-            raise RegistryError(422, 42201, f"Invalid schema {schema}, details: {exc}")
+            raise _invalid_schema(f"Invalid schema {schema}, details: {exc}")
+        return canonical, schema
 
-    # -- config / mode -------------------------------------------------------------------
+    # -- config --------------------------------------------------------------------------
 
     def compatibility_of(self, subject: str) -> str:
         with self._lock:
@@ -445,65 +399,19 @@ class SchemaRegistryState:
                 answer["compatibility"] = level
             return answer
 
-    def delete_config(self, subject: str | None) -> dict:
-        with self._lock:
-            if subject is None:
-                previous = dict(self._global_config)
-                self._global_config = {"compatibilityLevel": self._default_compatibility}
-                return previous
-            if subject not in self._subject_config:
-                if subject not in self._subjects:
-                    raise _subject_not_found(subject)
-                return dict(self._global_config)
-            return self._subject_config.pop(subject)
-
-    def get_mode(self, subject: str | None, default_to_global: bool = True) -> dict:
-        with self._lock:
-            if subject is None:
-                return {"mode": self._global_mode}
-            if subject in self._subject_mode:
-                return {"mode": self._subject_mode[subject]}
-            if default_to_global:
-                return {"mode": self._global_mode}
-            raise RegistryError(404, 40409, f"Subject '{subject}' does not have subject-level mode configured")
-
-    def set_mode(self, subject: str | None, body: dict) -> dict:
-        mode = str((body or {}).get("mode", "")).upper()
-        if mode not in MODES:
-            raise RegistryError(422, 42204, f"Invalid mode. Valid values are {MODES}")
-        with self._lock:
-            if subject is None:
-                self._global_mode = mode
-            else:
-                self._subject_mode[subject] = mode
-        return {"mode": mode}
-
-    def delete_mode(self, subject: str) -> dict:
-        with self._lock:
-            previous = self._subject_mode.pop(subject, None)
-            return {"mode": previous or self._global_mode}
-
-    def _check_writable(self, subject: str) -> None:
-        mode = self._subject_mode.get(subject, self._global_mode)
-        if mode in ("READONLY", "READONLY_OVERRIDE"):
-            raise RegistryError(422, 42205, f"Subject {subject} is in read-only mode")
-
     # -- subjects / versions -------------------------------------------------------------
 
-    def _versions(self, subject: str, deleted: bool = False) -> list[_Version]:
-        versions = self._subjects.get(subject) or []
-        return [v for v in versions if deleted or not v.deleted]
+    def _versions(self, subject: str) -> list[_Schema]:
+        versions = self._subjects.get(subject)
+        if not versions:
+            raise _subject_not_found(subject)
+        return versions
 
-    def _version_of(self, subject, version, deleted: bool = False) -> _Version:
+    def _version_of(self, subject: str, version) -> tuple[int, _Schema]:
         with self._lock:
-            if subject not in self._subjects:
-                raise _subject_not_found(subject)
-            all_versions = self._subjects[subject]
-            visible = self._versions(subject, deleted)
+            versions = self._versions(subject)
             if str(version) in ("latest", "-1"):
-                if not visible:
-                    raise _subject_not_found(subject)
-                return visible[-1]
+                return len(versions), versions[-1]
             try:
                 number = int(version)
             except (TypeError, ValueError):
@@ -515,55 +423,42 @@ class SchemaRegistryState:
                 )
             if number < 1:
                 raise RegistryError(422, 42202, f"The specified version '{version}' is not a valid version id.")
-            for v in all_versions:
-                if v.version == number and (deleted or not v.deleted):
-                    return v
-            if not visible and not deleted:
-                raise _subject_not_found(subject)
-            raise _version_not_found(subject, number)
+            if number > len(versions):
+                raise _version_not_found(subject, number)
+            return number, versions[number - 1]
 
-    def _registered_body(self, subject: str, version: _Version) -> dict:
-        out = {"subject": subject, "version": version.version, "id": version.schema.id, "guid": version.schema.guid}
-        out.update(version.schema.body())
-        return out
+    @staticmethod
+    def _registered_body(subject: str, number: int, schema: _Schema) -> dict:
+        return {"subject": subject, "version": number, "id": schema.id, "guid": schema.guid, "schema": schema.schema}
 
-    def compatibility_problems(self, subject: str, candidate_schema: str, schema_type: str, against=None) -> list[str]:
+    def compatibility_problems(self, subject: str, candidate_schema: str) -> list[str]:
         """Why ``candidate_schema`` breaks the subject's compatibility level ([] if it does not)."""
-        if schema_type != "AVRO":
-            return []
         level = self.compatibility_of(subject)
         if level == "NONE":
             return []
-        existing = [v for v in self._versions(subject) if v.schema.schema_type == "AVRO"]
-        if against is not None:
-            existing = [against]
-        elif not level.endswith("_TRANSITIVE"):
+        existing = list(enumerate(self._subjects.get(subject) or [], start=1))
+        if not level.endswith("_TRANSITIVE"):
             existing = existing[-1:]
         new = json.loads(candidate_schema)
         problems = []
-        for old_version in existing:
-            old = json.loads(old_version.schema.schema)
+        for number, old_schema in existing:
+            old = json.loads(old_schema.schema)
             if level.startswith(("BACKWARD", "FULL")):
                 for p in avro_can_read(new, old):
-                    problems.append(f"BACKWARD vs version {old_version.version}: {p}")
+                    problems.append(f"BACKWARD vs version {number}: {p}")
             if level.startswith(("FORWARD", "FULL")):
                 for p in avro_can_read(old, new):
-                    problems.append(f"FORWARD vs version {old_version.version}: {p}")
+                    problems.append(f"FORWARD vs version {number}: {p}")
         return problems
 
-    def register(self, subject: str, body: dict, normalize: bool = False) -> dict:
-        key, schema, schema_type, refs, metadata, rule_set = self._parse_request(body, normalize)
+    def register(self, subject: str, body: dict) -> dict:
+        key, schema = self._parse_request(body)
         with self._lock:
             existing = self._by_key.get(key)
-            for version in self._versions(subject):
-                if version.schema is existing:
-                    return {"id": existing.id, "version": version.version, "guid": existing.guid}
-            self._check_writable(subject)
-            if body.get("id") is not None and existing is None:
-                requested = int(body["id"])
-                if requested in self._schemas:
-                    raise RegistryError(422, 42207, f"Schema id {requested} is already in use")
-            problems = self.compatibility_problems(subject, schema, schema_type)
+            versions = self._subjects.get(subject) or []
+            if existing is not None and existing in versions:
+                return {"id": existing.id, "version": versions.index(existing) + 1, "guid": existing.guid}
+            problems = self.compatibility_problems(subject, schema)
             if problems:
                 raise RegistryError(
                     409,
@@ -572,255 +467,48 @@ class SchemaRegistryState:
                     f"\"{subject}\", details: " + "; ".join(problems),
                 )
             if existing is None:
-                schema_id = int(body["id"]) if body.get("id") is not None else self._next_id
-                existing = _Schema(schema_id, schema, schema_type, refs, metadata, rule_set)
-                self._schemas[schema_id] = existing
+                existing = _Schema(self._next_id, schema)
+                self._schemas[existing.id] = existing
                 self._by_key[key] = existing
-                self._next_id = max(self._next_id, schema_id + 1)
-            versions = self._subjects.setdefault(subject, [])
-            number = int(body["version"]) if body.get("version") else (versions[-1].version + 1 if versions else 1)
-            versions.append(_Version(number, existing))
-            return {"id": existing.id, "version": number, "guid": existing.guid}
+                self._next_id += 1
+            self._subjects.setdefault(subject, []).append(existing)
+            return {"id": existing.id, "version": len(self._subjects[subject]), "guid": existing.guid}
 
-    def lookup(self, subject: str, body: dict, deleted: bool = False, normalize: bool = False) -> dict:
-        key = self._parse_request(body, normalize)[0]
+    def lookup(self, subject: str, body: dict) -> dict:
+        key = self._parse_request(body)[0]
         with self._lock:
-            if subject not in self._subjects or not self._versions(subject, deleted):
-                raise _subject_not_found(subject)
+            versions = self._versions(subject)
             target = self._by_key.get(key)
-            for version in reversed(self._versions(subject, deleted)):
-                if version.schema is target:
-                    return self._registered_body(subject, version)
-            raise _schema_not_found()
+            if target is None or target not in versions:
+                raise _schema_not_found()
+            return self._registered_body(subject, versions.index(target) + 1, target)
 
     def subjects(self, query: dict) -> list[str]:
-        deleted = _truthy(query.get("deleted", "false"))
-        deleted_only = _truthy(query.get("deleted_only", "false"))
-        prefix = query.get("subjectPrefix") or ""
         with self._lock:
-            names = []
-            for name, versions in self._subjects.items():
-                if not name.startswith(prefix):
-                    continue
-                live = any(not v.deleted for v in versions)
-                dead = any(v.deleted for v in versions)
-                if (deleted_only and dead) or (not deleted_only and (live or (deleted and dead))):
-                    names.append(name)
-        return _paginate(sorted(names), query)
+            names = sorted(self._subjects)
+        return _paginate(names, query)
 
     def versions(self, subject: str, query: dict) -> list[int]:
-        deleted = _truthy(query.get("deleted", "false"))
-        deleted_only = _truthy(query.get("deleted_only", "false"))
         with self._lock:
-            if subject not in self._subjects:
-                raise _subject_not_found(subject)
-            if deleted_only:
-                numbers = [v.version for v in self._subjects[subject] if v.deleted]
-            else:
-                numbers = [v.version for v in self._versions(subject, deleted)]
-            if not numbers and not deleted_only:
-                raise _subject_not_found(subject)
+            numbers = list(range(1, len(self._versions(subject)) + 1))
         return _paginate(numbers, query)
 
-    def get_version(self, subject: str, version: str, deleted: bool = False) -> dict:
+    def get_version(self, subject: str, version: str) -> dict:
         with self._lock:
-            return self._registered_body(subject, self._version_of(subject, version, deleted))
-
-    def latest_with_metadata(self, subject: str, keys: list, values: list, deleted: bool = False) -> dict:
-        wanted = dict(zip(keys, values))
-        with self._lock:
-            if subject not in self._subjects:
-                raise _subject_not_found(subject)
-            for version in reversed(self._versions(subject, deleted)):
-                props = ((version.schema.metadata or {}).get("properties") or {})
-                if all(props.get(k) == v for k, v in wanted.items()):
-                    return self._registered_body(subject, version)
-        raise _schema_not_found(f"Schema with metadata {wanted} not found in subject '{subject}'")
-
-    def referenced_by(self, subject: str, version: str) -> list[int]:
-        with self._lock:
-            target = self._version_of(subject, version)
-            ids = []
-            for schema in self._schemas.values():
-                for ref in schema.references:
-                    if ref.get("subject") == subject and ref.get("version") == target.version:
-                        ids.append(schema.id)
-            return sorted(set(ids))
-
-    def delete_subject(self, subject: str, permanent: bool = False) -> list[int]:
-        with self._lock:
-            versions = self._subjects.get(subject)
-            if not versions:
-                raise _subject_not_found(subject)
-            self._check_writable(subject)
-            if permanent:
-                live = [v.version for v in versions if not v.deleted]
-                if live:
-                    raise RegistryError(
-                        404, 40405, f"Subject '{subject}' was not deleted first before being permanently deleted"
-                    )
-                numbers = [v.version for v in versions]
-                del self._subjects[subject]
-                self._subject_config.pop(subject, None)
-                self._subject_mode.pop(subject, None)
-                self._drop_unreferenced()
-                return numbers
-            live = [v for v in versions if not v.deleted]
-            if not live:
-                raise RegistryError(
-                    404, 40404, f"Subject '{subject}' was soft deleted.Set permanent=true to delete permanently"
-                )
-            for v in live:
-                v.deleted = True
-            return [v.version for v in live]
-
-    def delete_version(self, subject: str, version: str, permanent: bool = False) -> int:
-        with self._lock:
-            target = self._version_of(subject, version, deleted=permanent)
-            self._check_writable(subject)
-            if permanent:
-                if not target.deleted:
-                    raise RegistryError(
-                        404,
-                        40407,
-                        f"Subject '{subject}' Version {target.version} was not deleted first before being "
-                        "permanently deleted",
-                    )
-                self._subjects[subject].remove(target)
-                if not self._subjects[subject]:
-                    del self._subjects[subject]
-                self._drop_unreferenced()
-            else:
-                target.deleted = True
-            return target.version
-
-    def _drop_unreferenced(self) -> None:
-        used = {id(v.schema) for versions in self._subjects.values() for v in versions}
-        for key, schema in list(self._by_key.items()):
-            if id(schema) not in used:
-                del self._by_key[key]
-                del self._schemas[schema.id]
+            return self._registered_body(subject, *self._version_of(subject, version))
 
     # -- schemas by id -------------------------------------------------------------------
 
     def schema_by_id(self, schema_id: str) -> dict:
-        with self._lock:
-            schema = self._schema(schema_id)
-            out = schema.body()
-            out["guid"] = schema.guid
-            return out
-
-    def _schema(self, schema_id) -> _Schema:
         try:
             number = int(schema_id)
         except (TypeError, ValueError):
             raise _schema_not_found(f"Schema {schema_id} not found")
-        schema = self._schemas.get(number)
+        with self._lock:
+            schema = self._schemas.get(number)
         if schema is None:
             raise _schema_not_found(f"Schema {number} not found")
-        return schema
-
-    def schema_by_guid(self, guid: str) -> dict:
-        with self._lock:
-            for schema in self._schemas.values():
-                if schema.guid == guid:
-                    out = schema.body()
-                    out["id"] = schema.id
-                    out["guid"] = schema.guid
-                    return out
-        raise _schema_not_found(f"Schema {guid} not found")
-
-    def subject_versions_of(self, schema_id: str, query: dict) -> list[dict]:
-        deleted = _truthy(query.get("deleted", "false"))
-        only = query.get("subject")
-        with self._lock:
-            schema = self._schema(schema_id)
-            out = [
-                {"subject": name, "version": v.version}
-                for name, versions in sorted(self._subjects.items())
-                for v in versions
-                if v.schema is schema and (deleted or not v.deleted) and (only is None or name == only)
-            ]
-        return _paginate(out, query)
-
-    # -- associations --------------------------------------------------------------------
-
-    def create_associations(self, body: dict) -> dict:
-        if not isinstance(body, dict):
-            raise RegistryError(422, 42212, "Invalid association request")
-        name = body.get("resourceName")
-        namespace = body.get("resourceNamespace") or "-"
-        resource_id = body.get("resourceId") or f"{namespace}:{name}"
-        resource_type = body.get("resourceType") or "topic"
-        created = []
-        with self._lock:
-            for info in body.get("associations") or []:
-                subject = info.get("subject")
-                association_type = info.get("associationType") or "value"
-                if not subject:
-                    raise RegistryError(422, 42212, "Association needs a subject")
-                if info.get("schema"):
-                    self.register(subject, info["schema"], _truthy(info.get("normalize", False)))
-                record = {
-                    "subject": subject,
-                    "guid": str(uuid.uuid4()),
-                    "resourceName": name,
-                    "resourceNamespace": namespace,
-                    "resourceId": resource_id,
-                    "resourceType": resource_type,
-                    "associationType": association_type,
-                    "lifecycle": info.get("lifecycle") or "STRONG",
-                    "frozen": bool(info.get("frozen", False)),
-                }
-                self._associations = [
-                    a
-                    for a in self._associations
-                    if not (a["resourceId"] == resource_id and a["associationType"] == association_type)
-                ]
-                self._associations.append(record)
-                created.append(
-                    {
-                        "subject": subject,
-                        "associationType": association_type,
-                        "lifecycle": record["lifecycle"],
-                        "frozen": record["frozen"],
-                    }
-                )
-        return {
-            "resourceName": name,
-            "resourceNamespace": namespace,
-            "resourceId": resource_id,
-            "resourceType": resource_type,
-            "associations": created,
-        }
-
-    def associations_for(self, namespace: str, name: str, query: dict, multi: dict) -> list[dict]:
-        resource_type = query.get("resourceType")
-        types = multi.get("associationType") or []
-        with self._lock:
-            found = [
-                dict(a)
-                for a in self._associations
-                if a["resourceName"] == name
-                and (namespace in ("-", "*") or a["resourceNamespace"] in (namespace, "-"))
-                and (resource_type is None or a["resourceType"] == resource_type)
-                and (not types or a["associationType"] in types)
-            ]
-        return _paginate(found, query)
-
-    def delete_associations(self, resource_id: str, query: dict, multi: dict) -> None:
-        types = multi.get("associationType") or []
-        resource_type = query.get("resourceType")
-        with self._lock:
-            self._associations = [
-                a
-                for a in self._associations
-                if not (
-                    a["resourceId"] == resource_id
-                    and (resource_type is None or a["resourceType"] == resource_type)
-                    and (not types or a["associationType"] in types)
-                )
-            ]
+        return {"schema": schema.schema, "guid": schema.guid}
 
 
 # ---------------------------------------------------------------------------------------
@@ -861,7 +549,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PUT(self):
         self._dispatch("PUT")
 
-    def do_DELETE(self):
+    def do_DELETE(self):  # nothing is deleted here, but the answer is the registry's JSON 404, not a 501
         self._dispatch("DELETE")
 
     def _send(self, status: int, payload) -> None:
@@ -886,12 +574,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         try:
             parts = urlsplit(self.path)
-            multi = parse_qs(parts.query, keep_blank_values=True)
-            query = {k: v[-1] for k, v in multi.items()}
+            query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
             # Split before unquoting: subjects may contain an encoded '/'.
             segments = [unquote(s) for s in parts.path.split("/") if s]
             body = self._read_body() if method in ("POST", "PUT") else None
-            status, payload = _route(self.server.state, method, segments, query, multi, body)
+            status, payload = _route(self.server.state, method, segments, query, body)
         except RegistryError as exc:
             status, payload = exc.status, exc.body()
         except Exception as exc:  # pragma: no cover - a bug in this server
@@ -899,107 +586,34 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, payload)
 
 
-def _bare_schema(registered: dict):
-    """The schema itself, as the ``.../schema`` endpoints answer it (JSON when it is JSON)."""
-    if registered.get("schemaType", "AVRO") in ("AVRO", "JSON"):
-        return json.loads(registered["schema"])
-    return registered["schema"]
-
-
-def _route(state: SchemaRegistryState, method: str, seg: list, query: dict, multi: dict, body):
-    """Map (method, path segments) to a state call; returns (status, payload)."""
+def _route(state: SchemaRegistryState, method: str, seg: list, query: dict, body):
+    """Map (method, path segments) to a state call; returns (status, payload). See the module docstring."""
     n = len(seg)
     head = seg[0] if seg else ""
-    deleted = _truthy(query.get("deleted", "false"))
-    permanent = _truthy(query.get("permanent", "false"))
-    normalize = _truthy(query.get("normalize", "false"))
-
-    if n == 0:
-        if method == "GET":
-            return 200, {}
-    elif head == "subjects":
+    if head == "subjects":
         if n == 1 and method == "GET":
             return 200, state.subjects(query)
-        if n == 2:
-            subject = seg[1]
-            if method == "POST":
-                return 200, state.lookup(subject, body, deleted=deleted, normalize=normalize)
-            if method == "DELETE":
-                return 200, state.delete_subject(subject, permanent)
-        if n >= 3 and seg[2] == "versions":
-            subject = seg[1]
+        if n == 2 and method == "POST":
+            return 200, state.lookup(seg[1], body)
+        if n in (3, 4) and seg[2] == "versions":
             if n == 3 and method == "GET":
-                return 200, state.versions(subject, query)
+                return 200, state.versions(seg[1], query)
             if n == 3 and method == "POST":
-                return 200, state.register(subject, body, normalize)
+                return 200, state.register(seg[1], body)
             if n == 4 and method == "GET":
-                return 200, state.get_version(subject, seg[3], deleted)
-            if n == 4 and method == "DELETE":
-                return 200, state.delete_version(subject, seg[3], permanent)
-            if n == 5 and seg[4] == "schema" and method == "GET":
-                return 200, _bare_schema(state.get_version(subject, seg[3], deleted))
-            if n == 5 and seg[4] == "referencedby" and method == "GET":
-                return 200, _paginate(state.referenced_by(seg[1], seg[3]), query)
-        if n == 3 and seg[2] == "metadata" and method == "GET":
-            return 200, state.latest_with_metadata(
-                seg[1], multi.get("key", []), multi.get("value", []), deleted
-            )
+                return 200, state.get_version(seg[1], seg[3])
     elif head == "schemas":
-        if n == 2 and seg[1] == "types" and method == "GET":
-            return 200, list(SCHEMA_TYPES)
-        if n >= 3 and seg[1] == "ids" and method == "GET":
-            if n == 3:
-                return 200, state.schema_by_id(seg[2])
-            if n == 4 and seg[3] == "schema":
-                return 200, _bare_schema(state.schema_by_id(seg[2]))
-            if n == 4 and seg[3] == "subjects":
-                return 200, sorted({sv["subject"] for sv in state.subject_versions_of(seg[2], query)})
-            if n == 4 and seg[3] == "versions":
-                return 200, state.subject_versions_of(seg[2], query)
-        if n == 3 and seg[1] == "guids" and method == "GET":
-            return 200, state.schema_by_guid(seg[2])
+        if n == 3 and seg[1] == "ids" and method == "GET":
+            return 200, state.schema_by_id(seg[2])
     elif head == "config" and n in (1, 2):
         subject = seg[1] if n == 2 else None
         if method == "GET":
             return 200, state.get_config(subject, _truthy(query.get("defaultToGlobal", "false")))
         if method == "PUT":
             return 200, state.set_config(subject, body)
-        if method == "DELETE":
-            return 200, state.delete_config(subject)
-    elif head == "mode" and n in (1, 2):
-        subject = seg[1] if n == 2 else None
-        if method == "GET":
-            return 200, state.get_mode(subject, _truthy(query.get("defaultToGlobal", "true")))
-        if method == "PUT":
-            return 200, state.set_mode(subject, body)
-        if method == "DELETE" and subject is not None:
-            return 200, state.delete_mode(subject)
-    elif head == "compatibility" and n >= 4 and seg[1] == "subjects" and seg[3] == "versions" and method == "POST":
-        subject = seg[2]
-        _, schema, schema_type, *_rest = state._parse_request(body, normalize)
-        against = None
-        if n == 5:
-            try:
-                against = state._version_of(subject, seg[4])
-            except RegistryError as exc:
-                if exc.error_code == 40401 and seg[4] in ("latest", "-1"):
-                    return 200, {"is_compatible": True}
-                raise
-        problems = state.compatibility_problems(subject, schema, schema_type, against=against)
-        answer = {"is_compatible": not problems}
-        if _truthy(query.get("verbose", "false")):
-            answer["messages"] = problems
-        return 200, answer
-    elif head == "contexts" and n == 1 and method == "GET":
-        return 200, ["."]
     elif head == "associations":
-        if n == 1 and method == "POST":
-            return 200, state.create_associations(body)
         if n == 4 and seg[1] == "resources" and method == "GET":
-            return 200, state.associations_for(seg[2], seg[3], query, multi)
-        if n == 3 and seg[1] == "resources" and method == "DELETE":
-            state.delete_associations(seg[2], query, multi)
-            return 204, None
+            return 200, []  # no association is ever created here
     raise RegistryError(404, 404, "HTTP 404 Not Found")
 
 
