@@ -24,7 +24,8 @@ SETTING_NAMES = (
     "ACADEMY_CONSUMER_GROUP_INSTANCE_ID", "ACADEMY_CONSUMER_BATCH_SIZE", "ACADEMY_CONSUMER_BATCH_WAIT_SECONDS",
     "ACADEMY_CONSUMER_RETRY_MAX_SECONDS", "ACADEMY_CONSUMER_KAFKA_CONFIG", "ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS",
     "ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS", "ACADEMY_CONSUMER_MAX_FUTURE_SECONDS",
-    "ACADEMY_MAX_INPUT_BYTES",
+    "ACADEMY_MAX_INPUT_BYTES", "ACADEMY_CONSUMER_METRICS_PORT", "ACADEMY_CONSUMER_METRICS_HOST",
+    "ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS",
 )
 
 
@@ -178,9 +179,34 @@ def max_input_bytes():
     return _number("ACADEMY_MAX_INPUT_BYTES", 256 * 1024 * 1024, int, 1, 2**40)
 
 
+# .. setting_name: ACADEMY_CONSUMER_METRICS_PORT
+# .. setting_default: None (no metrics server)
+# .. setting_description: TCP port on which ``consume_academy_events`` serves ``/metrics`` (Prometheus text
+#   format), ``/healthz`` and ``/readyz``; ``--metrics-port`` overrides it. 0 picks a free port (logged).
+def metrics_port():
+    value = _raw("ACADEMY_CONSUMER_METRICS_PORT", None)
+    return None if value is None else _number("ACADEMY_CONSUMER_METRICS_PORT", None, int, 0, 65535)
+
+
+# .. setting_name: ACADEMY_CONSUMER_METRICS_HOST
+# .. setting_default: "127.0.0.1"
+# .. setting_description: Address the metrics server listens on. Only this host by default: set ``0.0.0.0``
+#   (or the pod address) for a Prometheus scraper or a Kubernetes probe from outside the container.
+def metrics_host():
+    return str(_raw("ACADEMY_CONSUMER_METRICS_HOST", "127.0.0.1")).strip()
+
+
+# .. setting_name: ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS
+# .. setting_default: 300
+# .. setting_description: ``/healthz`` answers 503 once the consumer has been retrying one batch (database or
+#   dead-letter topic unreachable, ...) for longer than this, and 200 again once the batch went through.
+def unhealthy_after_seconds():
+    return _number("ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS", 300.0, float, 0.0, 86400.0)
+
+
 def check_all():
     """Read every setting above once, so that a bad value fails at start, in one line, not mid-run."""
     for accessor in (topic, dlq_topic, group_id, group_instance_id, batch_size, batch_wait_seconds,
                      retry_max_seconds, kafka_config, producer_flush_timeout, max_consecutive_dead_letters,
-                     max_future_seconds, max_input_bytes):
+                     max_future_seconds, max_input_bytes, metrics_port, metrics_host, unhealthy_after_seconds):
         accessor()

@@ -275,6 +275,9 @@ EVENT_BUS_KAFKA_API_SECRET = env("EVENT_BUS_KAFKA_API_SECRET")
 # .. setting_default: None
 # .. setting_description: Environment prefix of every topic name (``<prefix>-<topic>``), as in edx-event-bus-kafka.
 EVENT_BUS_TOPIC_PREFIX = env("EVENT_BUS_TOPIC_PREFIX")
+# edx-event-bus-kafka's consumer kill switch (its ``.. toggle_name:`` annotation documents it; default on):
+# off, ``consume_academy_events`` says so in one line and exits 0 without consuming, like ``consume_events``.
+EVENT_BUS_KAFKA_CONSUMERS_ENABLED = env_bool("EVENT_BUS_KAFKA_CONSUMERS_ENABLED", True)
 
 # academy-consumer's own settings, as the environment spells them: academy_consumer/conf.py documents each,
 # holds its default, and converts and checks its value where it is read.
