@@ -54,7 +54,7 @@ from django.db import DatabaseError, close_old_connections, connections, transac
 # major version may move or rename them.
 from edx_event_bus_kafka.internal.config import get_full_topic, get_schema_registry_client, load_common_settings
 
-from academy_consumer import conf, dlq, preflight, replay
+from academy_consumer import conf, dlq, monitoring, preflight, replay
 from academy_consumer.apply import ERRORS, SKIPPED
 from academy_consumer.apply_batch import apply_changes
 from academy_consumer.decode import Decoder, Rejection
@@ -73,6 +73,7 @@ COMMIT_RETRIES = 5
 WAITING_LOG_SECONDS = 30.0  # how often "waiting for a partition assignment" is logged
 KAFKA_LOG_SECONDS = 30.0  # one librdkafka line per distinct error per this many seconds
 PREFLIGHT_TIMEOUT_SECONDS = 10.0  # longest the start-up checks wait for Kafka and the registry
+LAG_SECONDS = 1.0  # how often the lag gauges are brought up to date
 
 
 class _OncePer(logging.Filter):
@@ -151,7 +152,7 @@ class AcademyEventConsumer:
     """Consume the academy topic in batches; see the module docstring for the guarantees."""
 
     def __init__(self, topic=None, group_id=None, *, start=None, batch_size=None, batch_wait=None,
-                 max_events=None, until_idle=None):
+                 max_events=None, until_idle=None, metrics_address=None):
         self.start = start or Start()
         self.batch_size = batch_size or conf.batch_size()
         self.batch_wait = conf.batch_wait_seconds() if batch_wait is None else batch_wait
@@ -170,6 +171,12 @@ class AcademyEventConsumer:
         self._registry_has_academy_subjects = False
         self._uncommitted = {}  # (topic, partition) -> offset after the newest applied event, until committed
         self._commit_failures = 0
+        self._committed = {}  # partition -> the group's committed offset, as far as this run knows it
+        self._lag_updated = -math.inf
+        self._lag_left = None  # the total lag at the last update (None: not known yet)
+        self._newest_applied = None  # the newest ce_time applied by the batch in hand
+        self.metrics_address = metrics_address  # (host, port) to serve /metrics, /healthz, /readyz on, or None
+        self.metrics_server = None
         _check_configured()
         self.group_id = conf.group_id() if group_id is None else group_id
         if not str(self.group_id).strip():
@@ -190,6 +197,10 @@ class AcademyEventConsumer:
             raise BadKafkaConfig(f"the dead-letter topic is the consumed topic {self.full_topic}: every dead "
                                  f"letter would be read again (check ACADEMY_EVENTS_DLQ_TOPIC)")
         self.consumer = self._create_consumer()
+        self.monitor = monitoring.Monitor(
+            self.full_topic, unhealthy_after=conf.unhealthy_after_seconds(),
+            max_poll_interval_ms=float(conf.kafka_config().get("max.poll.interval.ms",
+                                                               monitoring.DEFAULT_MAX_POLL_INTERVAL_MS)))
         # A dead letter is as large as the event it copies, which the broker took (librdkafka's default 1 MB
         # client-side limit would refuse it): let the broker judge the size.
         self.dlq_producer = kafka_client(Producer, {
@@ -241,6 +252,7 @@ class AcademyEventConsumer:
             if partition.partition in self._start_offsets:
                 partition.offset = self._start_offsets.pop(partition.partition)
         consumer.assign(partitions)
+        self.monitor.assigned(p.partition for p in partitions)
         self._waiting_since = None
         self._last_activity = time.monotonic()
         log.info("assigned %s", [(p.partition, p.offset) for p in partitions])
@@ -257,6 +269,9 @@ class AcademyEventConsumer:
                             "applied again (harmless)", [(o.partition, o.offset) for o in pending], exc)
             for key in revoked:
                 self._uncommitted.pop(key, None)
+        for _, partition in revoked:
+            self._committed.pop(partition, None)
+        self.monitor.revoked([p.partition for p in partitions])
         self._waiting_since = (time.monotonic(), datetime.datetime.now(datetime.timezone.utc))
         log.info("revoked %s", [p.partition for p in partitions])
 
@@ -268,7 +283,12 @@ class AcademyEventConsumer:
 
     def run(self):
         """Consume until stopped, idle for ``until_idle`` seconds, or ``max_events`` handled. Returns stats."""
+        stopped = "stopped"
         try:
+            if self.metrics_address is not None:
+                self.metrics_server = monitoring.serve(self.monitor, *self.metrics_address)
+                host, port = self.metrics_server.server_address[:2]
+                log.info("metrics on http://%s:%d/metrics (and /healthz, /readyz)", host, port)
             self.check_ready()
             self.consumer.subscribe([self.full_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
             self._last_activity = time.monotonic()
@@ -279,22 +299,69 @@ class AcademyEventConsumer:
                 want = self.batch_size if self.max_events is None else min(
                     self.batch_size, self.max_events - self.stats.events)
                 messages = self._poll(want)
+                self.monitor.polled()
                 now = time.monotonic()
                 if messages:
                     self._last_activity = now
-                    self._process_batch(messages)
+                    with monitoring.function_trace("academy_consumer.batch"):
+                        self._process_batch(messages)
+                    self._report_lag(now)
                     continue
                 self._commit_uncommitted()  # commits that failed earlier (no-op when there are none)
+                self._report_lag(now)
                 if self._waiting_since is not None:
                     self._log_waiting(now)
                 elif self.until_idle is not None and now - self._last_activity >= self.until_idle:
                     log.info("idle for %.1f s: stopping", self.until_idle)
                     break
             self._commit_before_exit()
+        except BaseException as exc:
+            stopped = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, Exception):
+                monitoring.record_exception()  # (a fatal error, for the host's monitoring)
+            raise
         finally:
+            self.monitor.stopped(stopped)
             self.consumer.close()
             self.dlq_producer.flush(10)
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
+                self.metrics_server.server_close()
         return self.stats
+
+    def _report_lag(self, now):
+        """Bring the lag gauges up to date (at most every ``LAG_SECONDS``) and log progress when it is due."""
+        if now - self._lag_updated >= LAG_SECONDS:
+            self._lag_updated = now
+            self._lag_left = self._lag()
+        self.monitor.progress(self._lag_left)
+
+    def _lag(self):
+        """
+        The total lag of the assigned partitions (end offset minus the group's committed offset, or minus the
+        low watermark where the group committed nothing), and the per-partition gauges; None when unknown.
+        End offsets are the client's cached high watermarks (updated by every fetch: no request); a committed
+        offset this run did not commit itself is asked of the coordinator once.
+        """
+        try:
+            assigned = [p.partition for p in self.consumer.assignment()]
+            unknown = [TopicPartition(self.full_topic, p) for p in assigned if p not in self._committed]
+            if unknown:
+                for found in self.consumer.committed(unknown, timeout=2):
+                    self._committed[found.partition] = found.offset if found.offset >= 0 else None
+            lags = {}
+            for partition in assigned:
+                low, high = self.consumer.get_watermark_offsets(TopicPartition(self.full_topic, partition),
+                                                                cached=True)
+                if high < 0:
+                    continue  # nothing fetched from this partition yet
+                committed = self._committed.get(partition)
+                lags[partition] = max(0, high - (committed if committed is not None else max(low, 0)))
+        except KafkaException as exc:  # (the coordinator did not answer in time: next time)
+            log.debug("lag not known now: %s", exc)
+            return self._lag_left
+        self.monitor.lag(lags)
+        return sum(lags.values()) if len(lags) == len(assigned) else None
 
     def _log_waiting(self, now):
         """Waiting for an assignment is never fatal (a rebalance can last a session timeout): say so every 30 s."""
@@ -335,6 +402,7 @@ class AcademyEventConsumer:
                 self._dead_run = self._pending_dead_run  # counted once, when the batch went through
                 break
             except TransientError as exc:
+                self.monitor.retrying(" ".join(str(exc).split())[:300])
                 attempt += 1
                 delay = min(conf.retry_max_seconds(), 0.2 * 2 ** min(attempt, 10))
                 log.warning("batch of %d events not applied (%s); retry %d in %.1f s",
@@ -346,8 +414,9 @@ class AcademyEventConsumer:
                 time.sleep(delay)
         for letter in dead:
             message = letter.message
-            log.warning("dead-lettered %s[%d]@%d: %s: %s", message.topic(), message.partition(), message.offset(),
-                        type(letter.error).__name__, letter.error)
+            log.warning("dead-lettered %s[%d]@%d (ce_id %s, academy %s): %s: %s", message.topic(),
+                        message.partition(), message.offset(), dlq.header_text(message, "ce_id"),
+                        letter.academy or "-", type(letter.error).__name__, letter.error)
         batch = Stats()
         for outcome in outcomes:
             batch.add(outcome)
@@ -360,7 +429,10 @@ class AcademyEventConsumer:
         self.stats.batches += 1
         # Logged before the commit: a crash between the two re-reads a logged batch (harmless), never
         # commits one that no line shows.
-        log.info("batch %s: %s (%.2f s)", _positions(messages), batch.summary(), time.monotonic() - started)
+        took = time.monotonic() - started
+        log.info("batch %s: %s (%.2f s)", _positions(messages), batch.summary(), took)
+        self.monitor.batch_done(batch.counts, dead, took, self._newest_applied)
+        monitoring.record_batch_attributes(self.full_topic, messages, batch.counts, dead, self._event_types)
         self._commit(messages)
 
     def _apply_batch(self, messages):
@@ -371,6 +443,7 @@ class AcademyEventConsumer:
         when it trips, nothing of the batch is applied, dead-lettered or committed.
         """
         decoded = []
+        self._newest_applied, self._event_types = None, set()
         for message in messages:
             result = self.decoder.decode(message)  # TransientError when the registry cannot answer
             if isinstance(result, Rejection):
@@ -392,9 +465,13 @@ class AcademyEventConsumer:
                               outcome.reason)
                     if outcome.outcome in (SKIPPED, ERRORS):
                         dead.append(DeadLetter(message, AcademyEventRejected(
-                            f"{result.event_type} for {outcome.uuid or outcome.name}: {outcome.reason}")))
+                            f"{result.event_type} for {outcome.uuid or outcome.name}: {outcome.reason}"),
+                            academy=outcome.uuid or result.who))
                     else:
                         outcomes.append(outcome.outcome)
+                        if self._newest_applied is None or result.time > self._newest_applied:
+                            self._newest_applied = result.time
+                    self._event_types.add(result.event_type)
                 self._pending_dead_run = self._breaker(messages, dead)
         except DatabaseError as exc:  # a statement, the transaction's commit, or the connection failed
             raise database_failure(exc) from exc
@@ -497,6 +574,7 @@ class AcademyEventConsumer:
             error = exc.args[0] if exc.args else None
             if error is not None and getattr(error, "fatal", lambda: False)():
                 raise FatalError(f"fatal Kafka error on commit: {error}") from exc
+            self.monitor.commit_failed()
             self._commit_failures += 1
             if self._commit_failures & (self._commit_failures - 1) == 0:  # 1st, 2nd, 4th, 8th... failure in a row
                 log.warning("offset commit failed (%s), %d time(s) in a row; retried after the next poll",
@@ -505,7 +583,11 @@ class AcademyEventConsumer:
         if self._commit_failures:
             log.info("offsets committed after %d failed attempt(s)", self._commit_failures)
         self._commit_failures = 0
+        for (topic, partition), offset in self._uncommitted.items():
+            if topic == self.full_topic:
+                self._committed[partition] = offset
         self._uncommitted.clear()
+        self.monitor.committed()
         return True
 
     def _commit_before_exit(self):

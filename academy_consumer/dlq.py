@@ -28,6 +28,7 @@ class DeadLetter:
 
     message: object  # a confluent-kafka Message (or anything with its accessors)
     error: Exception
+    academy: str | None = None  # the academy's uuid (else its title) when the event could be decoded
 
     @property
     def reason(self):
@@ -75,3 +76,12 @@ def error_message(exc):
     if text:
         return text
     return f"{type(exc).__name__} (no message)"
+
+
+def header_text(message, name, limit=100):
+    """The first ``name`` header of ``message`` as one short line of text, or ``-`` (for log lines)."""
+    for key, value in message.headers() or []:
+        if key == name:
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+            return " ".join(text.split())[:limit] or "-"
+    return "-"

@@ -1,0 +1,295 @@
+"""
+What an operator sees of a running consumer (``academy_consumer.monitoring``): ``/metrics``, ``/healthz`` and
+``/readyz`` scraped over real HTTP from a real ``consume_academy_events`` on the dev stack; health flipping
+while the database is away; the kill switch; ``--json``; and the Open edX monitoring calls of the real loop
+(edx-django-utils' functions wrapped only to observe them: no monitoring backend runs here).
+"""
+
+import json
+import re
+import signal
+import sqlite3
+import urllib.error
+import urllib.request
+
+import pytest
+from django.db import connection
+
+from tests.test_event_bus import CONSUMER_ENV, IDLE, Bus, academy
+from tests.waiting import wait_for
+
+METRICS_LINE = re.compile(r"metrics on http://([\d.]+):(\d+)/metrics")
+
+
+@pytest.fixture
+def bus(devstack, cli):
+    return Bus(devstack, cli)
+
+
+def get(url):
+    """``(status, body)`` of a GET (a 503 is an answer, not an error)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def samples(text):
+    """``{'name{labels}': value}`` of a Prometheus text exposition."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            found[name] = float(value)
+    return found
+
+
+class Running:
+    """A ``consume_academy_events --metrics-port 0`` in the background, and the base URL it serves on."""
+
+    def __init__(self, cli_popen, devstack, env=None, args=()):
+        self.process = cli_popen("consume_academy_events", "--group-id", "monitoring", "--metrics-port", "0",
+                                 *args, env={**devstack.env, **CONSUMER_ENV, **(env or {})})
+        match = wait_for(lambda: METRICS_LINE.search(self.process.stderr) or self._exited(), 30,
+                         "the consumer to log its metrics address")
+        self.base = f"http://{match.group(1)}:{match.group(2)}"
+
+    def _exited(self):
+        assert self.process.running(), f"the consumer exited:\n{self.process.stderr}"
+
+    def metrics(self):
+        status, body = get(self.base + "/metrics")
+        assert status == 200, body
+        return samples(body)
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(timeout=60) == 0, self.process.stderr
+
+
+@pytest.mark.slow
+def test_metrics_move_as_events_apply_and_health_answers(bus, devstack, cli_popen):
+    bus.produce("created", [academy(n) for n in range(1, 4)])
+    consumer = Running(cli_popen, devstack)
+    wait_for(lambda: get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200")
+    wait_for(lambda: consumer.metrics().get('academy_consumer_events_total{outcome="created"}') == 3, 30,
+             "3 created events counted")
+    wait_for(lambda: consumer.metrics().get("academy_consumer_last_commit_timestamp_seconds", 0) > 0, 30,
+             "a commit time")
+    wait_for(lambda: sum(v for k, v in consumer.metrics().items() if k.startswith("academy_consumer_lag{")) == 0
+             and any(k.startswith("academy_consumer_lag{") for k in consumer.metrics()), 30, "lag 0 per partition")
+    first = consumer.metrics()
+    assert first["academy_consumer_batches_total"] >= 1
+    assert first["academy_consumer_assigned_partitions"] == 3
+    assert 0 <= first["academy_consumer_freshness_seconds"] < 600  # the events were produced just now
+    status, body = get(consumer.base + "/healthz")
+    assert status == 200 and body.startswith("ok"), body
+    status, body = get(consumer.base + "/readyz")
+    assert status == 200 and "partitions [0, 1, 2]" in body, body
+    assert get(consumer.base + "/nothing")[0] == 404
+
+    # The counters move with the stream: two updates and one deletion.
+    bus.produce("updated", [academy(1, "Academy One v2"), academy(2, "Academy Two v2")])
+    bus.produce("deleted", [academy(3)])
+    wait_for(lambda: consumer.metrics().get('academy_consumer_events_total{outcome="updated"}') == 2
+             and consumer.metrics().get('academy_consumer_events_total{outcome="deactivated"}') == 1, 30,
+             "2 updated and 1 deactivated counted")
+    assert consumer.metrics()["academy_consumer_batches_total"] > first["academy_consumer_batches_total"]
+    consumer.stop()
+
+
+def _database_away(devstack):
+    """
+    A context manager that takes the database away from the consumer: on SQLite an exclusive lock held by
+    this process (the consumer's writes meet "database is locked"); on PostgreSQL and MariaDB a TCP proxy
+    between them that is cut (connections reset, new ones refused). Yields ``(env, restore)``.
+    """
+    # pylint: disable=import-outside-toplevel
+    import contextlib
+
+    from tests.conftest import subprocess_database_url
+
+    @contextlib.contextmanager
+    def away():
+        if connection.vendor == "sqlite":
+            path = connection.settings_dict["NAME"]
+            locker = sqlite3.connect(path, timeout=1, isolation_level=None)
+            state = {"locked": False}
+
+            def take():
+                locker.execute("BEGIN EXCLUSIVE")
+                state["locked"] = True
+
+            def give_back():
+                if state["locked"]:
+                    locker.execute("ROLLBACK")
+                    state["locked"] = False
+            try:
+                yield {}, take, give_back
+            finally:
+                give_back()
+                locker.close()
+            return
+        from tests.fault.tcp_proxy import TcpProxy
+        settings = connection.settings_dict
+        proxy = TcpProxy(settings["HOST"] or "127.0.0.1", int(settings["PORT"]))
+        url = subprocess_database_url().replace(f"@{settings['HOST']}:{settings['PORT']}/",
+                                                f"@127.0.0.1:{proxy.port}/")
+        try:
+            yield {"DATABASE_URL": url}, lambda: proxy.cut(3600), proxy.restore
+        finally:
+            proxy.close()
+
+    return away()
+
+
+@pytest.mark.slow
+def test_healthz_turns_503_while_the_database_is_away_longer_than_the_bound_and_back(bus, devstack, cli_popen):
+    with _database_away(devstack) as (env, take, give_back):
+        consumer = Running(cli_popen, devstack, env={
+            **env, "ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS": "2", "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "0.5"})
+        bus.produce("created", [academy(1)])
+        wait_for(lambda: consumer.metrics().get('academy_consumer_events_total{outcome="created"}') == 1, 30,
+                 "the first event applied")
+        assert get(consumer.base + "/healthz")[0] == 200
+
+        take()
+        bus.produce("created", [academy(2)])  # a batch that cannot be applied while the database is away
+        wait_for(lambda: consumer.metrics().get("academy_consumer_transient_retries_total", 0) >= 1, 60,
+                 "the batch to be retried")
+        status, body = wait_for(lambda: (lambda answer: answer if answer[0] == 503 else None)(
+            get(consumer.base + "/healthz")), 30, "/healthz to answer 503")
+        assert body.startswith("retrying one batch for") and "more than 2 s" in body and body.count("\n") == 1, body
+        if connection.vendor != "sqlite":  # (SQLite's SELECT 1 needs no lock: the file is still there)
+            wait_for(lambda: get(consumer.base + "/readyz")[0] == 503, 30, "/readyz to answer 503")
+            assert "the database does not answer" in get(consumer.base + "/readyz")[1]
+
+        give_back()
+        wait_for(lambda: get(consumer.base + "/healthz")[0] == 200, 60, "/healthz to answer 200 again")
+        wait_for(lambda: consumer.metrics().get('academy_consumer_events_total{outcome="created"}') == 2, 30,
+                 "the retried event applied")
+        wait_for(lambda: get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200 again")
+        consumer.stop()
+
+
+def test_the_kill_switch_stops_the_consumer_before_it_consumes(bus, devstack, cli):
+    bus.produce("created", [academy(1)])
+    done = cli("consume_academy_events", "--until-idle", IDLE,
+               env={**devstack.env, **CONSUMER_ENV, "EVENT_BUS_KAFKA_CONSUMERS_ENABLED": "false"})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "EVENT_BUS_KAFKA_CONSUMERS_ENABLED is off: the consumer does not consume (exit 0)"]
+    assert done.stdout == ""
+    # Nothing was read: a consumer with the switch on still finds the event.
+    on = bus.consume("--json", group="academy-consumer")
+    assert json.loads(on.stdout) == {"events": 1, "batches": 1, "outcomes": {"created": 1}}  # (one event: one batch)
+
+
+def test_json_prints_the_final_counts_as_one_object(bus):
+    bus.produce("created", [academy(1), academy(2)])
+    bus.produce("updated", [academy(1, "Renamed")])
+    done = bus.consume("--json")
+    assert done.stdout.count("\n") <= 1
+    final = json.loads(done.stdout)
+    assert 1 <= final.pop("batches") <= 3  # (how the poll splits the stream into batches varies)
+    assert final == {"events": 3, "outcomes": {"created": 2, "updated": 1}}
+
+
+def test_a_metrics_port_that_is_taken_is_one_line_and_exit_2(devstack, cli):
+    import socket  # pylint: disable=import-outside-toplevel
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = cli("consume_academy_events", "--until-idle", IDLE, "--metrics-port", str(port),
+                   env={**devstack.env, **CONSUMER_ENV})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"CommandError: cannot serve metrics on 127.0.0.1:{port}: ")
+    assert "Traceback" not in done.stderr
+    bad = cli("consume_academy_events", "--metrics-port", "70000", env={**devstack.env, **CONSUMER_ENV})
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_open_edx_monitoring_attributes_and_exceptions_of_the_real_loop(devstack, bus, settings, monkeypatch,
+                                                                      caplog):
+    """The loop runs in this process; edx-django-utils' functions are wrapped to record their calls."""
+    # pylint: disable=import-outside-toplevel
+    from academy_consumer import monitoring
+    from academy_consumer.consumer import AcademyEventConsumer
+
+    for name, value in devstack.env.items():
+        setattr(settings, name, value)
+    settings.ACADEMY_CONSUMER_BATCH_WAIT_SECONDS = "0.2"
+    attributes, exceptions, traces = [], [], []
+    real_set, real_record, real_trace = (monitoring.set_custom_attribute, monitoring.record_exception,
+                                         monitoring.function_trace)
+
+    def set_custom_attribute(key, value):
+        attributes.append((key, value))
+        real_set(key, value)
+
+    def record_exception():
+        import sys
+        exceptions.append(sys.exc_info()[1])
+        real_record()
+
+    def function_trace(name, *args):
+        traces.append(name)
+        return real_trace(name, *args)
+
+    monkeypatch.setattr(monitoring, "set_custom_attribute", set_custom_attribute)
+    monkeypatch.setattr(monitoring, "record_exception", record_exception)
+    monkeypatch.setattr(monitoring, "function_trace", function_trace)
+
+    bus.produce("created", [academy(1), academy(2)])
+    bus.produce("updated", [academy(1, "Academy One v2", display_order=-5)])  # rejected: dead-lettered
+    with caplog.at_level("INFO", logger="academy_consumer.consumer"):
+        stats = AcademyEventConsumer(group_id="monitoring-attributes", until_idle=float(IDLE)).run()
+
+    assert stats.counts == {"created": 2, "dead_lettered": 1}
+    # the operator's log: one line per batch (positions, counts, duration); each dead letter with topic,
+    # partition, offset, ce_id, academy uuid and reason
+    batch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("batch ")]
+    batch_line = rf"batch {re.escape(devstack.topic)}\[\d\]@\d+(-\d+)?( \[\d\]@\d+(-\d+)?)*: .+ \(\d+\.\d\d s\)"
+    assert batch_lines and all(re.fullmatch(batch_line, line) for line in batch_lines), batch_lines
+    dead_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dead-lettered ")]
+    assert len(dead_lines) == 1, dead_lines
+    assert re.fullmatch(rf"dead-lettered {re.escape(devstack.topic)}\[\d\]@\d+ \(ce_id [0-9a-f-]{{36}}, academy "
+                        rf"{academy(1)['uuid']}\): AcademyEventRejected: .*display_order.*", dead_lines[0]), dead_lines
+    seen = dict(attributes)  # (the last batch's value of each; counts are summed over the batches)
+    assert seen["kafka_topic"] == devstack.topic
+    assert sum(value for key, value in attributes if key == "academy_outcome_created") == 2
+    assert sum(value for key, value in attributes if key == "academy_dead_letters") == 1
+    assert sum(value for key, value in attributes if key == "kafka_batch_events") == 3
+    assert "org.openedx.enterprise.academy.updated.v1" in ",".join(
+        value for key, value in attributes if key == "kafka_event_types")
+    assert {"kafka_partitions", "kafka_first_offset", "kafka_last_offset", "kafka_batch_events"} <= set(seen)
+    assert [type(e).__name__ for e in exceptions] == ["AcademyEventRejected"]
+    assert "display_order" in str(exceptions[0])
+    assert traces and set(traces) == {"academy_consumer.batch"}
+
+
+def test_a_long_run_logs_one_progress_line_every_interval(caplog):
+    """The progress line of ``Monitor`` (a clock of the test's own: no waiting 10 s)."""
+    from academy_consumer.monitoring import PROGRESS_SECONDS, Monitor  # pylint: disable=import-outside-toplevel
+
+    now = [0.0]
+    monitor = Monitor("topic", max_poll_interval_ms=300_000, unhealthy_after=300, clock=lambda: now[0])
+    with caplog.at_level("INFO", logger="academy_consumer.monitoring"):
+        for second in range(1, 26):  # 25 s of batches of 400 events, lag shrinking
+            now[0] = float(second)
+            monitor.batch_done({"created": 300, "unchanged": 100}, [], 0.1, None)
+            monitor.progress(lag_left=10_000 - 400 * second)
+        now[0] = 40.0
+        monitor.progress(lag_left=0)  # the last 2,000 events, over the 20 s since the last line
+        now[0] = 60.0
+        monitor.progress(lag_left=0)  # idle and caught up: nothing to say
+    lines = [r.getMessage() for r in caplog.records]
+    assert PROGRESS_SECONDS == 10.0
+    assert lines == [
+        "progress: 4000 events applied in this run, 400 events/s over the last 10 s, lag 6000 event(s)",
+        "progress: 8000 events applied in this run, 400 events/s over the last 10 s, lag 2000 event(s)",
+        "progress: 10000 events applied in this run, 100 events/s over the last 20 s, lag 0 event(s)",
+    ]
