@@ -452,7 +452,7 @@ def _apply_chunk(chunk, source_time, retry):
 
 
 def sync_academies(items, *, source_time=None, deactivate_missing=False, dry_run=False, limited=False,
-                   chunk_size=500):
+                   chunk_size=500, on_chunk=None):
     """
     Apply a full catalog list (every item upserted, then the unlisted rows deactivated when asked) and
     return a ``SyncResult``.
@@ -469,6 +469,8 @@ def sync_academies(items, *, source_time=None, deactivate_missing=False, dry_run
     * A lost database connection stops the sync at that chunk: ``DatabaseUnavailable`` is raised (no
       retries, no further items, no ``deactivate_missing``); the chunks committed before it stay applied,
       which is harmless, since a rerun converges.
+    * ``on_chunk(done, total)``, when given, is called after each chunk with the items applied so far
+      (in a dry run: checked so far) and the list's length.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a whole number >= 1, not {chunk_size!r}")
@@ -476,10 +478,12 @@ def sync_academies(items, *, source_time=None, deactivate_missing=False, dry_run
     result = SyncResult(dry_run=dry_run)
     if dry_run:
         with transaction.atomic():
-            _sync(items, source_time, deactivate_missing, limited, result, dry_run=True, chunk_size=chunk_size)
+            _sync(items, source_time, deactivate_missing, limited, result, dry_run=True, chunk_size=chunk_size,
+                  on_chunk=on_chunk)
             transaction.set_rollback(True)
     else:
-        _sync(items, source_time, deactivate_missing, limited, result, dry_run=False, chunk_size=chunk_size)
+        _sync(items, source_time, deactivate_missing, limited, result, dry_run=False, chunk_size=chunk_size,
+              on_chunk=on_chunk)
     return result
 
 
@@ -527,7 +531,7 @@ def _apply_numbered(chunk, first, source_time, progress):
     return outcomes
 
 
-def _sync(items, source_time, deactivate_missing, limited, result, dry_run, chunk_size):
+def _sync(items, source_time, deactivate_missing, limited, result, dry_run, chunk_size, on_chunk=None):
     seen_uuids, seen_names = set(), set()
     progress = _Progress(dry_run)
     pending = iter(items)
@@ -544,6 +548,8 @@ def _sync(items, source_time, deactivate_missing, limited, result, dry_run, chun
             for name in (ident["name"], outcome.name):
                 if name:
                     seen_names.add(name_key(name))
+        if on_chunk is not None:
+            on_chunk(first - 1, len(items))
     if not deactivate_missing:
         return
     if limited:

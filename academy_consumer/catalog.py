@@ -162,12 +162,14 @@ class CatalogClient:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
 
-    def fetch_academies(self, enterprise_customer=None, academy_uuid=None):
+    def fetch_academies(self, enterprise_customer=None, academy_uuid=None, on_page=None):
         """
         Return every academy the catalog lists, as a list of raw item dicts, in catalog order.
 
         ``enterprise_customer`` limits the list to that customer's academies. ``academy_uuid`` fetches
         that one academy only (a one-item list). Raises :class:`CatalogError` on any failure.
+        ``on_page(pages, items, announced, last)`` is called after each page is read: pages and items so
+        far, the ``count`` the first page announced (or None), and whether it was the last page.
         """
         params = {"enterprise_customer": str(enterprise_customer)} if enterprise_customer else {}
         self._authenticate()
@@ -196,6 +198,8 @@ class CatalogClient:
                 url = self._next_url(url, payload.get("next"))
             else:
                 url = None
+            if on_page is not None:
+                on_page(len(seen), len(items), count if isinstance(count, int) else None, url is None)
         if isinstance(count, int) and count != len(items):
             log.warning("catalog announced %d academies but listed %d", count, len(items))
         return items

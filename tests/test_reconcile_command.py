@@ -136,3 +136,45 @@ def test_row_errors_exit_1(cli):
     assert done.returncode == 1
     assert json.loads(done.stdout)["errors"] == 1
     assert names() == ["Data Academy"]
+
+
+def test_a_long_list_reports_progress_on_stderr_and_a_short_one_stays_quiet(cli, catalog_server, catalog_env):
+    catalog_server.page_size = 100
+    catalog_server.add_academies(1_200, enterprise_customer=CUSTOMER, prefix="Academy")
+    done = cli("reconcile_academies", "--enterprise-customer", CUSTOMER, "--chunk-size", "500", "--json",
+               env=catalog_env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["created"] == 1_200  # stdout stays one JSON object
+    lines = done.stderr.splitlines()
+    assert "reconcile: fetched 12 page(s), 1,200 academies of 1,200 announced (done)" in lines, done.stderr
+    assert any(line.startswith("reconcile: applied 1,200 of 1,200 items (") for line in lines), done.stderr
+    assert all(line.startswith("reconcile: ") for line in lines), done.stderr
+
+    quiet = cli("reconcile_academies", "--from-file", SAMPLE)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_progress_lines_are_spaced_by_the_interval_with_one_at_each_end():
+    from academy_consumer.management.commands.reconcile_academies import Progress
+
+    now = [0.0]
+    lines = []
+    progress = Progress(lines.append, clock=lambda: now[0])
+    for page in range(1, 31):  # 30 pages of 100, 3 s apart, no count announced
+        now[0] = 3.0 * page
+        progress.page(page, page * 100, None, page == 30)
+    # quiet up to 1,000 academies; then a line at most every 10 s; and the last page
+    assert [line.split(" page(s)")[0] for line in lines] == [f"reconcile: fetched {n}" for n in (11, 15, 19, 23, 27, 30)]
+    assert lines[0] == "reconcile: fetched 11 page(s), 1,100 academies (so far)"
+    assert lines[-1] == "reconcile: fetched 30 page(s), 3,000 academies (done)"
+
+    lines.clear()
+    progress.chunk(500, 3_000)  # at 90 s, just after the last line: not due
+    now[0] = 100.0
+    progress.chunk(1_000, 3_000)
+    progress.chunk(3_000, 3_000)  # the end: always
+    assert lines == ["reconcile: applied 1,000 of 3,000 items (10 items/s)",
+                     "reconcile: applied 3,000 of 3,000 items (30 items/s)"]
+    lines.clear()
+    Progress(lines.append).chunk(1_000, 1_000)  # 1,000 items or fewer: nothing
+    assert lines == []

@@ -15,6 +15,10 @@ input (then nothing was written).
 academy per line), of at most ``ACADEMY_MAX_INPUT_BYTES`` (see ``academy_consumer.inputs``). The whole
 input is read and checked before anything is written.
 
+Progress: for a list of more than ``PROGRESS_ITEMS`` (1,000) items, one line on stderr at most every
+``PROGRESS_SECONDS`` (10 s) while pages are fetched (pages and academies so far) and while chunks are
+applied (items applied of the total), and one line when each of the two is done. Shorter lists stay quiet.
+
 Items are applied ``--chunk-size`` at a time, one transaction per chunk (default 500, at most 100,000):
 a deadlock or lock timeout retries the chunk, and a lost connection stops the sync with the chunks
 before it committed. Smaller chunks hold their row locks for less time; larger ones cost fewer round trips.
@@ -22,6 +26,7 @@ before it committed. Smaller chunks hold their row locks for less time; larger o
 
 import argparse
 import json
+import time
 
 from django.conf import settings
 from django.utils import timezone
@@ -45,6 +50,42 @@ def uuid_argument(value):
 uuid_argument.__name__ = "UUID"  # argparse says "invalid UUID value: 'x'"
 
 DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE = 500, 100_000
+PROGRESS_ITEMS = 1_000  # lists longer than this report progress on stderr
+PROGRESS_SECONDS = 10.0
+
+
+class Progress:
+    """
+    The progress lines of one run, each given to ``write`` (a line to stderr): nothing for lists of ``PROGRESS_ITEMS`` or
+    fewer; else a line at most every ``PROGRESS_SECONDS`` and one at the end of the fetch and of the apply.
+    """
+
+    def __init__(self, write, clock=time.monotonic, dry_run=False):
+        self.write, self.clock, self.dry_run = write, clock, dry_run
+        self.started = self.last = clock()
+
+    def _due(self, final):
+        now = self.clock()
+        if final or now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            return True
+        return False
+
+    def page(self, pages, items, announced, last):
+        """``CatalogClient.fetch_academies``' ``on_page``."""
+        if max(items, announced or 0) <= PROGRESS_ITEMS or not self._due(last):
+            return
+        of = f" of {announced:,} announced" if announced is not None else ""
+        state = "done" if last else "so far"
+        self.write(f"reconcile: fetched {pages:,} page(s), {items:,} academies{of} ({state})")
+
+    def chunk(self, done, total):
+        """``sync_academies``' ``on_chunk``."""
+        if total <= PROGRESS_ITEMS or not self._due(done >= total):
+            return
+        verb = "checked (dry run)" if self.dry_run else "applied"
+        rate = done / max(self.clock() - self.started, 1e-9)
+        self.write(f"reconcile: {verb} {done:,} of {total:,} items ({rate:,.0f} items/s)")
 
 
 def chunk_size_argument(text):
@@ -80,7 +121,8 @@ class Command(AcademyCommand):
 
     def handle(self, *args, **options):
         snapshot_time = timezone.now()  # taken before reading: events newer than this win
-        items, source = self._load(options)
+        progress = Progress(lambda line: self.stderr.write(line, style_func=str), dry_run=options["dry_run"])
+        items, source = self._load(options, progress)
         if options["academy_uuid"] and options["from_file"]:
             items = [item for item in items if _item_uuid(item) == options["academy_uuid"]]
         try:
@@ -91,6 +133,7 @@ class Command(AcademyCommand):
                 dry_run=options["dry_run"],
                 limited=bool(options["academy_uuid"]),
                 chunk_size=options["chunk_size"],
+                on_chunk=progress.chunk,
             )
         except DatabaseUnavailable as exc:
             raise fail(str(exc), EXIT_NOT_READY) from exc
@@ -101,7 +144,7 @@ class Command(AcademyCommand):
         if result.counts[ERRORS]:
             raise fail(f"{result.counts[ERRORS]} row(s) failed to apply; see the errors above", EXIT_ROW_ERRORS)
 
-    def _load(self, options):
+    def _load(self, options, progress):
         if options["from_file"]:
             try:
                 return read_items(options["from_file"]), options["from_file"]
@@ -118,6 +161,7 @@ class Command(AcademyCommand):
             items = client.fetch_academies(
                 enterprise_customer=str(customer) if customer else None,
                 academy_uuid=str(options["academy_uuid"]) if options["academy_uuid"] else None,
+                on_page=progress.page,
             )
         except CatalogError as exc:
             raise fail(f"{exc} (nothing was written)") from exc
