@@ -1,6 +1,6 @@
 # academy-consumer developer commands. Every target sets up what it needs on a fresh machine.
 .DEFAULT_GOAL := help
-.PHONY: help system-deps requirements test fault demo reconcile-demo bench clean
+.PHONY: help system-deps requirements test test-fast fault demo reconcile-demo bench clean
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -27,6 +27,9 @@ requirements: $(STAMP) ## create .venv and install the pinned requirements and t
 
 test: requirements ## run the test suite (DATABASE_URL selects the database; default SQLite)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: requirements ## the unit tests only, in seconds: no dev stack, no subprocess, no server (tests marked `stack` left out)
+	ACADEMY_TEST_FAST=1 ACADEMY_DIFF_MAX_EXAMPLES=$${ACADEMY_DIFF_MAX_EXAMPLES:-30} $(BIN)/pytest -m "not stack" $(PYTEST_ARGS)
 
 FAULT_DATABASES ?= sqlite://:memory: postgres://root@127.0.0.1:5432/test mysql://root@127.0.0.1:3306/test
 

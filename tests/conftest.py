@@ -19,6 +19,54 @@ from tests.catalog_server import CatalogServer
 # The fault suite (tests/fault) runs on its own: `make fault`, which sets ACADEMY_FAULT_SUITE=1.
 collect_ignore = [] if os.environ.get("ACADEMY_FAULT_SUITE") else ["fault"]
 
+# `make test-fast` runs the unit tests only: ``-m "not stack"`` with ACADEMY_TEST_FAST=1. A test is a stack test
+# (marked ``stack`` at collection) when it uses one of these fixtures, directly or through another fixture: the
+# dev stack, a command run as a subprocess, an HTTP server (the catalog stand-in, the schema registry).
+STACK_FIXTURES = frozenset({
+    "devstack", "cli", "cli_popen", "catalog_server", "catalog_env", "other_host",  # here and test_catalog_client
+    "stack", "background_devstack",  # test_devstack
+    "server", "registry",  # the schema registry of test_schema_registry_subset and test_decode
+})
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "stack: needs the dev stack, a subprocess or an HTTP server (left out by `make test-fast`); set "
+                   "from STACK_FIXTURES, or by hand on a test that starts one itself")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_stack(request, monkeypatch):
+    """
+    Under ``make test-fast`` (ACADEMY_TEST_FAST=1), a test not marked ``stack`` that starts a subprocess, a
+    server or the mock Kafka cluster fails, naming the marker: a new stack test cannot slip into the quick run.
+    """
+    if not os.environ.get("ACADEMY_TEST_FAST") or request.node.get_closest_marker("stack"):
+        yield
+        return
+    # pylint: disable=import-outside-toplevel
+    import socketserver
+    import subprocess
+
+    from academy_consumer.devstack.mock_kafka import MockKafkaCluster
+
+    def refuse(what):
+        def refused(*args, **kwargs):
+            raise AssertionError(f"{request.node.nodeid} starts {what}: mark it @pytest.mark.stack (or use a fixture "
+                                 f"of tests/conftest.py's STACK_FIXTURES), `make test-fast` runs unit tests only")
+        return refused
+
+    monkeypatch.setattr(subprocess, "Popen", refuse("a subprocess"))
+    monkeypatch.setattr(socketserver.TCPServer, "__init__", refuse("a server"))
+    monkeypatch.setattr(MockKafkaCluster, "__new__", refuse("the mock Kafka cluster"))
+    yield
+
 
 @pytest.fixture(autouse=True)
 def _clear_caches():

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.stack  # every test here runs the console script as a subprocess
+
 SECRET = "s3cret"
 UNREACHABLE = {"mysql": f"mysql://u:{SECRET}@127.0.0.1:1/x", "postgres": f"postgres://u:{SECRET}@127.0.0.1:1/x"}
 DEFAULT_FILE = "academy_consumer.sqlite3"

@@ -35,6 +35,8 @@ from academy_consumer.devstack import (
 from tests.waiting import wait_for
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+pytestmark = pytest.mark.stack  # the dev stack itself: its mock cluster, its registry, its command
+
 TIMEOUT = 15.0  # upper bound for any single wait; the happy paths take well under a second
 
 ACADEMY_V1 = {

@@ -103,6 +103,7 @@ def run_measured(args, env):
 
 @pytest.mark.parametrize("command", [("reconcile_academies", "--from-file"), ("produce_academy_event",
                                                                               "--action", "created", "--file")])
+@pytest.mark.stack  # a subprocess, measured
 def test_dev_zero_stops_at_the_limit(transactional_db, command):
     import os  # pylint: disable=import-outside-toplevel
 
