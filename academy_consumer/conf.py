@@ -51,6 +51,27 @@ def _number(name, default, kind, minimum, maximum):
     return number
 
 
+# The event bus connection is edx-event-bus-kafka's: ``EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS`` and
+# ``EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL`` (with their API keys) are annotated by that library, where it reads
+# them, and by ``academy_consumer/settings.py`` for the standalone script. This app reads them only here.
+def bootstrap_servers():
+    """``EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS``, or None when it is unset or empty."""
+    return _raw("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", None) or None
+
+
+def schema_registry_url():
+    """``EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL``, or None when it is unset or empty."""
+    return _raw("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL", None) or None
+
+
+def require_event_bus(registry=True):
+    """``ImproperlyConfigured`` naming the first connection setting (the registry's too, with ``registry``) unset."""
+    if not bootstrap_servers():
+        raise ImproperlyConfigured("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS is not set")
+    if registry and not schema_registry_url():
+        raise ImproperlyConfigured("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL is not set")
+
+
 # .. setting_name: ACADEMY_EVENTS_TOPIC
 # .. setting_default: "enterprise-academy-lifecycle"
 # .. setting_description: Base name (without ``EVENT_BUS_TOPIC_PREFIX``) of the topic the academy events are
@@ -125,7 +146,9 @@ def retry_max_seconds():
 # .. setting_default: {}
 # .. setting_description: Extra librdkafka settings for the consumer and its dead-letter producer (a dict; a
 #   JSON object in the environment), e.g. ``{"session.timeout.ms": 10000}``. An unknown property stops the
-#   consumer at start with one line naming it.
+#   consumer at start with one line naming it. ``consumer_lag`` and ``dead_letters`` connect with it too; the
+#   properties of ``CONSUMER_ONLY_PROPERTIES`` are left out for the dead-letter producer and the AdminClient,
+#   and ``group.instance.id`` for the clients that are no group member.
 def kafka_config():
     value = _raw("ACADEMY_CONSUMER_KAFKA_CONFIG", {})
     if isinstance(value, str):
@@ -139,6 +162,29 @@ def kafka_config():
 
 
 # .. setting_name: ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS
+# The librdkafka properties of a consumer (a producer-type handle, the dead-letter producer or an AdminClient,
+# does not take them).
+CONSUMER_ONLY_PROPERTIES = frozenset({
+    "session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms", "group.id", "auto.offset.reset",
+    "enable.auto.commit", "fetch.wait.max.ms", "fetch.min.bytes", "group.instance.id",
+    "partition.assignment.strategy", "enable.partition.eof", "group.protocol", "group.remote.assignor",
+    "auto.commit.interval.ms", "enable.auto.offset.store", "isolation.level", "fetch.max.bytes",
+    "fetch.message.max.bytes", "max.partition.fetch.bytes", "queued.min.messages", "queued.max.messages.kbytes",
+    "check.crcs", "fetch.error.backoff.ms", "fetch.queue.backoff.ms", "coordinator.query.interval.ms",
+    "rebalance_cb", "offset_commit_cb", "on_commit",
+})
+
+
+def producer_kafka_config():
+    """``kafka_config()`` without ``CONSUMER_ONLY_PROPERTIES``: what a producer-type handle takes of it."""
+    return {key: value for key, value in kafka_config().items() if key not in CONSUMER_ONLY_PROPERTIES}
+
+
+def reader_kafka_config():
+    """``kafka_config()`` without ``group.instance.id``: for a consumer that is no group member (no static membership)."""
+    return {key: value for key, value in kafka_config().items() if key != "group.instance.id"}
+
+
 # .. setting_default: 30
 # .. setting_description: How long ``produce_academy_event`` waits for the broker to acknowledge every event
 #   before it exits non-zero.

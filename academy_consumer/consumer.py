@@ -45,7 +45,6 @@ import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, close_old_connections, connections, transaction
 # The event bus's settings contract (EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS, _API_KEY/_SECRET, EVENT_BUS_TOPIC_PREFIX,
@@ -142,10 +141,8 @@ class Stats:
 
 def _bus_config():
     """The event bus's connection settings for librdkafka (bootstrap servers, SASL when a key is set)."""
-    config = load_common_settings()
-    if config is None:
-        raise ImproperlyConfigured("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS is not set")
-    return config
+    conf.require_event_bus(registry=False)
+    return load_common_settings()
 
 
 class AcademyEventConsumer:
@@ -177,7 +174,7 @@ class AcademyEventConsumer:
         self._newest_applied = None  # the newest ce_time applied by the batch in hand
         self.metrics_address = metrics_address  # (host, port) to serve /metrics, /healthz, /readyz on, or None
         self.metrics_server = None
-        _check_configured()
+        conf.require_event_bus()  # before a consumer is built that can never connect
         self.group_id = conf.group_id() if group_id is None else group_id
         if not str(self.group_id).strip():
             raise BadKafkaConfig("the consumer group id (--group-id / ACADEMY_CONSUMER_GROUP_ID) is empty")
@@ -205,7 +202,7 @@ class AcademyEventConsumer:
         # client-side limit would refuse it): let the broker judge the size.
         self.dlq_producer = kafka_client(Producer, {
             **_bus_config(), "enable.idempotence": True, "acks": "all",
-            "message.max.bytes": dlq.MESSAGE_MAX_BYTES, **_producer_part(conf.kafka_config())})
+            "message.max.bytes": dlq.MESSAGE_MAX_BYTES, **conf.producer_kafka_config()})
 
     # --- configuration -------------------------------------------------------------------------------
 
@@ -234,7 +231,7 @@ class AcademyEventConsumer:
         """
         partitions = preflight.check_topic(self.consumer, self.full_topic, PREFLIGHT_TIMEOUT_SECONDS)
         self._start_offsets = replay.plan(self.consumer, self.full_topic, self.start, partitions)
-        url = settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL
+        url = conf.schema_registry_url()
         level = logging.INFO
         try:
             subjects = preflight.check_schema_registry(self.schema_registry_client, url)
@@ -243,7 +240,7 @@ class AcademyEventConsumer:
             level, registry = logging.WARNING, f"{exc} (batches are retried until it answers)"
         log.log(level, "ready: database %s; topic %s (%d partition(s)) of %s, group %s; %s",
                 preflight.describe_database(), self.full_topic, len(partitions),
-                mask_urls(str(settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS)), self.group_id, registry)
+                mask_urls(str(conf.bootstrap_servers())), self.group_id, registry)
 
     # --- rebalances ----------------------------------------------------------------------------------
 
@@ -517,7 +514,7 @@ class AcademyEventConsumer:
         a ``FatalError`` (a configuration fault: nothing dead-lettered or committed) when the registry knows
         none of the academy subjects of the topic, or when a second event uses the same unknown id.
         """
-        url = mask_url(settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL)
+        url = mask_url(conf.schema_registry_url())
         seen = self._unknown_schemas.setdefault(schema_id, set())
         seen.add((message.partition(), message.offset()))
         if len(seen) > 1:
@@ -532,7 +529,7 @@ class AcademyEventConsumer:
         of the topic: academy events were then produced through another registry, and no event of them can
         be decoded here. Asked once per run, when an event first fails on its schema.
         """
-        url = mask_url(settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL)
+        url = mask_url(conf.schema_registry_url())
         if self._registry_has_academy_subjects:
             return
         try:
@@ -599,24 +596,6 @@ class AcademyEventConsumer:
                 time.sleep(min(1.0, 0.2 * 2 ** attempt))
         log.warning("offsets %s not committed; those events will be read and applied again (harmless)",
                     sorted((partition, offset) for (_, partition), offset in self._uncommitted.items()))
-
-
-def _check_configured():
-    """
-    Raise ``ImproperlyConfigured`` when a connection setting is missing or empty -- before a consumer is
-    built that can never connect.
-    """
-    for name in ("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL"):
-        if not getattr(settings, name, None):
-            raise ImproperlyConfigured(f"{name} is not set")
-
-
-def _producer_part(config):
-    """The settings of ``config`` that also make sense for the dead-letter producer."""
-    consumer_only = {"session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms", "group.id",
-                     "auto.offset.reset", "enable.auto.commit", "fetch.wait.max.ms", "fetch.min.bytes",
-                     "group.instance.id", "partition.assignment.strategy", "enable.partition.eof"}
-    return {key: value for key, value in config.items() if key not in consumer_only}
 
 
 def _positions(messages):

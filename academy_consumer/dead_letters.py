@@ -235,11 +235,6 @@ def _committed(consumer, topic, partitions):
     return {tp.partition: (tp.offset if tp.offset >= 0 and tp.offset != OFFSET_INVALID else None) for tp in found}
 
 
-def _reader_config():
-    """``ACADEMY_CONSUMER_KAFKA_CONFIG`` for a consumer that reads by assignment (no static membership)."""
-    return {key: value for key, value in conf.kafka_config().items() if key != "group.instance.id"}
-
-
 def list_letters(since=None, error_class=None):
     """
     Every dead letter matching the filters, oldest first per partition, read from the beginning to the current
@@ -250,7 +245,7 @@ def list_letters(since=None, error_class=None):
         raise KafkaUnavailable("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS is not set")
     topic = get_full_topic(conf.dlq_topic())
     # The redrive group id only to ask for its position (OffsetFetch): assign() joins no group, nothing is committed.
-    config = {**_reader_config(), **common, "group.id": redrive_group_id(), "enable.auto.commit": False,
+    config = {**conf.reader_kafka_config(), **common, "group.id": redrive_group_id(), "enable.auto.commit": False,
               "enable.partition.eof": False}
     consumer = kafka_client(Consumer, config)
     try:
@@ -314,7 +309,7 @@ class Redrive(AcademyEventConsumer):
     def _create_consumer(self):
         """Reads the dead-letter topic by assignment and commits for its group: no static membership."""
         return kafka_client(Consumer, {
-            **_reader_config(), **_bus_config(), "group.id": self.group_id, "enable.auto.commit": False,
+            **conf.reader_kafka_config(), **_bus_config(), "group.id": self.group_id, "enable.auto.commit": False,
             "enable.partition.eof": False})
 
     def redrive(self):

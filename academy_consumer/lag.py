@@ -38,8 +38,6 @@ import time
 
 from confluent_kafka import OFFSET_INVALID, Consumer, ConsumerGroupState, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from edx_event_bus_kafka.internal.config import get_full_topic, load_common_settings
 
 from academy_consumer import conf, preflight
@@ -49,16 +47,6 @@ from academy_consumer.redact import mask_urls
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
-# Properties of ACADEMY_CONSUMER_KAFKA_CONFIG that belong to a group member, not to a reader of offsets: no
-# static membership (this client is no member), and none of them for the AdminClient (a producer-type handle).
-_MEMBER_ONLY = {"group.instance.id"}
-_CONSUMER_ONLY = {"session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms", "group.id",
-                  "auto.offset.reset", "enable.auto.commit", "fetch.wait.max.ms", "fetch.min.bytes",
-                  "group.instance.id", "partition.assignment.strategy", "enable.partition.eof", "group.protocol",
-                  "group.remote.assignor", "auto.commit.interval.ms", "enable.auto.offset.store", "isolation.level",
-                  "fetch.max.bytes", "fetch.message.max.bytes", "max.partition.fetch.bytes", "queued.min.messages",
-                  "queued.max.messages.kbytes", "check.crcs", "fetch.error.backoff.ms", "fetch.queue.backoff.ms",
-                  "coordinator.query.interval.ms", "rebalance_cb", "offset_commit_cb", "on_commit"}
 # The coordinator's word that it does not know a group.
 _UNKNOWN_STATES = {ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN}
 
@@ -118,27 +106,18 @@ class _Client:
     """The Kafka side of one read: a non-member Consumer, the AdminClient on demand, one deadline for both."""
 
     def __init__(self, group_id, timeout):
-        # .. setting_name: EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS
-        # .. setting_default: None
-        # .. setting_description: Kafka, with ``EVENT_BUS_KAFKA_API_KEY`` / ``_SECRET`` for SASL: edx-event-bus-kafka's
-        #   settings, read by its ``load_common_settings`` (as the consumer does).
-        common = load_common_settings() if getattr(settings, "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", None) else None
-        if common is None:  # unset or empty
-            raise ImproperlyConfigured("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS is not set")
+        conf.require_event_bus(registry=False)  # Kafka (with SASL when a key is set), as the consumer connects
+        common = load_common_settings()
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.last_error = None
-        # .. setting_name: ACADEMY_CONSUMER_KAFKA_CONFIG
-        # .. setting_default: {}
-        # .. setting_description: The consumer's extra librdkafka settings (see ``conf.kafka_config``), so that this
-        #   client connects as the consumer does; minus ``group.instance.id`` (no member), and minus the consumer's
-        #   own properties for the AdminClient.
-        extra = conf.kafka_config()
+        # ACADEMY_CONSUMER_KAFKA_CONFIG, so that this client connects as the consumer does; without
+        # group.instance.id (no member), and without the consumer's own properties for the AdminClient.
         self._base = {**common, "logger": _DebugLogger(), "error_cb": self._error}
         self.consumer = self._make(Consumer, {
-            **{k: v for k, v in extra.items() if k not in _MEMBER_ONLY}, **self._base,
+            **conf.reader_kafka_config(), **self._base,
             "group.id": group_id, "enable.auto.commit": False, "enable.partition.eof": False})
-        self._admin_extra = {k: v for k, v in extra.items() if k not in _CONSUMER_ONLY}
+        self._admin_extra = conf.producer_kafka_config()
         self._admin = None
 
     def _error(self, error):
@@ -254,20 +233,12 @@ def read_lag(topic=None, group_id=None, timeout=DEFAULT_TIMEOUT_SECONDS):
     ``timeout`` seconds. Raises ``NoTopic``, ``NoGroup``, ``KafkaUnavailable``, ``BadKafkaConfig`` (an
     empty group id or topic, an unknown librdkafka property) or ``ImproperlyConfigured`` (no event bus).
     """
-    # .. setting_name: ACADEMY_CONSUMER_GROUP_ID
-    # .. setting_default: "academy-consumer"
-    # .. setting_description: The group whose lag is read when ``--group-id`` is not given: the one
-    #   ``consume_academy_events`` uses (see ``conf.group_id``).
-    group_id = conf.group_id() if group_id is None else group_id
+    group_id = conf.group_id() if group_id is None else group_id  # the group consume_academy_events uses
     if not str(group_id).strip():
         raise BadKafkaConfig("the consumer group id (--group-id / ACADEMY_CONSUMER_GROUP_ID) is empty")
     if topic is not None and not str(topic).strip():
         raise BadKafkaConfig("--topic is empty")
-    # .. setting_name: ACADEMY_EVENTS_TOPIC
-    # .. setting_default: "enterprise-academy-lifecycle"
-    # .. setting_description: The topic whose lag is read when ``--topic`` is not given, prefixed with
-    #   ``EVENT_BUS_TOPIC_PREFIX`` by edx-event-bus-kafka's ``get_full_topic``, as ``consume_academy_events`` does.
-    full_topic = get_full_topic(topic or conf.topic())
+    full_topic = get_full_topic(topic or conf.topic())  # prefixed with EVENT_BUS_TOPIC_PREFIX, as the consumer does
     client = _Client(group_id, timeout)
     try:
         partitions = _partitions(client, full_topic)

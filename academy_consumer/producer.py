@@ -8,7 +8,6 @@ is encoded before anything is sent, keyed by academy uuid, and acknowledged by t
 
 import logging
 
-from django.conf import settings
 from openedx_events.data import EventsMetadata
 from openedx_events.event_bus import get_producer
 from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
@@ -61,8 +60,7 @@ def send_academy_events(events, topic=None):
     Raises ``NotConfigured`` without an event bus and ``DeliveryError`` when an event was not
     acknowledged within ``ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS``.
     """
-    configured = all(getattr(settings, name, None) for name in (
-        "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS", "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL"))
+    configured = conf.bootstrap_servers() and conf.schema_registry_url()
     # Not configured, get_producer() warns and returns a do-nothing NoEventBusProducer (no .producer).
     producer = get_producer() if configured else None
     if getattr(producer, "producer", None) is None:
