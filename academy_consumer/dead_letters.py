@@ -36,7 +36,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from django.db import transaction
 from edx_event_bus_kafka.internal.config import get_full_topic, load_common_settings
 
-from academy_consumer import conf, preflight
+from academy_consumer import conf, errors, preflight
 from academy_consumer.consumer import (
     AcademyEventConsumer, TransientError, _bus_config, _close_connections, kafka_client,
 )
@@ -51,14 +51,9 @@ READ_TIMEOUT_SECONDS = 30.0
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 _COUNT = re.compile(r"[0-9]{1,18}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-class NoTopic(Exception):
-    """The dead-letter topic does not exist (exit 2)."""
-
-
-class KafkaUnavailable(Exception):
-    """Kafka did not answer (exit 1)."""
+# What stops ``list_letters`` and the redrive besides the consumer's errors (defined once, in errors.py).
+NoTopic = errors.NoTopic  # no dead-letter topic (exit 2)
+KafkaUnavailable = errors.KafkaUnavailable  # exit 1
 
 
 def redrive_group_id():

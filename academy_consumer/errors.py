@@ -11,6 +11,9 @@ What can go wrong consuming an event, in three families, and which family an exc
 * ``FatalError``: the consumer cannot go on (a configuration fault, a missing table, a fatal Kafka error).
   It stops with exit 1 and nothing of the batch is dead-lettered or committed. A configuration or
   infrastructure fault is never taken for a bad event.
+
+The commands that read Kafka without consuming (``consumer_lag``, ``dead_letters``) stop on ``NoTopic`` and
+``NoGroup`` (exit 2) or ``KafkaUnavailable`` (exit 1); any command on ``BadKafkaConfig`` (exit 2).
 """
 
 import json
@@ -22,9 +25,9 @@ from django.db import DatabaseError, InterfaceError
 from academy_consumer.apply import is_connection_lost, is_transient
 
 __all__ = [
-    "AcademyEventRejected", "BadKafkaConfig", "FatalError", "PermanentError", "TransientError",
-    "UndecodableValueError", "UnusableMessageError", "database_failure", "error_class", "is_connection_lost",
-    "is_transient", "registry_unavailable",
+    "AcademyEventRejected", "BadKafkaConfig", "FatalError", "KafkaUnavailable", "NoGroup", "NoTopic",
+    "PermanentError", "TransientError", "UndecodableValueError", "UnusableMessageError", "database_failure",
+    "error_class", "is_connection_lost", "is_transient", "registry_unavailable",
 ]
 
 
@@ -57,6 +60,18 @@ class BadKafkaConfig(ImproperlyConfigured):
     An event bus setting the consumer cannot use: a property librdkafka refuses, an empty group id, a registry
     URL confluent-kafka refuses, a dead-letter topic that is the consumed topic.
     """
+
+
+class NoTopic(Exception):
+    """A topic the command reads (the academy topic, the dead-letter topic) does not exist (exit 2)."""
+
+
+class NoGroup(Exception):
+    """The consumer group does not exist (exit 2); ``academy_consumer.lag`` says when precisely."""
+
+
+class KafkaUnavailable(Exception):
+    """Kafka did not answer within the bound, or refused what was asked (exit 1)."""
 
 
 def error_class(kind):

@@ -41,7 +41,7 @@ from confluent_kafka.admin import AdminClient
 from edx_event_bus_kafka.internal.config import get_full_topic, load_common_settings
 
 from academy_consumer import conf, preflight
-from academy_consumer.errors import BadKafkaConfig
+from academy_consumer.errors import BadKafkaConfig, KafkaUnavailable, NoGroup, NoTopic
 from academy_consumer.redact import mask_urls
 
 log = logging.getLogger(__name__)
@@ -49,18 +49,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 10.0
 # The coordinator's word that it does not know a group.
 _UNKNOWN_STATES = {ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN}
-
-
-class NoTopic(Exception):
-    """The topic does not exist (exit 2)."""
-
-
-class NoGroup(Exception):
-    """The group does not exist, as the module docstring defines it (exit 2)."""
-
-
-class KafkaUnavailable(Exception):
-    """Kafka did not answer within the bound, or refused what was asked (exit 1)."""
 
 
 @dataclasses.dataclass(frozen=True)
