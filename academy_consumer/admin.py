@@ -55,6 +55,7 @@ class DisplayOrderFilter(admin.SimpleListFilter):
 
 @admin.register(EnterpriseAcademy)
 class EnterpriseAcademyAdmin(admin.ModelAdmin):
+    """The academies in the admin: searchable and filterable, never deleted."""
     list_display = ("name", "uuid", "slug", "stripe_price_lookup_key", "display_order", "is_active", "modified")
     list_filter = ("is_active", HasUuidFilter, HasCatalogQueryFilter, DisplayOrderFilter,
                    "created", "modified", "source_timestamp")

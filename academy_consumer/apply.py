@@ -241,7 +241,8 @@ def _upsert_once(academy, source_time, check_rename=True):
         if row is None or check_rename:
             _check_unique(academy, row, "name_key", name_key(values["name"]), "name")
     if "stripe_price_lookup_key" in values:
-        _check_unique(academy, row, "stripe_price_lookup_key", values["stripe_price_lookup_key"], "stripe_price_lookup_key")
+        _check_unique(academy, row, "stripe_price_lookup_key", values["stripe_price_lookup_key"],
+                      "stripe_price_lookup_key")
     if "slug" in values:
         values["slug"] = _free_slug(row, values["slug"])
 
@@ -429,7 +430,7 @@ def _apply_chunk(chunk, source_time, retry):
     or lock timeout rolls the whole chunk back and runs it again with backoff (``TRANSIENT_RETRIES``
     attempts in all). A lost connection is not retried: it raises at once (see ``_sync``).
     """
-    from academy_consumer.apply_batch import apply_changes  # pylint: disable=import-outside-toplevel (a cycle)
+    from academy_consumer.apply_batch import apply_changes  # pylint: disable=import-outside-toplevel  # a cycle
 
     changes = [Change(UPSERT, item, source_time) for item in chunk]
     attempts = TRANSIENT_RETRIES if retry else 1
@@ -487,7 +488,7 @@ def sync_academies(items, *, source_time=None, deactivate_missing=False, dry_run
     return result
 
 
-class _Progress:  # pylint: disable=too-few-public-methods
+class _Progress:
     """How many items the committed chunks held (never counted in a dry run: nothing is committed)."""
 
     def __init__(self, dry_run):
@@ -499,6 +500,7 @@ class _Progress:  # pylint: disable=too-few-public-methods
             self.committed += count
 
     def lost(self, exc, number):
+        """The ``DatabaseUnavailable`` for a connection lost at item ``number``, saying what was applied before it."""
         reason = mask_urls(" ".join(str(exc).split())) or type(exc).__name__
         if self.dry_run:
             tail = "sync stopped; dry run, nothing was written"
@@ -531,7 +533,8 @@ def _apply_numbered(chunk, first, source_time, progress):
     return outcomes
 
 
-def _sync(items, source_time, deactivate_missing, limited, result, dry_run, chunk_size, on_chunk=None):
+def _sync(items, source_time, deactivate_missing, limited, result, *, dry_run, chunk_size, on_chunk=None):
+    """The sync of ``sync_academies``: apply ``items`` chunk by chunk, then deactivate the missing ones when asked."""
     seen_uuids, seen_names = set(), set()
     progress = _Progress(dry_run)
     pending = iter(items)

@@ -39,8 +39,23 @@ from django.utils import timezone
 
 from academy_consumer import apply as per_event
 from academy_consumer.apply import (
-    CREATED, DEACTIVATED, DELETE, SKIPPED, STALE, UNCHANGED, UPDATED, Change, Outcome, _believed,
-    _desired_values, _raw_identity, _too_far_ahead, apply_change, delete_title, error_outcome, is_connection_lost,
+    CREATED,
+    DEACTIVATED,
+    DELETE,
+    SKIPPED,
+    STALE,
+    UNCHANGED,
+    UPDATED,
+    Change,
+    Outcome,
+    _believed,
+    _desired_values,
+    _raw_identity,
+    _too_far_ahead,
+    apply_change,
+    delete_title,
+    error_outcome,
+    is_connection_lost,
     is_transient,
 )
 from academy_consumer.models import EnterpriseAcademy, name_key
@@ -251,6 +266,7 @@ class Fold:
     # --- the per-event rules, in their order (apply._upsert_once, apply.deactivate_academy) ----------
 
     def _upsert(self, academy, source_time, ident):
+        """Apply one normalized academy to the rows in hand, by the per-event rules of ``apply``."""
         row, matched_by = None, None
         if academy.uuid is not None:
             row = self._holder("uuid", academy.uuid)
@@ -267,28 +283,9 @@ class Fold:
             return Outcome(STALE, row, f"event time {source_time.isoformat()} is older than the row's "
                                        f"{stored.isoformat()}", ident["uuid"], row.name)
         values = _desired_values(academy, row, matched_by)
-        renamed = "name" in values and (row is None or name_key(values["name"]) != row.name_key)
-        # The per-event path checks a new row's name before its lookup key; a rename's name is left to the
-        # unique index on the first attempt, so a taken lookup key is what a rename reports first.
-        checks = []
-        if renamed and row is None:
-            checks.append(("name_key", name_key(values["name"]), "name"))
-        if "stripe_price_lookup_key" in values:
-            checks.append(("stripe_price_lookup_key", values["stripe_price_lookup_key"], "stripe_price_lookup_key"))
-        if renamed and row is not None:
-            checks.append(("name_key", name_key(values["name"]), "name"))
-        for field, value, what in checks:
-            holder = self._holder(field, value)
-            if holder is None or holder is row:
-                continue
-            if academy.uuid is not None and holder.uuid == academy.uuid:
-                raise Undecidable(f"academy {academy.uuid} holds {field} {value!r} in another row")
-            holder_name = str(holder.uuid) if holder.uuid else repr(holder.name)
-            return Outcome(SKIPPED, None, f"{what} {value!r} is already used by academy {holder_name}", **ident)
-        if "slug" in values:
-            holder = self._holder("slug", values["slug"])
-            if holder is not None and holder is not row:
-                raise Undecidable(f"slug {values['slug']!r} is taken: the per-event path picks a free suffix")
+        taken = self._taken(academy, row, values, ident)
+        if taken is not None:
+            return taken
 
         if row is None:
             row = EnterpriseAcademy(**values, source_timestamp=_utc(source_time))
@@ -318,7 +315,37 @@ class Fold:
         self.changed[id(row)] = row
         return Outcome(UPDATED, row, "changed: " + ", ".join(sorted(changed)), ident["uuid"], row.name)
 
+    def _taken(self, academy, row, values, ident):
+        """
+        The ``SKIPPED`` outcome when another row holds a unique value that ``values`` give ``row`` (None when
+        none does); ``Undecidable`` where only the per-event path can decide.
+        """
+        renamed = "name" in values and (row is None or name_key(values["name"]) != row.name_key)
+        # The per-event path checks a new row's name before its lookup key; a rename's name is left to the
+        # unique index on the first attempt, so a taken lookup key is what a rename reports first.
+        checks = []
+        if renamed and row is None:
+            checks.append(("name_key", name_key(values["name"]), "name"))
+        if "stripe_price_lookup_key" in values:
+            checks.append(("stripe_price_lookup_key", values["stripe_price_lookup_key"], "stripe_price_lookup_key"))
+        if renamed and row is not None:
+            checks.append(("name_key", name_key(values["name"]), "name"))
+        for field, value, what in checks:
+            holder = self._holder(field, value)
+            if holder is None or holder is row:
+                continue
+            if academy.uuid is not None and holder.uuid == academy.uuid:
+                raise Undecidable(f"academy {academy.uuid} holds {field} {value!r} in another row")
+            holder_name = str(holder.uuid) if holder.uuid else repr(holder.name)
+            return Outcome(SKIPPED, None, f"{what} {value!r} is already used by academy {holder_name}", **ident)
+        if "slug" in values:
+            holder = self._holder("slug", values["slug"])
+            if holder is not None and holder is not row:
+                raise Undecidable(f"slug {values['slug']!r} is taken: the per-event path picks a free suffix")
+        return None
+
     def _delete(self, academy_uuid, title, source_time, ident):
+        """Deactivate the row of a ``deleted`` event (by uuid, else by name), by the rules of ``apply``."""
         row = self._holder("uuid", academy_uuid) if academy_uuid else None
         if row is None and title:
             row = self._holder("name_key", name_key(title))
@@ -406,6 +433,7 @@ class _Writer:
             db.vendor == "sqlite" and db.Database.sqlite_version_info >= (3, 33))
 
     def _values(self, rows, fields, adapt):
+        """The statement parameters of ``rows`` for ``fields``, each adapted for the database."""
         params, seen, db = [], {}, self.db
         for row in rows:
             for field, adapter in zip(fields, adapt):
@@ -453,6 +481,7 @@ class _Writer:
                 self._update(cursor, columns, rows)
 
     def _update(self, cursor, names, rows):
+        """Update the columns ``names`` of ``rows``, in as few statements as the parameter limit allows."""
         fields = [self.fields[0], *(self.by_name[name] for name in names)]
         adapt = [self.adapt[self.fields.index(field)] for field in fields]
         quote = self.db.ops.quote_name

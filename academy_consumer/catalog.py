@@ -137,7 +137,7 @@ class CatalogClient:
     exponential backoff (``backoff_factor``) and honouring Retry-After. TLS certificates are always verified.
     """
 
-    def __init__(self, catalog_url=None, provider_url=None, client_id=None, client_secret=None,
+    def __init__(self, catalog_url=None, *, provider_url=None, client_id=None, client_secret=None,
                  timeout=DEFAULT_TIMEOUT, retries=DEFAULT_RETRIES, backoff_factor=DEFAULT_BACKOFF_FACTOR,
                  max_pages=DEFAULT_MAX_PAGES):
         self.catalog_url = (catalog_url or getattr(settings, "ENTERPRISE_CATALOG_URL", None) or "").rstrip("/")

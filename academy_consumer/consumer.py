@@ -58,12 +58,17 @@ from academy_consumer.apply import ERRORS, SKIPPED
 from academy_consumer.apply_batch import apply_changes
 from academy_consumer.decode import Decoder, Rejection
 from academy_consumer.dlq import DeadLetter
-from academy_consumer.errors import (  # noqa: F401  (re-exported: the commands import them from here)
-    AcademyEventRejected, BadKafkaConfig, FatalError, PermanentError, TransientError, database_failure,
-    error_class, registry_unavailable,
+from academy_consumer.errors import (
+    AcademyEventRejected,
+    BadKafkaConfig,
+    FatalError,
+    TransientError,
+    database_failure,
+    error_class,
+    registry_unavailable,
 )
 from academy_consumer.redact import mask_url, mask_urls
-from academy_consumer.replay import BadStart, Start  # noqa: F401  (re-exported)
+from academy_consumer.replay import Start
 from signals import ACADEMY_SIGNALS
 
 log = logging.getLogger(__name__)
@@ -172,6 +177,7 @@ class AcademyEventConsumer:
         self._lag_updated = -math.inf
         self._lag_left = None  # the total lag at the last update (None: not known yet)
         self._newest_applied = None  # the newest ce_time applied by the batch in hand
+        self._event_types = set()  # the event types of the batch in hand
         self.metrics_address = metrics_address  # (host, port) to serve /metrics, /healthz, /readyz on, or None
         self.metrics_server = None
         conf.require_event_bus()  # before a consumer is built that can never connect
@@ -245,6 +251,7 @@ class AcademyEventConsumer:
     # --- rebalances ----------------------------------------------------------------------------------
 
     def _on_assign(self, consumer, partitions):
+        """On assignment: apply the replay start offsets and note the partitions."""
         for partition in partitions:
             if partition.partition in self._start_offsets:
                 partition.offset = self._start_offsets.pop(partition.partition)
@@ -370,6 +377,7 @@ class AcademyEventConsumer:
                         self.full_topic, self.group_id, wall.isoformat(timespec="seconds"), now - since)
 
     def _poll(self, want):
+        """Up to ``want`` messages; a fatal Kafka error or a missing topic raises ``FatalError``."""
         messages = []
         for message in self.consumer.consume(num_messages=want, timeout=self.batch_wait):
             error = message.error()
@@ -377,9 +385,12 @@ class AcademyEventConsumer:
                 messages.append(message)
             elif error.fatal():
                 raise FatalError(f"fatal Kafka error: {error.str()}")
-            elif error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+            # librdkafka's client-side error codes are spelled with a leading underscore (RD_KAFKA_RESP_ERR__*):
+            # public constants of confluent-kafka, not private members.
+            elif error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART,
+                                  KafkaError._UNKNOWN_TOPIC):  # pylint: disable=protected-access
                 raise FatalError(f"topic {self.full_topic} does not exist")
-            elif error.code() != KafkaError._PARTITION_EOF:
+            elif error.code() != KafkaError._PARTITION_EOF:  # pylint: disable=protected-access
                 kafka_log.warning("Kafka reports: %s (the client retries by itself)", error.str())
         return messages
 
@@ -534,7 +545,7 @@ class AcademyEventConsumer:
             return
         try:
             subjects = self.schema_registry_client.get_subjects()
-        except Exception as exc:  # pylint: disable=broad-except
+        except Exception as exc:
             raise (TransientError if registry_unavailable(exc) else FatalError)(
                 f"schema registry {url}: {type(exc).__name__}: {exc}") from exc
         prefixes = tuple(f"{self.full_topic}-{signal.event_type}" for signal in ACADEMY_SIGNALS)
@@ -609,6 +620,7 @@ def _positions(messages):
 
 
 def _close_connections():
+    """Close every database connection, ignoring those already gone."""
     for conn in connections.all():
         try:
             conn.close()

@@ -38,7 +38,11 @@ from edx_event_bus_kafka.internal.config import get_full_topic, load_common_sett
 
 from academy_consumer import conf, errors, preflight
 from academy_consumer.consumer import (
-    AcademyEventConsumer, TransientError, _bus_config, _close_connections, kafka_client,
+    AcademyEventConsumer,
+    TransientError,
+    _bus_config,
+    _close_connections,
+    kafka_client,
 )
 from academy_consumer.redact import mask_urls
 
@@ -99,6 +103,7 @@ class Letter:
 
     @classmethod
     def of(cls, message):
+        """A ``Letter`` from a message of the dead-letter topic (its headers, key and value)."""
         headers = list(message.headers() or [])
         millis = message.timestamp()[1]
 
@@ -281,6 +286,7 @@ class _RecordingProducer:
         self.landed = {}  # partition -> {offsets}
 
     def produce(self, topic, on_delivery, **kwargs):
+        """``Producer.produce``, noting the partition and offset each copy lands at."""
         def delivered(err, msg):
             if err is None:
                 self.landed.setdefault(msg.partition(), set()).add(msg.offset())
@@ -300,6 +306,7 @@ class Redrive(AcademyEventConsumer):
         self.dlq_producer = _RecordingProducer(self.dlq_producer)
         self.max_dead_run = 0  # no circuit breaker: letters failing again is what a redrive may well find
         self.results = []
+        self._left_out = {}  # partition -> offset of the first letter the filters left out
 
     def _create_consumer(self):
         """Reads the dead-letter topic by assignment and commits for its group: no static membership."""
@@ -330,6 +337,7 @@ class Redrive(AcademyEventConsumer):
         return self.results
 
     def _run(self, starts, ends):
+        """Read the dead-letter topic from ``starts`` to ``ends`` and handle the letters batch by batch."""
         batch = []
         for message in read_range(self.consumer, self.dlq_topic, starts, ends):
             batch.append(Letter.of(message))

@@ -36,7 +36,11 @@ from fastavro.read import SchemaResolutionError
 
 from academy_consumer.apply import DELETE, UPSERT, Change
 from academy_consumer.errors import (
-    PermanentError, TransientError, UndecodableValueError, UnusableMessageError, registry_unavailable,
+    PermanentError,
+    TransientError,
+    UndecodableValueError,
+    UnusableMessageError,
+    registry_unavailable,
 )
 from signals import ACADEMY_SIGNALS
 
@@ -156,7 +160,7 @@ class Decoder:
         """Fetch, parse and cache writer schema ``schema_id``."""
         try:
             schema = self.registry.get_schema(schema_id)
-        except Exception as exc:  # pylint: disable=broad-except
+        except Exception as exc:
             if registry_unavailable(exc):
                 raise TransientError(f"schema registry: {type(exc).__name__}: {exc}") from exc
             if isinstance(exc, SchemaRegistryError) and exc.http_status_code == 404:
@@ -168,9 +172,10 @@ class Decoder:
                 raise ValueError(f"a {schema.schema_type} schema")
             written = json.loads(schema.schema_str)
             writer = fastavro.parse_schema(written)
-        except Exception as exc:  # pylint: disable=broad-except
-            raise _Rejected(UndecodableValueError(f"schema mismatch: writer schema {schema_id} is no Avro record "
-                                                  f"schema ({type(exc).__name__}: {exc})"), schema_mismatch=True) from None
+        except Exception as exc:
+            reason = (f"schema mismatch: writer schema {schema_id} is no Avro record schema "
+                      f"({type(exc).__name__}: {exc})")
+            raise _Rejected(UndecodableValueError(reason), schema_mismatch=True) from None
         same = _canonical(written) == self._canonical
         cached = (writer, None, self._fast) if same else (writer, self._reader, None)
         self._schemas[schema_id] = cached

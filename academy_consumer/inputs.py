@@ -92,6 +92,7 @@ def _lines(stream, name, limit):
 
 
 def _parse(lines, name):
+    """``(values, is_json_lines)``: the first non-blank line alone and each line after it, else one document."""
     head = []
     for line in lines:
         head.append(line)

@@ -115,6 +115,7 @@ class Monitor:
             self.metrics.assigned.set(len(self._assigned))
 
     def revoked(self, partitions):
+        """Forget revoked partitions: their assignment and their lag gauges."""
         with self._lock:
             self._assigned.difference_update(partitions)
             self.metrics.assigned.set(len(self._assigned))
@@ -149,8 +150,8 @@ class Monitor:
             self.metrics.dead_letters.labels(_class_name(letter.error)).inc()
         self.metrics.batches.inc()
         self.metrics.batch_seconds.observe(seconds)
-        self._applied += sum(n for outcome, n in counts.items() if outcome not in ("dead_lettered",
-                                                                                     "before_replay_time"))
+        self._applied += sum(n for outcome, n in counts.items()
+                             if outcome not in ("dead_lettered", "before_replay_time"))
 
     def committed(self):
         self.metrics.last_commit.set(time.time())
@@ -265,7 +266,7 @@ def record_batch_attributes(topic, messages, counts, dead, event_types):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+    def log_message(self, format, *args):
         """Scrapes and probes every few seconds are not log lines."""
 
 

@@ -158,6 +158,7 @@ def parse_uuid(value) -> uuid.UUID | None:
 
 @functools.lru_cache(maxsize=8192)  # a stream repeats its academies' uuids (a UUID is immutable: shared safely)
 def _parse_uuid_text(value):
+    """The UUID a text spells (bare, braced or ``urn:uuid:``), or None."""
     text = value.strip()
     if text[:9].lower() == "urn:uuid:":
         text = text[9:]
@@ -190,6 +191,7 @@ def find_catalog_query_uuid(item) -> uuid.UUID | None:
 
 
 def _search_uuid(value, depth, budget):
+    """The first uuid in a catalog query value (nested dicts and lists), within MAX_SEARCH_DEPTH and a node budget."""
     if depth > MAX_SEARCH_DEPTH or budget[0] <= 0:
         return None
     budget[0] -= 1
@@ -229,6 +231,7 @@ def default_lookup_key(product_key, name, fallback) -> str:
 
 @functools.lru_cache(maxsize=8192)  # a stream repeats its academies: unidecode and the regexes once per name
 def _default_lookup_key(product_key, name, fallback):
+    """The Stripe price lookup key made from the product key or the name (``fallback`` when both are empty)."""
     source = product_key if product_key is not None and product_key.strip() else name
     token = lookup_token(source)
     if token.endswith("_academy"):
@@ -258,6 +261,7 @@ def _fallback_key(fallback):
 
 @functools.lru_cache(maxsize=8192)  # python-slugify costs more than the rest of a normalization
 def _default_slug(name, fallback):
+    """The slug made from the name (from ``fallback`` when the name gives none)."""
     slug = slugify(name, max_length=MAX_KEY_LENGTH, word_boundary=True) if name is not None else ""
     if not slug:
         slug = slugify(f"academy-{fallback or ''}", max_length=MAX_KEY_LENGTH, word_boundary=True)
@@ -284,6 +288,7 @@ def normalize_academy(item) -> NormalizedAcademy:
 
 
 def _normalize(item):
+    """One catalog item -> ``NormalizedAcademy``; raises ``Rejected`` at the first rule it breaks."""
     # (The rules one after the other, in this order, which is also the order a rejection is found in. Written
     # out rather than looped over: this runs for every event, and the loops cost a third of it.)
     name = _name(item)
@@ -515,6 +520,7 @@ def _text(value, dict_keys=("rendered", "raw")):
 
 
 def _scalar_text(value):
+    """A string or a number as stripped text; anything else is None."""
     if isinstance(value, str):
         return value.strip()
     if isinstance(value, (int, float, decimal.Decimal)):

@@ -133,7 +133,7 @@ def check_schema_registry(client, url):
             raise RegistryUnreachable(f"schema registry {where} unavailable (HTTP {status})") from None
         raise NotReady(f"schema registry {where} answers HTTP {status} ({mask_urls(str(exc.error_message))}): "
                        f"is EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL (and its credentials) right?") from None
-    except Exception as exc:  # pylint: disable=broad-except  # httpx / OS errors: no answer
+    except Exception as exc:  # httpx / OS errors: no answer
         reason = mask_urls(" ".join(str(exc).split())) or type(exc).__name__
         raise RegistryUnreachable(f"schema registry {where} unreachable: {reason}") from None
     if not isinstance(subjects, list):

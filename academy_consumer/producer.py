@@ -37,7 +37,7 @@ def encode(action, item):
     try:
         data = {"academy": academy_data_from_dict(item)}
         serialize_event_data_to_bytes(data, signal)  # the Avro encoding must work before anything is sent
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:
         raise EncodingError(f"cannot be encoded as {signal.event_type}: {exc}") from exc
     return signal, data
 

@@ -66,9 +66,12 @@ def env_list(name, default=()):
 # .. setting_description: Django's secret key. Nothing here signs user data, but set a real one in production.
 SECRET_KEY = env("SECRET_KEY", "academy-consumer-insecure-development-key")
 
-# .. setting_name: DEBUG
-# .. setting_default: False
-# .. setting_description: Django's debug mode.
+# .. toggle_name: DEBUG
+# .. toggle_implementation: DjangoSetting
+# .. toggle_default: False
+# .. toggle_description: Django's debug mode (tracebacks in the admin's error pages). Never on in production.
+# .. toggle_use_cases: open_edx
+# .. toggle_creation_date: 2026-11-28
 DEBUG = env_bool("DEBUG", False)
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
@@ -207,7 +210,8 @@ ENTERPRISE_CATALOG_URL = env("ENTERPRISE_CATALOG_URL", "http://localhost:18160")
 # .. setting_default: http://localhost:18000/oauth2
 # .. setting_description: The LMS OAuth2 provider. The catalog client gets a JWT from
 #   ``<this url>/access_token`` with the client-credentials grant.
-BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL = env("BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL", "http://localhost:18000/oauth2")
+BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL = env(
+    "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL", "http://localhost:18000/oauth2")
 
 # .. setting_name: BACKEND_SERVICE_EDX_OAUTH2_KEY
 # .. setting_default: academy-consumer-backend-service-key
@@ -275,7 +279,7 @@ EVENT_BUS_KAFKA_API_SECRET = env("EVENT_BUS_KAFKA_API_SECRET")
 # .. setting_default: None
 # .. setting_description: Environment prefix of every topic name (``<prefix>-<topic>``), as in edx-event-bus-kafka.
 EVENT_BUS_TOPIC_PREFIX = env("EVENT_BUS_TOPIC_PREFIX")
-# edx-event-bus-kafka's consumer kill switch (its ``.. toggle_name:`` annotation documents it; default on):
+# edx-event-bus-kafka's consumer kill switch (its toggle annotation there documents it; default on):
 # off, ``consume_academy_events`` says so in one line and exits 0 without consuming, like ``consume_events``.
 EVENT_BUS_KAFKA_CONSUMERS_ENABLED = env_bool("EVENT_BUS_KAFKA_CONSUMERS_ENABLED", True)
 

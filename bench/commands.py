@@ -37,8 +37,9 @@ def run(args, env, log_name, timeout=900):
     out, err = WORK / f"{log_name}.out", WORK / f"{log_name}.err"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         started = time.perf_counter()
-        process = subprocess.Popen(args, env=env, cwd=WORK, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
-        status, rss = wait(process, timeout)
+        with subprocess.Popen(args, env=env, cwd=WORK, stdin=subprocess.DEVNULL, stdout=stdout,
+                              stderr=stderr) as process:
+            status, rss = wait(process, timeout)
         wall = time.perf_counter() - started
     return status, wall, rss, out.read_text(errors="replace"), err.read_text(errors="replace")
 
@@ -62,6 +63,7 @@ def wait(process, timeout):
 
 
 def _hwm_kib(pid):
+    """Peak resident memory (VmHWM) of process ``pid`` in KiB, 0 when unknown."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             return next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
@@ -73,6 +75,7 @@ def _hwm_kib(pid):
 
 
 def _connect(url, database=True):
+    """A DB-API connection to the database of ``url`` (to its server only, without ``database``)."""
     parts = urlparse(url)
     name = parts.path.lstrip("/")
     if parts.scheme == "sqlite":
@@ -112,6 +115,7 @@ def prepare(url, env):
 
 
 def empty_table(url):
+    """Delete every row of the academy table of the database at ``url``."""
     connection = _connect(url)
     cursor = connection.cursor()
     cursor.execute(f"DELETE FROM {TABLE}")
@@ -190,7 +194,7 @@ def committed(monitor, topic, partitions):
     return sum(max(tp.offset, 0) for tp in offsets)
 
 
-def stock(env, bootstrap, topic, base_topic, group, partitions, target, label, stall=60):
+def stock(env, bootstrap, topic, base_topic, group, *, partitions, target, label, stall=60):
     """
     openedx-events' ``consume_events`` (edx-event-bus-kafka) on ``topic`` with a group whose offsets were
     committed at 0 beforehand. It commits after every event: the bench reads the group's committed offsets
@@ -200,8 +204,10 @@ def stock(env, bootstrap, topic, base_topic, group, partitions, target, label, s
     out, err = WORK / f"stock-{label}.out", WORK / f"stock-{label}.err"
     monitor = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        process = subprocess.Popen(command("consume_events", "-t", base_topic, "-g", group), env=env, cwd=WORK,
-                                   stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+        # Stopped in the ``finally`` below (SIGTERM, then kill), rather than by a ``with``, which would only wait.
+        process = subprocess.Popen(  # pylint: disable=consider-using-with
+            command("consume_events", "-t", base_topic, "-g", group), env=env, cwd=WORK,
+            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
         first = last = None
         progress_at, done, error = time.monotonic(), 0, None
         try:
@@ -241,7 +247,7 @@ def stock(env, bootstrap, topic, base_topic, group, partitions, target, label, s
 def reconcile(env, path, label, *extra):
     """``reconcile_academies --from-file PATH --json`` in process, its SQL statements counted (reconcile_count.py)."""
     args = [sys.executable, str(BENCH / "reconcile_count.py"), str(path), *extra]
-    status, wall, rss, stdout, stderr = run(args, env, f"reconcile-{label}")
+    status, _, rss, stdout, stderr = run(args, env, f"reconcile-{label}")
     try:
         result = json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

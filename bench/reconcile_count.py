@@ -16,6 +16,7 @@ import time
 
 
 def main(path, *extra):
+    """Reconcile the file at ``path`` and print the time and the number of SQL statements."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "academy_consumer.settings")
     import django  # pylint: disable=import-outside-toplevel
     django.setup()

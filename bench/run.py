@@ -28,6 +28,7 @@ IDLE = 2  # --until-idle of the consumer runs
 
 
 def arguments():
+    """The command line's options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=20000, help="events in the history (default 20,000)")
     parser.add_argument("--academies", type=int, default=500, help="academies it creates (default 500)")
@@ -53,9 +54,11 @@ def start_devstack(partitions):
     env_file = WORK / ".devstack.env"
     env_file.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    # The dev stack outlives this function (the caller stops it at the end of the bench): no ``with``.
     log = open(WORK / "devstack.log", "wb")  # pylint: disable=consider-using-with
-    process = subprocess.Popen(commands.command("devstack", "--partitions", str(partitions), "--env-file", str(env_file)),
-                               env=env, cwd=WORK, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(  # pylint: disable=consider-using-with
+        commands.command("devstack", "--partitions", str(partitions), "--env-file", str(env_file)),
+        env=env, cwd=WORK, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     waited = subprocess.run(commands.command("devstack", "--wait", "--timeout", "30", "--env-file", str(env_file)),
                             env=env, cwd=WORK, capture_output=True, text=True, check=False)
     if waited.returncode != 0:
@@ -77,7 +80,8 @@ def export(rev):
                                  capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     found = subprocess.run([sys.executable, "-c", "import academy_consumer; print(academy_consumer.__file__)"],
-                           env={**os.environ, "PYTHONPATH": str(target)}, cwd=WORK, capture_output=True, text=True)
+                           env={**os.environ, "PYTHONPATH": str(target)}, cwd=WORK, capture_output=True, text=True,
+                           check=False)
     if not found.stdout.startswith(str(target)):
         sys.exit(f"bench: --consumer-ref {rev}: the exported code is not the one imported ({found.stdout.strip()})")
     return commit, str(target)
@@ -100,6 +104,7 @@ def rate(count, seconds):
 
 
 def main():  # pylint: disable=too-many-locals,too-many-statements
+    """Run every measurement, then write the results and print the report."""
     options = arguments()
     WORK.mkdir(exist_ok=True)
     started = time.monotonic()
@@ -112,10 +117,11 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
         os.environ["DJANGO_SETTINGS_MODULE"] = "academy_consumer.settings"
         import django  # pylint: disable=import-outside-toplevel
         django.setup()
-        global events  # pylint: disable=global-statement,invalid-name
-        from bench import events  # pylint: disable=import-outside-toplevel,redefined-outer-name
-        from academy_consumer import conf  # pylint: disable=import-outside-toplevel
+        global events  # pylint: disable=global-statement
         from edx_event_bus_kafka.internal.config import get_full_topic  # pylint: disable=import-outside-toplevel
+
+        from academy_consumer import conf  # pylint: disable=import-outside-toplevel
+        from bench import events  # pylint: disable=import-outside-toplevel
 
         base_topic = conf.topic()
         topic, bootstrap, registry = get_full_topic(base_topic), stack_env[
@@ -128,27 +134,29 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
         events.produce(bootstrap, topic, stream)
         marks = check_log(bootstrap, topic, options.events, devstack)
         ends = {p: high for p, (_, high) in marks.items()}
-        results = {"machine": machine(), "options": {k: v for k, v in vars(options).items()},
+        results = {"machine": machine(), "options": dict(vars(options)),
                    "partitions": {str(p): high for p, high in ends.items()}, "kafka": {}, "databases": {}}
 
         print("== raw consume and decode (in process, by assignment)", flush=True)
         kafka = results["kafka"]
         messages, seconds = events.consume(bootstrap, topic, ends)
-        kafka["raw"] = {"events": len(messages), "seconds": round(seconds, 3), "events_per_s": rate(len(messages), seconds),
-                        "mean_value_bytes": round(events.sizes(messages))}
+        kafka["raw"] = {"events": len(messages), "seconds": round(seconds, 3),
+                        "events_per_s": rate(len(messages), seconds), "mean_value_bytes": round(events.sizes(messages))}
         confluent = events.confluent_decoder(registry)
         _, seconds = events.consume(bootstrap, topic, ends, confluent, "confluent")
         alone = events.time_decode(confluent, messages)
-        kafka["confluent"] = {"events": len(messages), "seconds": round(seconds, 3), "events_per_s": rate(len(messages), seconds),
-                              "decode_alone_seconds": round(alone, 3), "decode_alone_per_s": rate(len(messages), alone)}
+        kafka["confluent"] = {"events": len(messages), "seconds": round(seconds, 3),
+                              "events_per_s": rate(len(messages), seconds), "decode_alone_seconds": round(alone, 3),
+                              "decode_alone_per_s": rate(len(messages), alone)}
         ours = events.our_decoder(registry)
         if isinstance(ours, str):
             kafka["ours"] = {"na": ours}
         else:
             _, seconds = events.consume(bootstrap, topic, ends, ours, "ours")
             alone = events.time_decode(ours, messages)
-            kafka["ours"] = {"events": len(messages), "seconds": round(seconds, 3), "events_per_s": rate(len(messages), seconds),
-                             "decode_alone_seconds": round(alone, 3), "decode_alone_per_s": rate(len(messages), alone)}
+            kafka["ours"] = {"events": len(messages), "seconds": round(seconds, 3),
+                             "events_per_s": rate(len(messages), seconds), "decode_alone_seconds": round(alone, 3),
+                             "decode_alone_per_s": rate(len(messages), alone)}
         del messages
 
         base_env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "LOG_LEVEL")}
@@ -180,7 +188,8 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
                 commands.empty_table(url)
             group = f"bench-stock-{name}-{stamp}"
             events.commit_start(bootstrap, topic, group, ends)  # a new stock group would start at the end
-            db["stock"] = commands.stock(env, bootstrap, topic, base_topic, group, ends, options.stock_events, name)
+            db["stock"] = commands.stock(env, bootstrap, topic, base_topic, group, partitions=ends,
+                                         target=options.stock_events, label=name)
             if options.stock_events == options.events and "error" not in db["stock"]:
                 db["stock"]["table"] = commands.diff(expected, commands.table(url)) or "as expected"
             print(f"   stock: {db['stock']}", flush=True)
@@ -204,6 +213,7 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
 
 
 def ratios(results):
+    """Add the ratios of the report (ours against stock and against confluent) to ``results``."""
     kafka = results["kafka"]
     ours = kafka["ours"].get("decode_alone_per_s")
     results["ratios"] = {"ours_vs_confluent_decode": ours and round(ours / kafka["confluent"]["decode_alone_per_s"], 2)}
@@ -234,12 +244,14 @@ def number(value, digits=0):
 
 
 def report(results):  # pylint: disable=too-many-locals
+    """The report's table of ``results``, as text."""
     kafka, ratio = results["kafka"], results["ratios"]
     rows = [("measurement", "database", "events", "seconds", "events/s", "peak RSS MB", "notes")]
 
     def row(what, db, entry, rss=None, notes=""):
         if "na" in entry or "error" in entry or "skipped" in entry:
-            rows.append((what, db, "", "", entry.get("na") or "failed", "", entry.get("error") or entry.get("skipped", "")))
+            rows.append((what, db, "", "", entry.get("na") or "failed", "",
+                         entry.get("error") or entry.get("skipped", "")))
             return
         rows.append((what, db, number(entry["events"]), number(entry["seconds"], 2), number(entry["events_per_s"]),
                      number(rss, 1) if rss is not None else "", notes))
@@ -249,13 +261,15 @@ def report(results):  # pylint: disable=too-many-locals
     row("2 confluent decode-only: consume + AvroDeserializer", "-", kafka["confluent"])
     alone = {"events": kafka["raw"]["events"]}
     row("  2b AvroDeserializer alone (messages in memory)", "-",
-        {**alone, "seconds": kafka["confluent"]["decode_alone_seconds"], "events_per_s": kafka["confluent"]["decode_alone_per_s"]})
+        {**alone, "seconds": kafka["confluent"]["decode_alone_seconds"],
+         "events_per_s": kafka["confluent"]["decode_alone_per_s"]})
     if "na" in kafka["ours"]:
         row("3 our decode: consume + Decoder", "-", kafka["ours"])
     else:
         row("3 our decode: consume + Decoder", "-", kafka["ours"])
         row("  3b Decoder alone (messages in memory)", "-",
-            {**alone, "seconds": kafka["ours"]["decode_alone_seconds"], "events_per_s": kafka["ours"]["decode_alone_per_s"]})
+            {**alone, "seconds": kafka["ours"]["decode_alone_seconds"],
+             "events_per_s": kafka["ours"]["decode_alone_per_s"]})
     for name, db in results["databases"].items():
         if "skipped" in db:
             row("4/5 stock loop, consumer", name, db)
@@ -273,7 +287,8 @@ def report(results):  # pylint: disable=too-many-locals
             row(f"  5' consume_academy_events @{results['consumer_ref']}", name, before, before.get("peak_rss_mb"),
                 notes=f"table {before.get('table')}; {before.get('batches', '?')} batches")
     lines = [_table(rows), "", "ratios (6)"]
-    lines.append(f"  our decode / confluent AvroDeserializer (decode alone): {number(ratio['ours_vs_confluent_decode'], 2)}")
+    lines.append("  our decode / confluent AvroDeserializer (decode alone): "
+                 f"{number(ratio['ours_vs_confluent_decode'], 2)}")
     for name, entry in ratio.items():
         if isinstance(entry, dict):
             lines.append(f"  {name}: consumer / stock loop {number(entry['consumer_vs_stock'], 1)}x; consumer / "
@@ -286,7 +301,7 @@ def report(results):  # pylint: disable=too-many-locals
             if "error" in entry:
                 rec.append(("reconcile_academies --from-file", name, run, "", "", "failed", "", entry["error"]))
                 continue
-            counts = {k: v for k, v in entry["counts"].items() if type(v) is int and v}  # (not dry_run)
+            counts = {k: v for k, v in entry["counts"].items() if isinstance(v, int) and not isinstance(v, bool) and v}
             items = sum(counts.values())
             rec.append(("reconcile_academies --from-file", name, run, number(items), number(entry["seconds"], 2),
                         number(rate(items, entry["seconds"])), number(entry["statements"]),
@@ -305,19 +320,22 @@ def report(results):  # pylint: disable=too-many-locals
                  f"{m['confluent-kafka']} (librdkafka {m['librdkafka']}), Django {m['Django']}, openedx-events "
                  f"{m['openedx-events']}, edx-event-bus-kafka {m['edx-event-bus-kafka']}, fastavro {m['fastavro']}")
     o = results["options"]
-    lines.append(f"run: --events {o['events']} --academies {o['academies']} --batch-size {o['batch_size'] or 'default'} "
-                 f"--stock-events {o['stock_events']}; {len(results['partitions'])} partitions "
-                 f"{results['partitions']}; bench took {results['bench_seconds']} s")
+    lines.append(f"run: --events {o['events']} --academies {o['academies']} "
+                 f"--batch-size {o['batch_size'] or 'default'} --stock-events {o['stock_events']}; "
+                 f"{len(results['partitions'])} partitions {results['partitions']}; "
+                 f"bench took {results['bench_seconds']} s")
     return "\n".join(lines)
 
 
 def _table(rows):
+    """``rows`` as aligned text columns."""
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     right = {2, 3, 4, 5, 6} if rows[0][0] == "measurement" else {3, 4, 5, 6}
     right.discard(len(rows[0]) - 1)
     out = []
     for number_, r in enumerate(rows):
-        out.append("  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        cells = (str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        out.append("  ".join(cells).rstrip())
         if number_ == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)

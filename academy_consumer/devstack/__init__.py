@@ -191,6 +191,7 @@ class DevStack:
         return path
 
     def close(self) -> None:
+        """Stop the schema registry and the mock cluster."""
         registry, self.schema_registry = self.schema_registry, None
         with self._reader_lock:
             reader, self._reader = self._reader, None

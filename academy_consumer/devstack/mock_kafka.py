@@ -246,6 +246,7 @@ def find_librdkafka() -> str:
 
 
 def _load():
+    """librdkafka, loaded once through ctypes."""
     global _lib
     with _lib_lock:
         if _lib is not None:
@@ -353,7 +354,7 @@ class MockKafkaCluster:
     def __del__(self):  # pragma: no cover - safety net only
         try:
             self.close()
-        except Exception:
+        except Exception:  # pylint: disable=broad-exception-caught  # nothing may escape __del__
             pass
 
     def __repr__(self) -> str:
@@ -392,6 +393,7 @@ class MockKafkaCluster:
 
     @contextlib.contextmanager
     def _nudging(self):
+        """While inside: connect to the brokers now and then, so that the mock cluster's threads wake up."""
         done = threading.Event()
         nudger = threading.Thread(target=self._nudge_until, args=(done,), name="mock-kafka-nudge", daemon=True)
         nudger.start()
@@ -402,6 +404,7 @@ class MockKafkaCluster:
             nudger.join()
 
     def _nudge_until(self, done: threading.Event) -> None:
+        """Connect to each broker address until ``done`` is set."""
         delay = 0.02
         while not done.wait(delay):
             delay = 0.1

@@ -80,7 +80,7 @@ def _subject_not_found(subject):
     return RegistryError(404, 40401, f"Subject '{subject}' not found.")
 
 
-def _version_not_found(subject, version):
+def _version_not_found(version):
     return RegistryError(404, 40402, f"Version {version} not found.")
 
 
@@ -152,6 +152,7 @@ class _AvroSide:
         _collect_named(schema, None, self.names)
 
     def resolve(self, node, namespace):
+        """What a schema node is: ``(kind, node, namespace)``, following named references."""
         # Returns (kind, node, namespace) where kind is a primitive, a complex type name,
         # "union", or "unknown:<name>" for a reference that cannot be resolved here.
         while True:
@@ -301,11 +302,12 @@ def _truthy(value) -> bool:
 
 
 def _paginate(items: list, query: dict) -> list:
+    """``items`` cut by the request's ``offset`` and ``limit``."""
     try:
         offset = max(int(query.get("offset", 0)), 0)
         limit = int(query.get("limit", -1))
     except (TypeError, ValueError):
-        raise RegistryError(422, 42206, "Invalid offset or limit")
+        raise RegistryError(422, 42206, "Invalid offset or limit") from None
     items = items[offset:]
     return items[:limit] if limit > 0 else items
 
@@ -318,6 +320,7 @@ class SchemaRegistryState:
         self.reset(compatibility)
 
     def reset(self, compatibility: str = "BACKWARD") -> None:
+        """Forget every schema and subject; the global compatibility becomes ``compatibility``."""
         with self._lock:
             self._schemas: dict[int, _Schema] = {}  # global id -> schema
             self._by_key: dict[str, _Schema] = {}  # canonical JSON -> schema
@@ -346,7 +349,7 @@ class SchemaRegistryState:
         try:
             canonical = _canonical_json(schema)
         except ValueError as exc:
-            raise _invalid_schema(f"Invalid schema {schema}, details: {exc}")
+            raise _invalid_schema(f"Invalid schema {schema}, details: {exc}") from exc
         try:
             import fastavro  # pylint: disable=import-outside-toplevel
         except ImportError:  # pragma: no cover - fastavro comes with confluent-kafka[avro]
@@ -354,7 +357,7 @@ class SchemaRegistryState:
         try:
             fastavro.parse_schema(json.loads(schema), named_schemas={})
         except Exception as exc:
-            raise _invalid_schema(f"Invalid schema {schema}, details: {exc}")
+            raise _invalid_schema(f"Invalid schema {schema}, details: {exc}") from exc
         return canonical, schema
 
     # -- config --------------------------------------------------------------------------
@@ -369,6 +372,7 @@ class SchemaRegistryState:
             )
 
     def get_config(self, subject: str | None, default_to_global: bool = False) -> dict:
+        """``GET /config[/subject]``: the compatibility level."""
         with self._lock:
             if subject is None:
                 return dict(self._global_config)
@@ -381,6 +385,7 @@ class SchemaRegistryState:
             )
 
     def set_config(self, subject: str | None, body: dict) -> dict:
+        """``PUT /config[/subject]``: set the compatibility level."""
         if not isinstance(body, dict):
             raise RegistryError(422, 42203, "Invalid compatibility level")
         level = body.get("compatibility") or body.get("compatibilityLevel")
@@ -408,6 +413,7 @@ class SchemaRegistryState:
         return versions
 
     def _version_of(self, subject: str, version) -> tuple[int, _Schema]:
+        """The number and schema of a subject's version (a number, ``latest`` or -1)."""
         with self._lock:
             versions = self._versions(subject)
             if str(version) in ("latest", "-1"):
@@ -420,11 +426,11 @@ class SchemaRegistryState:
                     42202,
                     f"The specified version '{version}' is not a valid version id. Allowed values are "
                     "between [1, 2^31-1] and the string \"latest\"",
-                )
+                ) from None
             if number < 1:
                 raise RegistryError(422, 42202, f"The specified version '{version}' is not a valid version id.")
             if number > len(versions):
-                raise _version_not_found(subject, number)
+                raise _version_not_found(number)
             return number, versions[number - 1]
 
     @staticmethod
@@ -452,6 +458,7 @@ class SchemaRegistryState:
         return problems
 
     def register(self, subject: str, body: dict) -> dict:
+        """``POST /subjects/<subject>/versions``: register a schema (or find it registered)."""
         key, schema = self._parse_request(body)
         with self._lock:
             existing = self._by_key.get(key)
@@ -475,6 +482,7 @@ class SchemaRegistryState:
             return {"id": existing.id, "version": len(self._subjects[subject]), "guid": existing.guid}
 
     def lookup(self, subject: str, body: dict) -> dict:
+        """``POST /subjects/<subject>``: the version under which a schema is registered."""
         key = self._parse_request(body)[0]
         with self._lock:
             versions = self._versions(subject)
@@ -500,10 +508,11 @@ class SchemaRegistryState:
     # -- schemas by id -------------------------------------------------------------------
 
     def schema_by_id(self, schema_id: str) -> dict:
+        """``GET /schemas/ids/<id>``: a schema by its global id."""
         try:
             number = int(schema_id)
         except (TypeError, ValueError):
-            raise _schema_not_found(f"Schema {schema_id} not found")
+            raise _schema_not_found(f"Schema {schema_id} not found") from None
         with self._lock:
             schema = self._schemas.get(number)
         if schema is None:
@@ -517,6 +526,7 @@ class SchemaRegistryState:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """The registry's HTTP API, over ``SchemaRegistryState``."""
     protocol_version = "HTTP/1.1"
     server_version = "academy-devstack-schema-registry/1.0"
     timeout = 60  # idle keep-alive connections go away eventually
@@ -553,6 +563,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _send(self, status: int, payload) -> None:
+        """Send one JSON response."""
         data = b"" if payload is None else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", CONTENT_TYPE)
@@ -562,6 +573,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _read_body(self):
+        """The request's JSON body, or None when empty."""
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         if not raw.strip():
@@ -569,9 +581,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             return json.loads(raw)
         except ValueError as exc:
-            raise RegistryError(400, 400, f"Unrecognized request body: {exc}")
+            raise RegistryError(400, 400, f"Unrecognized request body: {exc}") from exc
 
     def _dispatch(self, method: str) -> None:
+        """Route one request and send the answer (a ``RegistryError`` as the registry's JSON error)."""
         try:
             parts = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
@@ -581,7 +594,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = _route(self.server.state, method, segments, query, body)
         except RegistryError as exc:
             status, payload = exc.status, exc.body()
-        except Exception as exc:  # pragma: no cover - a bug in this server
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # pragma: no cover - a bug here: a 500
             status, payload = 500, {"error_code": 50001, "message": f"Error in the backend data store: {exc!r}"}
         self._send(status, payload)
 
@@ -618,6 +631,7 @@ def _route(state: SchemaRegistryState, method: str, seg: list, query: dict, body
 
 
 class _Server(ThreadingHTTPServer):
+    """The HTTP server, tracking its connections so that ``stop`` can close them."""
     daemon_threads = True
     allow_reuse_address = True
 
@@ -629,6 +643,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
     def track(self, connection, add: bool) -> None:
+        """Note an open connection, or forget a closed one."""
         with self._connections_lock:
             if add:
                 self._connections.add(connection)
@@ -636,6 +651,7 @@ class _Server(ThreadingHTTPServer):
                 self._connections.discard(connection)
 
     def close_connections(self) -> None:
+        """Shut every open connection down (idle keep-alive ones included)."""
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
@@ -674,6 +690,7 @@ class SchemaRegistryServer:
         return self._server is not None
 
     def start(self) -> "SchemaRegistryServer":
+        """Serve in a daemon thread (once); returns self."""
         if self._server is not None:
             return self
         server = _Server((self.host, self.port), self.state, self.verbose)
@@ -686,6 +703,7 @@ class SchemaRegistryServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving and close every connection."""
         server, self._server = self._server, None
         thread, self._thread = self._thread, None
         if server is None:

@@ -23,7 +23,7 @@ def fail(message, code=EXIT_USAGE):
     return CommandError(message, returncode=code)
 
 
-class AcademyCommand(BaseCommand):
+class AcademyCommand(BaseCommand):  # pylint: disable=abstract-method  # a base: each command defines handle
     """
     A BaseCommand whose argument errors are one line (``<command>: error: ...``) and exit 2, which checks
     academy-consumer's settings (exit 2) and, when ``needs_database``, that the database answers and is

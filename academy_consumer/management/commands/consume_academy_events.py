@@ -10,10 +10,11 @@ Runs until SIGTERM/SIGINT (the batch in hand is finished and committed; exit 0),
 were handled. ``--metrics-port`` (or ``ACADEMY_CONSUMER_METRICS_PORT``) serves ``/metrics``, ``/healthz``
 and ``/readyz`` (``academy_consumer.monitoring``); ``--json`` prints the final counts as one JSON object.
 With edx-event-bus-kafka's kill switch ``EVENT_BUS_KAFKA_CONSUMERS_ENABLED`` off, it says so in one line
-and exits 0 without consuming, as the stock ``consume_events`` does. Exit status: 0 on a clean stop; 1 on a fatal error or when not ready (database not migrated
-or unreachable, Kafka unreachable, no such topic, a schema registry that is not one or does not know the
-academy schemas, the circuit breaker, a fatal Kafka error); 2 on bad arguments or bad settings (an unknown
-librdkafka property, ``--from-offset`` past the end of a partition or on a partition the topic lacks).
+and exits 0 without consuming, as the stock ``consume_events`` does. Exit status: 0 on a clean stop; 1 on
+a fatal error or when not ready (database not migrated or unreachable, Kafka unreachable, no such topic, a
+schema registry that is not one or does not know the academy schemas, the circuit breaker, a fatal Kafka
+error); 2 on bad arguments or bad settings (an unknown librdkafka property, ``--from-offset`` past the end
+of a partition or on a partition the topic lacks).
 """
 
 import json
@@ -24,18 +25,19 @@ import signal
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 from django.utils import timezone
-# The stock consumer's kill switch (``.. toggle_name: EVENT_BUS_KAFKA_CONSUMERS_ENABLED``, default True),
+# The stock consumer's kill switch (the toggle EVENT_BUS_KAFKA_CONSUMERS_ENABLED, default True),
 # honoured under its own name: edx-event-bus-kafka exports it only from this internal module (bounded to
 # the tested >=6.1,<7 in setup.cfg).
 from edx_event_bus_kafka.internal.consumer import KAFKA_CONSUMERS_ENABLED
 
 from academy_consumer import conf
-from academy_consumer.monitoring import CannotServe
-
-from academy_consumer.consumer import AcademyEventConsumer, BadKafkaConfig, BadStart, FatalError, Start
+from academy_consumer.consumer import AcademyEventConsumer
+from academy_consumer.errors import BadKafkaConfig, FatalError
 from academy_consumer.management.base import EXIT_NOT_READY, EXIT_ROW_ERRORS, AcademyCommand, fail
-from academy_consumer.preflight import NotReady
 from academy_consumer.management.commands.produce_academy_event import iso_time
+from academy_consumer.monitoring import CannotServe
+from academy_consumer.preflight import NotReady
+from academy_consumer.replay import BadStart, Start
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ def positive(kind):
 
 
 class Command(AcademyCommand):
+    """``consume_academy_events``: the real-time consumer (see the module docstring)."""
     help = "Consume academy events from the event bus and apply them to the EnterpriseAcademy table."
 
     def add_arguments(self, parser):
@@ -116,7 +119,7 @@ class Command(AcademyCommand):
         except BadKafkaConfig as exc:
             raise fail(f"bad setting: {exc}") from None
         except ImproperlyConfigured as exc:
-            raise fail(f"event bus not configured: {exc} (run `academy-consumer devstack` for a local one)")
+            raise fail(f"event bus not configured: {exc} (run `academy-consumer devstack` for a local one)") from None
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: consumer.stop())
         try:

@@ -49,6 +49,7 @@ def lines(result):
 
 
 class Command(AcademyCommand):
+    """``consumer_lag``: a group's lag per partition, read from the broker."""
     help = "Print a consumer group's committed offset, end offset and lag per partition of the academy topic."
     needs_database = False
 

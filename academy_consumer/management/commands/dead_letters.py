@@ -17,7 +17,7 @@ from django.db import DatabaseError
 
 from academy_consumer import dead_letters
 from academy_consumer.apply import _UNPRINTABLE_RE
-from academy_consumer.consumer import FatalError, TransientError
+from academy_consumer.errors import FatalError, TransientError
 from academy_consumer.management.base import EXIT_ROW_ERRORS, AcademyCommand, fail
 from academy_consumer.management.commands.produce_academy_event import iso_time
 
@@ -44,6 +44,7 @@ def _line(letter, now):
 
 
 class Command(AcademyCommand):
+    """``dead_letters list`` and ``dead_letters redrive``."""
     help = "List the dead-letter topic, or redrive its letters through the consumer's apply path."
 
     def add_arguments(self, parser):
@@ -52,7 +53,8 @@ class Command(AcademyCommand):
         for name, text in (("list", "Print every dead letter (reads to the current end; commits nothing)."),
                            ("redrive", "Re-apply dead letters; what fails again goes back to the topic.")):
             sub = actions.add_parser(name, help=text, description=text)
-            sub.error = lambda message: parser.error(message)  # the one-line error the base command sets
+            # Late-bound: the base command replaces parser.error (a one-line error) after add_arguments.
+            sub.error = lambda message: parser.error(message)  # pylint: disable=unnecessary-lambda
             sub.add_argument("--since", type=iso_time, metavar="ISO8601",
                              help="Only letters dead-lettered at or after this time.")
             sub.add_argument("--error-class", metavar="NAME",
@@ -80,11 +82,12 @@ class Command(AcademyCommand):
             raise fail(f"dead_letters {options['action']} stopped: {exc}", EXIT_ROW_ERRORS) from exc
 
     def _list(self, options):
+        """Print the dead letters (or one JSON object)."""
         letters = dead_letters.list_letters(options["since"], options["error_class"])
         now = datetime.datetime.now(datetime.timezone.utc)
         if options["as_json"]:
-            self.stdout.write(json.dumps({"count": len(letters), "letters": [l.as_dict(now) for l in letters]},
-                                         indent=2))
+            self.stdout.write(json.dumps(
+                {"count": len(letters), "letters": [letter.as_dict(now) for letter in letters]}, indent=2))
             return
         for letter in letters:
             self.stdout.write(_line(letter, now))
@@ -92,6 +95,7 @@ class Command(AcademyCommand):
         self.stdout.write(f"{len(letters)} dead letter(s), {pending} not redriven yet")
 
     def _redrive(self, options):
+        """Redrive the matching letters and print each outcome and the counts."""
         redrive = dead_letters.Redrive(since=options["since"], error_class=options["error_class"],
                                        dry_run=options["dry_run"])
         results = redrive.redrive()

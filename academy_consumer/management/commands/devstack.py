@@ -193,6 +193,7 @@ def eviction_line(evicted):
 
 
 class Command(AcademyCommand):
+    """``devstack``: run the embedded dev stack, or (``--wait``) wait for one."""
     help = "Run an embedded Kafka (librdkafka mock cluster) and schema registry for development and tests."
     needs_database = False
 
@@ -216,6 +217,7 @@ class Command(AcademyCommand):
         return self.run(path, options["partitions"])
 
     def run(self, path, partition_count):
+        """Run the dev stack until a signal; its settings are in ``path`` meanwhile."""
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
@@ -242,6 +244,7 @@ class Command(AcademyCommand):
                 remove_env_file(path)
 
     def wait(self, path, timeout):
+        """Return once a dev stack whose settings are in ``path`` answers (exit 1 after ``timeout``)."""
         deadline = time.monotonic() + timeout
         while True:
             values = read_env_file(path)

@@ -9,6 +9,7 @@ COLUMNS = ("uuid", "name", "slug", "stripe_price_lookup_key", "display_order", "
 
 
 class Command(AcademyCommand):
+    """``list_academies``: print the table."""
     help = "Print the EnterpriseAcademy table."
 
     def add_arguments(self, parser):

@@ -29,6 +29,7 @@ iso_time.__name__ = "ISO 8601 time"
 
 
 class Command(AcademyCommand):
+    """``produce_academy_event``: send academy events to the event bus."""
     help = "Produce academy created/updated/deleted events to the event bus."
     needs_database = False
 

@@ -56,8 +56,9 @@ PROGRESS_SECONDS = 10.0
 
 class Progress:
     """
-    The progress lines of one run, each given to ``write`` (a line to stderr): nothing for lists of ``PROGRESS_ITEMS`` or
-    fewer; else a line at most every ``PROGRESS_SECONDS`` and one at the end of the fetch and of the apply.
+    The progress lines of one run, each given to ``write`` (a line to stderr): nothing for lists of
+    ``PROGRESS_ITEMS`` or fewer; else a line at most every ``PROGRESS_SECONDS`` and one at the end of the
+    fetch and of the apply.
     """
 
     def __init__(self, write, clock=time.monotonic, dry_run=False):
@@ -65,6 +66,7 @@ class Progress:
         self.started = self.last = clock()
 
     def _due(self, final):
+        """Whether a progress line is due now (always at the end of a step)."""
         now = self.clock()
         if final or now - self.last >= PROGRESS_SECONDS:
             self.last = now
@@ -100,6 +102,7 @@ def chunk_size_argument(text):
 
 
 class Command(AcademyCommand):
+    """``reconcile_academies``: a full sync from the catalog API or a file."""
     help = "Sync the EnterpriseAcademy table with the Enterprise Catalog's list of academies."
 
     def add_arguments(self, parser):
@@ -145,6 +148,7 @@ class Command(AcademyCommand):
             raise fail(f"{result.counts[ERRORS]} row(s) failed to apply; see the errors above", EXIT_ROW_ERRORS)
 
     def _load(self, options, progress):
+        """The items and where they came from: ``--from-file``, else the catalog API."""
         if options["from_file"]:
             try:
                 return read_items(options["from_file"]), options["from_file"]
@@ -168,6 +172,7 @@ class Command(AcademyCommand):
         return items, mask_url(client.catalog_url)
 
     def _print_summary(self, result, source, item_count):
+        """Print the counts, then each item not simply applied, and the notes."""
         counts = ", ".join(f"{name} {result.counts[name]}" for name in OUTCOMES)
         prefix = "dry run, nothing written: " if result.dry_run else ""
         self.stdout.write(f"{prefix}{item_count} item(s) from {source}: {counts}")
@@ -183,4 +188,3 @@ def _item_uuid(item):
     if not isinstance(item, dict):
         return None
     return parse_uuid(item.get("uuid")) or parse_uuid(item.get("academy_uuid"))
-

@@ -25,6 +25,7 @@ from academy_consumer.models import EnterpriseAcademy
 
 
 class Command(AcademyCommand):
+    """``repair_future_timestamps``: clear stored times too far ahead of now."""
     help = "Reset source_timestamps more than ACADEMY_CONSUMER_MAX_FUTURE_SECONDS ahead of now to NULL."
 
     def add_arguments(self, parser):
