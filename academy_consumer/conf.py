@@ -150,6 +150,7 @@ def retry_max_seconds():
 #   properties of ``CONSUMER_ONLY_PROPERTIES`` are left out for the dead-letter producer and the AdminClient,
 #   and ``group.instance.id`` for the clients that are no group member.
 def kafka_config():
+    """``ACADEMY_CONSUMER_KAFKA_CONFIG`` as a dict (a JSON text is parsed); see the annotation above."""
     value = _raw("ACADEMY_CONSUMER_KAFKA_CONFIG", {})
     if isinstance(value, str):
         try:
@@ -181,7 +182,8 @@ def producer_kafka_config():
 
 
 def reader_kafka_config():
-    """``kafka_config()`` without ``group.instance.id``: for a consumer that is no group member (no static membership)."""
+    """``kafka_config()`` without ``group.instance.id``: for a consumer that is no group member (no static
+    membership)."""
     return {key: value for key, value in kafka_config().items() if key != "group.instance.id"}
 
 
@@ -206,8 +208,9 @@ def max_consecutive_dead_letters():
 # .. setting_name: ACADEMY_CONSUMER_MAX_FUTURE_SECONDS
 # .. setting_default: 300
 # .. setting_description: How far ahead of this process's clock an event time (``ce_time``) or a stored
-#   ``source_timestamp`` may be (at most 10 years: a larger bound would not bound anything). A later event is dead-lettered (it would freeze its row against every later
-#   change); a stored time beyond it no longer makes newer events and reconcile ``stale``, and
+#   ``source_timestamp`` may be (at most 10 years: a larger bound would not bound anything). A later event
+#   is dead-lettered (it would freeze its row against every later change); a stored time beyond it no
+#   longer makes newer events and reconcile ``stale``, and
 #   ``repair_future_timestamps`` resets such times.
 MAX_FUTURE_SECONDS_LIMIT = 10 * 365 * 86400.0
 
