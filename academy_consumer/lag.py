@@ -53,6 +53,7 @@ _UNKNOWN_STATES = {ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN}
 
 @dataclasses.dataclass(frozen=True)
 class PartitionLag:
+    """One partition's committed offset, low and end offsets, and lag."""
     partition: int
     committed: int | None  # None: the group has no committed offset here
     low: int
@@ -69,6 +70,7 @@ class PartitionLag:
 
 @dataclasses.dataclass(frozen=True)
 class Lag:
+    """A group's lag on a topic: one ``PartitionLag`` per partition."""
     topic: str
     group_id: str
     partitions: tuple  # of PartitionLag, by partition id
@@ -114,6 +116,7 @@ class _Client:
 
     @staticmethod
     def _make(kind, config):
+        """A Kafka client of ``kind``; a configuration librdkafka refuses is a ``BadKafkaConfig``."""
         try:
             return kind(config)
         except (KafkaException, ValueError, TypeError) as exc:
@@ -155,6 +158,7 @@ def _timed_out(exc):
 
 
 def _partitions(client, topic):
+    """The partition ids of ``topic`` (``NoTopic`` or ``KafkaUnavailable`` otherwise)."""
     try:
         return preflight.check_topic(client.consumer, topic, client.remaining())
     except preflight.NoSuchTopic as exc:
@@ -164,6 +168,7 @@ def _partitions(client, topic):
 
 
 def _committed(client, topic, partitions):
+    """The group's committed offset of each partition (None where it committed nothing)."""
     try:
         found = client.consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=client.remaining())
     except KafkaException as exc:
@@ -181,6 +186,7 @@ def _committed(client, topic, partitions):
 
 
 def _watermarks(client, topic, partitions):
+    """The low and high watermark of each partition."""
     marks = {}
     for partition in partitions:
         try:
