@@ -200,11 +200,13 @@ class CatalogServer:
 
     # -- request handling (called by _Handler) --------------------------------------------------------
 
-    def _record(self, request):
+    def record(self, request):
+        """Note one request (``requests``)."""
         with self._lock:
             self.requests.append(request)
 
-    def _token(self, form):
+    def token_answer(self, form):
+        """``(status, payload)`` of a token request: the client-credentials grant, or an injected fault."""
         if self._token_redirect:
             return self._token_redirect.status, self._token_redirect
         if self._token_status:
@@ -218,7 +220,8 @@ class CatalogServer:
             self._tokens.add(token)
         return 200, {"access_token": token, "expires_in": 3600, "token_type": "JWT", "scope": "read write"}
 
-    def _api(self, path, query, headers):
+    def api_answer(self, path, query, headers):
+        """``(status, payload)`` of an academies request: a page, one academy, 401 without a token, or a fault."""
         if self._api_status:
             return self._api_status, {"detail": "Injected failure."}
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -235,6 +238,7 @@ class CatalogServer:
         return 404, {"detail": "Not found."}
 
     def _page(self, academies, query):
+        """``(status, payload)`` of one list page, with the page faults and redirects set up for it."""
         try:
             page = int(query.get("page", "1"))
         except ValueError:
@@ -271,29 +275,32 @@ class _Handler(BaseHTTPRequestHandler):
     """Routes requests to the ``CatalogServer`` attached to the HTTP server."""
 
     def do_GET(self):  # noqa: N802 (stdlib naming)
+        """The academies API."""
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         headers = {k.lower(): v for k, v in self.headers.items()}
         catalog = self.server.catalog
-        catalog._record(RecordedRequest("GET", url.path, query, headers))
+        catalog.record(RecordedRequest("GET", url.path, query, headers))
         if url.path.startswith(ACADEMIES_PATH):
-            self._answer(*catalog._api(url.path, query, headers))
+            self._answer(*catalog.api_answer(url.path, query, headers))
         else:
             self._answer(404, {"detail": "Not found."})
 
     def do_POST(self):  # noqa: N802 (stdlib naming)
+        """The OAuth2 token endpoint."""
         url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
         form = {k: v[-1] for k, v in parse_qs(body).items()}
         headers = {k.lower(): v for k, v in self.headers.items()}
         catalog = self.server.catalog
-        catalog._record(RecordedRequest("POST", url.path, {}, headers, form))
+        catalog.record(RecordedRequest("POST", url.path, {}, headers, form))
         if url.path.rstrip("/") == "/oauth2/access_token":
-            self._answer(*catalog._token(form))
+            self._answer(*catalog.token_answer(form))
         else:
             self._answer(404, {"detail": "Not found."})
 
     def _answer(self, status, payload):
+        """Send ``payload``: a redirect, raw bytes (with a declared length) or JSON."""
         if isinstance(payload, Redirect):
             self.send_response(status)
             self.send_header("Location", payload.location)

@@ -11,6 +11,7 @@ CHANGELIST = "/admin/academy_consumer/enterpriseacademy/"
 
 @pytest.fixture
 def rows(db):
+    """Two academies: a live one with a uuid and a catalog query, an inactive legacy one without either."""
     live = EnterpriseAcademy.objects.create(
         uuid=uuid.UUID("aaaaaaaa-1111-2222-3333-444444444444"), name="Live Academy", slug="live",
         stripe_price_lookup_key="live_key", display_order=5, catalog_query_uuid=uuid.uuid4())

@@ -5,10 +5,11 @@ import threading
 import uuid
 
 import pytest
-from django.db import connection, connections
+from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
-from academy_consumer.apply import apply_item, deactivate_academy, sync_academies
+from academy_consumer.apply import DELETE, Change, apply_change, apply_item, deactivate_academy, sync_academies
+from academy_consumer.apply_batch import apply_changes
 from academy_consumer.models import EnterpriseAcademy
 
 pytestmark = pytest.mark.django_db
@@ -31,6 +32,8 @@ def row(uuid_=U1):
 
 
 class TestCreate:
+    """A new academy and the defaults it gets."""
+
     def test_create_applies_defaults(self):
         outcome = apply_item(academy(short_description="Learn data"), at(0))
         assert outcome.outcome == "created"
@@ -65,6 +68,8 @@ class TestCreate:
 
 
 class TestIdentity:
+    """Which row an item is: by uuid, else by name."""
+
     def test_rename_by_uuid_updates_in_place(self):
         apply_item(academy(), at(0))
         outcome = apply_item(academy(title="Data Science Academy"), at(1))
@@ -91,7 +96,6 @@ class TestIdentity:
         assert EnterpriseAcademy.objects.count() == 1
 
     def test_name_uniqueness_is_enforced_by_the_database(self):
-        from django.db import IntegrityError, transaction
         EnterpriseAcademy.objects.create(name="Data Academy", slug="a", stripe_price_lookup_key="a")
         with pytest.raises(IntegrityError), transaction.atomic():
             EnterpriseAcademy.objects.create(name="DATA ACADEMY", slug="b", stripe_price_lookup_key="b")
@@ -103,6 +107,8 @@ class TestIdentity:
 
 
 class TestAbsentMeansKeep:
+    """A field an update leaves out keeps its stored value."""
+
     def test_update_without_catalog_query_keeps_it(self):
         apply_item(academy(catalog_query_uuid=CQ, display_order=3, stripe_product_id="prod_1"), at(0))
         apply_item(academy(short_description="new text"), at(1))
@@ -125,6 +131,8 @@ class TestAbsentMeansKeep:
 
 
 class TestUniqueKeys:
+    """Slug, lookup key and name: unique, with the collisions' outcomes."""
+
     def test_slug_collision_gets_deterministic_suffix(self):
         apply_item(academy(U1, "Data Academy"), at(0))
         apply_item(academy(U2, "Data: Academy!", stripe_price_lookup_key="k2"), at(0))
@@ -147,6 +155,8 @@ class TestUniqueKeys:
 
 
 class TestStaleGuardAndDelete:
+    """Older events are stale; a delete deactivates."""
+
     def test_older_event_is_stale(self):
         apply_item(academy(title="New name"), at(10))
         outcome = apply_item(academy(title="Old name"), at(5))
@@ -171,8 +181,6 @@ class TestStaleGuardAndDelete:
     @pytest.mark.parametrize("batched", [False, True])
     def test_delete_with_a_nul_in_its_title_matches_by_uuid_only(self, batched):
         """PostgreSQL refuses NUL in a query: such a delete must not fail its batch (no stored name has one)."""
-        from academy_consumer.apply import DELETE, Change, apply_change
-        from academy_consumer.apply_batch import apply_changes
         apply_item(academy(), at(0))
         changes = [Change(DELETE, {"title": "Data\x00Academy"}, at(1)),
                    Change(DELETE, {"uuid": U1, "title": "Data Academy\x00"}, at(2))]
@@ -188,6 +196,8 @@ class TestStaleGuardAndDelete:
 
 
 class TestSync:
+    """``sync_academies``: the counts and the deactivation of missing academies."""
+
     def test_counts(self):
         apply_item(academy(U1, "Data Academy"), at(0))
         apply_item(academy(U2, "AI Academy"), at(0))

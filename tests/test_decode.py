@@ -34,6 +34,7 @@ TIME = "2026-03-01T12:00:00+00:00"
 
 @pytest.fixture(name="registry")
 def registry_fixture():
+    """A dev-stack schema registry for the test."""
     server = SchemaRegistryServer().start()
     try:
         yield server
@@ -167,9 +168,9 @@ def serialize_raw(client, academy):
     """Like ``serialize``, bypassing ``academy_data_from_dict``'s checks (a producer that does not check)."""
     schema = AvroSignalSerializer(ACADEMY_UPDATED).schema_string()
     avro = AvroSerializer(client, schema, to_dict=lambda data, ctx: data)
-    full = {"tags": [], **{f: None for f in ("short_description", "long_description", "image", "slug", "product_key",
-                                              "stripe_product_id", "stripe_price_lookup_key", "display_order",
-                                              "is_active", "catalog_query_uuid")}, **academy}
+    optional = ("short_description", "long_description", "image", "slug", "product_key", "stripe_product_id",
+                "stripe_price_lookup_key", "display_order", "is_active", "catalog_query_uuid")
+    full = {"tags": [], **{f: None for f in optional}, **academy}
     return avro({"academy": full}, SerializationContext(TOPIC, MessageField.VALUE))
 
 
@@ -189,7 +190,7 @@ def headers_without(name, **replace):
     (headers_without(None, ce_time="yesterday"), "'yesterday' is not an ISO 8601 time"),
     (headers_without(None, ce_time="2026-03-01T12:00:00"), "no UTC offset"),
     (headers_without(None) + [("ce_time", b"\xff\xfe")], "Multiple ce_time"),
-    ([(k, v) for k, v in headers_without("ce_time")] + [("ce_time", b"\xff\xfe")], "not UTF-8"),
+    (list(headers_without("ce_time")) + [("ce_time", b"\xff\xfe")], "not UTF-8"),
 ])
 def test_headers_that_do_not_make_an_academy_event_are_rejected(client, headers, mentions):
     value = serialize(client, ACADEMY_UPDATED, {"uuid": UUID, "title": "Data Academy"})
@@ -231,8 +232,8 @@ def test_the_first_problem_in_header_order_is_the_reason():
     assert "Multiple ce_time" in str(decoder.decode(message(b"", headers=bad)).error)
     assert "'nope' is not an academy event" in str(decoder.decode(message(b"", headers=bad[:3])).error)
     assert "not a UUID" in str(decoder.decode(message(b"", headers=bad[:2] + [("ce_type", _TYPE)])).error)
-    assert "not an ISO 8601" in str(decoder.decode(message(b"", headers=[bad[0], ("ce_id", UUID.encode()),
-                                                                           ("ce_type", _TYPE)])).error)
+    headers = [bad[0], ("ce_id", UUID.encode()), ("ce_type", _TYPE)]
+    assert "not an ISO 8601" in str(decoder.decode(message(b"", headers=headers)).error)
 
 
 # --- the compiled reader of the academy schema, against fastavro ---------------------------------------------

@@ -71,7 +71,7 @@ def consume(consumer, count, timeout=TIMEOUT, errors=None):
         if msg is None:
             continue
         if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
+            if msg.error().code() == KafkaError._PARTITION_EOF:  # pylint: disable=protected-access
                 continue
             if errors is not None and not msg.error().fatal():
                 errors.append(msg.error())
@@ -107,6 +107,7 @@ class Clients:
         self._consumers = []
 
     def producer(self, conf=None):
+        """A producer on the stack (``conf`` added), closed at teardown."""
         config = self.stack.producer_config({"linger.ms": 5, "message.timeout.ms": 30000})
         config.update(conf or {})
         producer = Producer(config)
@@ -114,6 +115,7 @@ class Clients:
         return producer
 
     def consumer(self, group, conf=None):
+        """A consumer of ``group`` on the stack (``conf`` added), closed at teardown."""
         # The stack's defaults keep session.timeout.ms low: the mock holds an emptied group
         # in rebalance for session.timeout.ms - 1000 before the next member gets in.
         config = self.stack.consumer_config(group, {"enable.auto.commit": False})
@@ -127,6 +129,7 @@ class Clients:
         consumer.close()
 
     def close(self):
+        """Close every consumer, then purge and close every producer."""
         for consumer in self._consumers:
             consumer.close()
         for producer in self._producers:
@@ -175,7 +178,8 @@ def test_env_lines_and_env_file(stack, tmp_path):
         f"EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL={stack.schema_registry_url}",
     ]
     path = stack.write_env_file(tmp_path / "devstack.env")
-    assert open(path, encoding="utf-8").read().splitlines() == lines
+    with open(path, encoding="utf-8") as written:
+        assert written.read().splitlines() == lines
 
 
 def test_cluster_listens_on_loopback_and_has_the_topics(clients):
@@ -322,7 +326,8 @@ def test_injected_fetch_errors_are_survived(stack, clients):
     assert producer.flush(TIMEOUT) == 0
 
     stack.kafka.start_request_tracking()
-    errors = [Err.NOT_LEADER_FOR_PARTITION, Err.REQUEST_TIMED_OUT, Err._TRANSPORT, Err.UNKNOWN_LEADER_EPOCH]
+    errors = [Err.NOT_LEADER_FOR_PARTITION, Err.REQUEST_TIMED_OUT, Err._TRANSPORT,  # pylint: disable=protected-access
+              Err.UNKNOWN_LEADER_EPOCH]
     stack.kafka.push_request_errors(ApiKey.FETCH, errors)
 
     consumer = clients.consumer("fetch-errors")
@@ -332,7 +337,7 @@ def test_injected_fetch_errors_are_survived(stack, clients):
     assert values == sorted(f"v{i}".encode() for i in range(20))
     # Some fetch errors are handed to the application as non-fatal, informational
     # consumer errors (REQUEST_TIMED_OUT is); the consumer carries on by itself.
-    assert {e.code() for e in surfaced} <= set(errors) | {KafkaError._TRANSPORT}
+    assert {e.code() for e in surfaced} <= set(errors) | {KafkaError._TRANSPORT}  # pylint: disable=protected-access
 
     fetches = [r for r in stack.kafka.get_requests() if r.api_key == ApiKey.FETCH]
     assert len(fetches) > len(errors)  # every injected error was answered to some Fetch
@@ -476,7 +481,7 @@ def test_rest_shapes_errors_and_tolerated_query_params(stack):
 def test_schema_registry_server_standalone_restart_and_port():
     server = SchemaRegistryServer()
     with pytest.raises(RuntimeError):
-        server.url
+        _ = server.url
     with server:
         assert server.url.startswith("http://127.0.0.1:")
         with SchemaRegistryClient({"url": server.url}) as client:

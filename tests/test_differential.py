@@ -79,7 +79,10 @@ def delete(item, time=None):
 def fixed_bound(monkeypatch):
     """Pin ``future_bound`` where it is looked up: in ``apply`` and under any name in ``apply_batch``."""
     original = apply.future_bound
-    fixed = lambda: FIXED_BOUND  # noqa: E731
+
+    def fixed():
+        return FIXED_BOUND
+
     for name, value in list(vars(apply_batch).items()):
         if value is original:
             monkeypatch.setattr(apply_batch, name, fixed)
@@ -131,6 +134,7 @@ def run_per_event(start, changes):
 
 
 def run_batched(start, changes, sizes, errors_as_outcomes=False):
+    """The outcomes and the final table of ``changes`` applied in batches of ``sizes`` (or what it raised)."""
     _set_up(start)
     outcomes, position = [], 0
     for size in sizes:
@@ -148,6 +152,7 @@ def run_batched(start, changes, sizes, errors_as_outcomes=False):
 
 
 def _describe(start, changes, sizes):
+    """A readable account of a failing example: starting table, batches, changes."""
     lines = ["starting table:"] + [f"  {change!r}{' (stored time beyond the bound)' if b else ''}"
                                    for change, b in start]
     lines.append(f"batches of sizes {sizes}:")
@@ -219,8 +224,9 @@ OPTIONAL_FIELDS = {
 
 
 @st.composite
-def upsert_items(draw, uuid_pool=UUIDS, legacy=0.15):
+def upsert_items(draw, uuid_pool=None, legacy=0.15):
     """A valid catalog item: a name (any of three keys), mostly a uuid, and a random subset of fields."""
+    uuid_pool = UUIDS if uuid_pool is None else uuid_pool
     item = {}
     if draw(st.floats(0, 1)) >= legacy:
         item[draw(st.sampled_from(["uuid", "uuid", "uuid", "academy_uuid"]))] = draw(st.sampled_from(uuid_pool))
@@ -250,8 +256,9 @@ def poison_items(draw):
 
 
 @st.composite
-def delete_items(draw, uuid_pool=UUIDS):
+def delete_items(draw, uuid_pool=None):
     """A delete by uuid, by title only, by both (matching or not), of a missing academy, or of nothing."""
+    uuid_pool = UUIDS if uuid_pool is None else uuid_pool
     kind = draw(st.sampled_from(["uuid", "uuid", "title", "both", "missing", "junk"]))
     if kind == "uuid":
         return {"uuid": draw(st.sampled_from(uuid_pool))}
@@ -298,8 +305,8 @@ def histories(draw, max_changes=18):
 
     changes = []
     for _ in range(draw(st.integers(0, max_changes))):
-        kind = draw(st.sampled_from(["upsert"] * 6 + ["delete"] * 2 + ["poison", "repeat", "rename", "swap",
-                                                                          "reactivate"]))
+        kind = draw(st.sampled_from(["upsert"] * 6 + ["delete"] * 2
+                                    + ["poison", "repeat", "rename", "swap", "reactivate"]))
         time = tick()
         if kind == "upsert":
             changes.append(upsert(draw(upsert_items()), time))
@@ -355,7 +362,7 @@ def test_batches_agree_with_per_event_apply(transactional_db):
         with mock.patch.object(apply_batch, "SHAPES", shapes):
             assert_agree(start, changes, sizes, errors_as_outcomes)
 
-    differential()
+    differential()  # pylint: disable=no-value-for-parameter  # hypothesis's @given supplies both
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ def freeze(uuid_=U1, when=FAR):
 
 @pytest.mark.django_db
 class TestApplyLayer:
+    """Event times too far ahead, at the apply layer."""
+
     def test_future_event_is_skipped_naming_time_and_bound(self):
         outcome = apply_item(academy(), FAR)
         assert outcome.outcome == "skipped"

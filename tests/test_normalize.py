@@ -643,7 +643,7 @@ def test_product_key_is_not_stored():
 
 
 @parametrize("value", ["", "   ", 5, True, 1.5, ["k"], {"key": "k"}, "k" * 256, "a\x00b", "a\nb",
-                                   "x" * 10_000_000])
+                       "x" * 10_000_000])
 def test_invalid_lookup_key(value):
     exc = rejected({"name": "Data Academy", "uuid": U1, "stripe_price_lookup_key": value})
     assert "stripe_price_lookup_key" in exc.reason
@@ -690,7 +690,7 @@ def test_invalid_product_id(value):
 def test_display_order(value, expected):
     result = norm(display_order=value)
     assert result.fields["display_order"] == expected
-    assert type(result.fields["display_order"]) is int
+    assert isinstance(result.fields["display_order"], int) and not isinstance(result.fields["display_order"], bool)
     assert "display_order" not in result.defaults
 
 
@@ -793,7 +793,7 @@ def test_thumbnail_url(item, expected):
 
 
 @parametrize("item", [{}, {"description": None, "short_description": None, "long_description": None,
-                                       "image": None, "thumbnail_url": None}])
+                           "image": None, "thumbnail_url": None}])
 def test_absent_texts_are_not_carried(item):
     result = norm(**item)
     for field in ("description", "long_description", "thumbnail_url"):
@@ -957,6 +957,7 @@ def _cyclic_list():
 
 
 def _cyclic_dict():
+    """A dict that holds itself (under the keys a normalization reads)."""
     value = {}
     value["uuid"] = value
     value["rendered"] = value

@@ -24,7 +24,7 @@ NAMES = ["Data Academy", "data ACADEMY", "Data: Academy!", "AI Academy", "Cloud 
 LOOKUP_KEYS = ["key_a", "key_b", "essentials_data_academy_yearly", "essentials_ai_academy_yearly"]
 SLUGS = ["data-academy", "ai-academy", "legacy"]
 OLD = datetime.datetime(2025, 6, 1, tzinfo=datetime.timezone.utc)  # `modified` of every starting row
-COLUMNS = [field.attname for field in EnterpriseAcademy._meta.concrete_fields  # pylint: disable=protected-access
+COLUMNS = [field.attname for field in EnterpriseAcademy._meta.concrete_fields
            if field.attname not in ("id", "created", "modified")]
 
 
@@ -224,8 +224,8 @@ def test_connection_lost_names_the_first_item_of_the_chunk(transactional_db, cap
 
     tail = r"dry run, nothing was written" if dry_run else r"2 item\(s\) before it were applied"
     try:
-        with pytest.raises(DatabaseUnavailable, match=r"^database connection lost at item 3 \(.*\); sync stopped.* "
-                                                       + tail + "$"):
+        pattern = r"^database connection lost at item 3 \(.*\); sync stopped.* " + tail + "$"
+        with pytest.raises(DatabaseUnavailable, match=pattern):
             sync_academies(items(), deactivate_missing=True, chunk_size=2, dry_run=dry_run)
         assert pulled == [0, 1, 2, 3]  # the failing chunk was read, no further one
         assert not [r for r in caplog.records if "retrying" in r.getMessage()]

@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 
+from academy_consumer.management.commands.reconcile_academies import Progress
 from academy_consumer.models import EnterpriseAcademy
 
 CUSTOMER = "11111111-2222-3333-4444-555555555555"
@@ -155,8 +156,6 @@ def test_a_long_list_reports_progress_on_stderr_and_a_short_one_stays_quiet(cli,
 
 
 def test_progress_lines_are_spaced_by_the_interval_with_one_at_each_end():
-    from academy_consumer.management.commands.reconcile_academies import Progress
-
     now = [0.0]
     lines = []
     progress = Progress(lines.append, clock=lambda: now[0])
@@ -164,7 +163,8 @@ def test_progress_lines_are_spaced_by_the_interval_with_one_at_each_end():
         now[0] = 3.0 * page
         progress.page(page, page * 100, None, page == 30)
     # quiet up to 1,000 academies; then a line at most every 10 s; and the last page
-    assert [line.split(" page(s)")[0] for line in lines] == [f"reconcile: fetched {n}" for n in (11, 15, 19, 23, 27, 30)]
+    fetched = [line.split(" page(s)")[0] for line in lines]
+    assert fetched == [f"reconcile: fetched {n}" for n in (11, 15, 19, 23, 27, 30)]
     assert lines[0] == "reconcile: fetched 11 page(s), 1,100 academies (so far)"
     assert lines[-1] == "reconcile: fetched 30 page(s), 3,000 academies (done)"
 

@@ -136,8 +136,8 @@ def test_serializer_and_deserializer_round_trip(registry):
     # A v2 reader of v1 data, and a serializer using the latest registered version instead of its own.
     registry.register_schema(f"{topic}-value", avro(V2))
     assert AvroDeserializer(registry.fresh(), json.dumps(V2))(payload, context) == {"uuid": "u", "seq": 1, "tags": []}
-    latest = AvroSerializer(registry.fresh(), json.dumps(V2), conf={"auto.register.schemas": False,
-                                                                  "use.latest.version": True})
+    latest = AvroSerializer(registry.fresh(), json.dumps(V2),
+                            conf={"auto.register.schemas": False, "use.latest.version": True})
     assert int.from_bytes(latest({"uuid": "u", "seq": 2, "tags": ["a"]}, context)[1:5], "big") == 2
 
 

@@ -139,8 +139,8 @@ def test_schema_evolution_is_compatible(signal):
 
 def test_compatibility_check_accepts_a_new_optional_field():
     old = generate_schema(ACADEMY_UPDATED)
-    new = _with_academy_fields(old, lambda fields: fields + [{"name": "subtitle", "type": ["null", "string"],
-                                                               "default": None}])
+    subtitle = {"name": "subtitle", "type": ["null", "string"], "default": None}
+    new = _with_academy_fields(old, lambda fields: fields + [subtitle])
     assert_compatible(old, new)
 
 
