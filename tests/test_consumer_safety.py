@@ -249,7 +249,7 @@ def test_info_log_has_one_line_per_batch_not_per_event(bus, devstack, cli):
     assert done.returncode == 0, done.stderr
     assert counts(done.stdout) == {"events": 40, "created": 40}
     batch_lines = [line for line in done.stderr.splitlines() if " batch " in line and "created" in line]
-    assert batch_lines and sum(int(n) for l in batch_lines for n in re.findall(r"created (\d+)", l)) == 40
+    assert batch_lines and sum(int(n) for line in batch_lines for n in re.findall(r"created (\d+)", line)) == 40
     assert len(done.stderr.splitlines()) < 15, done.stderr  # not 40 per-event lines
 
 
@@ -334,6 +334,8 @@ def test_from_time_skips_every_older_event_even_after_a_newer_one(bus, devstack,
 
 def test_a_registry_url_of_some_other_http_server_stops_the_consumer_at_start(bus, devstack, cli):
     import http.server  # pylint: disable=import-outside-toplevel
+        """An HTTP server that is no schema registry: an HTML page at every path."""
+
     import threading  # pylint: disable=import-outside-toplevel
 
     class Html(http.server.BaseHTTPRequestHandler):
