@@ -1,6 +1,6 @@
 # academy-consumer developer commands. Every target sets up what it needs on a fresh machine.
 .DEFAULT_GOAL := help
-.PHONY: help system-deps requirements test test-fast fault demo reconcile-demo bench clean
+.PHONY: help system-deps requirements test test-fast quality fault demo reconcile-demo bench clean
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -30,6 +30,30 @@ test: requirements ## run the test suite (DATABASE_URL selects the database; def
 
 test-fast: requirements ## the unit tests only, in seconds: no dev stack, no subprocess, no server (tests marked `stack` left out)
 	ACADEMY_TEST_FAST=1 ACADEMY_DIFF_MAX_EXAMPLES=$${ACADEMY_DIFF_MAX_EXAMPLES:-30} $(BIN)/pytest -m "not stack" $(PYTEST_ARGS)
+
+QUALITY_STAMP := $(VENV)/.quality-installed
+LINT_PATHS := academy_consumer signals tests bench
+# Off for tests/ only (the rest of edx-lint's pylintrc applies there as everywhere): pytest hands fixtures to
+# tests by parameter name, so a test's parameter shadows the fixture function of its module
+# (redefined-outer-name) and a test asks for some fixtures only for what they set up (unused-argument); and
+# `assert x == []` checks the type and the emptiness at once, where pylint's `not x` would pass for None
+# (use-implicit-booleaness-not-comparison).
+TESTS_PYLINT_DISABLE := redefined-outer-name,unused-argument,use-implicit-booleaness-not-comparison
+SETTING_ANNOTATIONS = $$($(BIN)/python -c 'import code_annotations.contrib.config as c, os; print(os.path.dirname(c.__file__))')/setting_annotations.yaml
+
+$(QUALITY_STAMP): $(STAMP) requirements/quality.txt
+	$(BIN)/pip install -q -r requirements/quality.txt
+	touch $(QUALITY_STAMP)
+
+quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --check, PII and setting annotation checks
+	$(BIN)/pylint -j 2 academy_consumer signals bench
+	$(BIN)/pylint -j 2 --disable=$(TESTS_PYLINT_DISABLE) tests
+	$(BIN)/pycodestyle $(LINT_PATHS)
+	$(BIN)/isort --check-only --diff $(LINT_PATHS)
+	DJANGO_SETTINGS_MODULE=academy_consumer.settings $(BIN)/code_annotations django_find_annotations \
+		--config_file .pii_annotations.yml --lint --coverage
+	$(BIN)/code_annotations static_find_annotations --config_file "$(SETTING_ANNOTATIONS)" \
+		--source_path academy_consumer --no_report
 
 FAULT_DATABASES ?= sqlite://:memory: postgres://root@127.0.0.1:5432/test mysql://root@127.0.0.1:3306/test
 
