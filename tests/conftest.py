@@ -15,6 +15,7 @@ import pytest
 from edx_django_utils.cache import TieredCache
 
 from tests.catalog_server import CatalogServer
+from tests.helpers import CLI, cli_env
 
 # The fault suite (tests/fault) runs on its own: `make fault`, which sets ACADEMY_FAULT_SUITE=1.
 collect_ignore = [] if os.environ.get("ACADEMY_FAULT_SUITE") else ["fault"]
@@ -118,36 +119,23 @@ def django_db_modify_db_settings(tmp_path_factory):
         default.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
 
 
-def subprocess_database_url():
-    """A DATABASE_URL naming the database the tests run on (for commands run as subprocesses)."""
-    from django.db import connection  # pylint: disable=import-outside-toplevel
-
-    conf = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{conf['NAME']}"
-    scheme = {"postgresql": "postgres", "mysql": "mysql"}[connection.vendor]
-    auth = conf["USER"] + (f":{conf['PASSWORD']}" if conf["PASSWORD"] else "")
-    return f"{scheme}://{auth}@{conf['HOST']}:{conf['PORT']}/{conf['NAME']}"
-
-
 @pytest.fixture
 def cli(transactional_db, tmp_path):
     """
     Run ``academy-consumer ARGS...`` as a separate process on the test database, the way a user does.
 
     Returns the ``subprocess.CompletedProcess`` (text mode). ``env`` adds environment variables;
-    ``input`` is sent to stdin.
+    ``input`` is sent to stdin: text, or bytes (then stdout and stderr are decoded as UTF-8, errors replaced).
     """
-    import os  # pylint: disable=import-outside-toplevel
     import subprocess  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
 
     def run(*args, env=None, input=None, timeout=120):  # pylint: disable=redefined-builtin
-        full_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), **(env or {})}
-        full_env.pop("DJANGO_SETTINGS_MODULE", None)
-        command = [sys.executable, "-m", "academy_consumer.cli", *args]
-        return subprocess.run(command, env=full_env, input=input, capture_output=True, text=True,
+        text = not isinstance(input, bytes)
+        done = subprocess.run([*CLI, *args], env=cli_env(env), input=input, capture_output=True, text=text,
                               cwd=tmp_path, timeout=timeout, check=False)
+        if not text:
+            done.stdout, done.stderr = (out.decode("utf-8", "replace") for out in (done.stdout, done.stderr))
+        return done
 
     return run
 
@@ -199,22 +187,17 @@ def cli_popen(transactional_db, tmp_path):
     without waiting): returns a ``RunningCommand``. ``env`` adds environment variables. Commands still
     running at teardown are killed (before the test database is flushed).
     """
-    import os  # pylint: disable=import-outside-toplevel
     import subprocess  # pylint: disable=import-outside-toplevel
-    import sys  # pylint: disable=import-outside-toplevel
 
     started = []
     numbers = itertools.count(1)
 
     def start(*args, env=None):
-        full_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), **(env or {})}
-        full_env.pop("DJANGO_SETTINGS_MODULE", None)
         number = next(numbers)
         stdout_path, stderr_path = tmp_path / f"popen-{number}.out", tmp_path / f"popen-{number}.err"
         with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
             process = subprocess.Popen(  # pylint: disable=consider-using-with
-                [sys.executable, "-m", "academy_consumer.cli", *args], env=full_env, cwd=tmp_path,
-                stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+                [*CLI, *args], env=cli_env(env), cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         command = RunningCommand(process, stdout_path, stderr_path)
         started.append(command)
         return command

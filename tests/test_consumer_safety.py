@@ -14,10 +14,11 @@ import struct
 import time
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from academy_consumer.devstack.schema_registry import SchemaRegistryServer
 from academy_consumer.models import EnterpriseAcademy
+from tests.helpers import GroupOffsets
 from tests.test_event_bus import CONSUMER_ENV, IDLE, Bus, academy, counts, table
 
 DEAD_CLASS_REJECTED = "academy_consumer.errors.AcademyEventRejected"
@@ -41,12 +42,8 @@ def last_line(text):
 
 def committed(devstack, group):
     """The offsets ``group`` committed on the academy topic: {partition: offset} (none: {})."""
-    consumer = Consumer(devstack.stack.consumer_config(group, {"enable.auto.commit": False}))
-    try:
-        asked = [TopicPartition(devstack.topic, p) for p in range(3)]
-        return {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=15) if tp.offset >= 0}
-    finally:
-        consumer.close()
+    with GroupOffsets(devstack, group) as read:
+        return {partition: offset for partition, offset in read.committed().items() if offset >= 0}
 
 
 SCRATCH = "breaker-test"  # a one-partition topic (and its -dlq): its events are read in exactly this order
@@ -334,11 +331,11 @@ def test_from_time_skips_every_older_event_even_after_a_newer_one(bus, devstack,
 
 def test_a_registry_url_of_some_other_http_server_stops_the_consumer_at_start(bus, devstack, cli):
     import http.server  # pylint: disable=import-outside-toplevel
-        """An HTTP server that is no schema registry: an HTML page at every path."""
-
     import threading  # pylint: disable=import-outside-toplevel
 
     class Html(http.server.BaseHTTPRequestHandler):
+        """An HTTP server that is no schema registry: an HTML page at every path."""
+
         def do_GET(self):  # pylint: disable=invalid-name
             self.send_response(200)
             self.send_header("Content-Type", "text/html")

@@ -10,13 +10,13 @@ Waits are polls of a condition with a deadline; nothing sleeps to synchronise.
 
 import datetime
 import json
-import re
 import signal
 
 import pytest
 
 from academy_consumer.devstack import ApiKey
 from academy_consumer.models import EnterpriseAcademy
+from tests.helpers import consumer_counts as counts
 from tests.waiting import wait_for
 
 IDLE = "2"  # --until-idle seconds: the mock answers in milliseconds, so 2 s without events means "done"
@@ -76,18 +76,6 @@ class Bus:
                         env={**self.devstack.env, **CONSUMER_ENV, **(extra_env or {})})
         assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
         return done
-
-
-def counts(consumer_stdout):
-    """The outcome counts of ``consumed N event(s) in B batch(es): created 2, stale 1`` -> dict."""
-    match = re.search(r"consumed (\d+) event\(s\) in \d+ batch\(es\): (.*)", consumer_stdout)
-    assert match, consumer_stdout
-    result = {"events": int(match.group(1))}
-    if match.group(2).strip() != "no events":
-        for part in match.group(2).split(", "):
-            name, _, number = part.rpartition(" ")
-            result[name] = int(number)
-    return result
 
 
 def uuid_of_record(record, uuids):

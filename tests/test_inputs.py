@@ -16,6 +16,7 @@ from django.db import connection  # noqa: F401 (the skipif conditions read it)
 
 from academy_consumer.inputs import InputError, read_items
 from academy_consumer.models import EnterpriseAcademy
+from tests.helpers import CLI, cli_env
 
 U1, U2, U3 = (str(uuid.UUID(int=n)) for n in (0xE1, 0xE2, 0xE3))
 MIB = 1024 * 1024
@@ -95,7 +96,7 @@ def run_measured(args, env):
     wrapper = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
                "sys.stdout.write(done.stdout); sys.stderr.write(done.stderr);"
                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(done.returncode)")
-    done = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "academy_consumer.cli", *args],
+    done = subprocess.run([sys.executable, "-c", wrapper, *CLI, *args],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     *lines, rss = done.stderr.strip().splitlines()
     return subprocess.CompletedProcess(done.args, done.returncode, done.stdout, "\n".join(lines) + "\n"), int(rss) / 1024
@@ -105,13 +106,7 @@ def run_measured(args, env):
                                                                               "--action", "created", "--file")])
 @pytest.mark.stack  # a subprocess, measured
 def test_dev_zero_stops_at_the_limit(transactional_db, command):
-    import os  # pylint: disable=import-outside-toplevel
-
-    from tests.conftest import subprocess_database_url  # pylint: disable=import-outside-toplevel
-
-    env = {**os.environ, "DATABASE_URL": subprocess_database_url(), "ACADEMY_MAX_INPUT_BYTES": str(64 * MIB)}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    done, rss = run_measured([*command, "/dev/zero"], env)
+    done, rss = run_measured([*command, "/dev/zero"], cli_env({"ACADEMY_MAX_INPUT_BYTES": str(64 * MIB)}))
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].endswith(

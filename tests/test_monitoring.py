@@ -108,7 +108,7 @@ def _database_away(devstack):
     # pylint: disable=import-outside-toplevel
     import contextlib
 
-    from tests.conftest import subprocess_database_url
+    from tests.helpers import subprocess_database_url
 
     @contextlib.contextmanager
     def away():

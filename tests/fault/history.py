@@ -38,6 +38,21 @@ def academy_uuid(index, namespace="fault"):
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{index}"))
 
 
+def versioned_academy(ident, index, version, rename=False, name="Academy", product="prod"):
+    """
+    Version ``version`` of academy ``index``: its ``display_order`` is the version (what ``check_table`` and
+    ``progress`` read), its title names it (and says ``renamed`` when ``rename``).
+    """
+    return {
+        "uuid": ident,
+        "title": f"{name} {index} {'renamed ' if rename else ''}v{version}",
+        "short_description": f"v{version}",
+        "display_order": version,
+        "tags": [f"tag{version % 5}"],
+        "stripe_product_id": f"{product}_{index}",
+    }
+
+
 def generate(academies, events, seed, namespace="fault"):
     """A history of ``events`` events (first one per academy is ``created``), in production order."""
     rng = random.Random(seed)
@@ -54,16 +69,7 @@ def generate(academies, events, seed, namespace="fault"):
             action = "created"
         else:
             action = rng.choices(["updated", "deleted"], weights=[85, 15])[0]
-        rename = rng.random() < 0.3
-        academy = {
-            "uuid": ident,
-            "title": f"Academy {index} {'renamed ' if rename else ''}v{v}",
-            "short_description": f"v{v}",
-            "display_order": v,
-            "tags": [f"tag{v % 5}"],
-            "stripe_product_id": f"prod_{index}",
-        }
-        history.append(Event(action, academy, clock[ident]))
+        history.append(Event(action, versioned_academy(ident, index, v, rng.random() < 0.3), clock[ident]))
     return history
 
 
@@ -87,6 +93,11 @@ class TableCheck:
     duplicates: int = 0
     stale: int = 0
     problems: list = dataclasses.field(default_factory=list)
+
+    def describe(self, seed):
+        """The failure message of a check that found problems: the figures and the first problems."""
+        return (f"ACADEMY_FAULT_SEED={seed}: lost {self.lost}, duplicates {self.duplicates}, stale {self.stale}; "
+                f"first problems: {self.problems[:10]}")
 
 
 def check_table(expected):

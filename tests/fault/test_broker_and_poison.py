@@ -23,7 +23,6 @@ import io
 import json
 import os
 import random
-import re
 import signal
 import struct
 import threading
@@ -32,11 +31,12 @@ import uuid
 
 import fastavro
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from academy_consumer.devstack import ApiKey, Err
 from academy_consumer.models import EnterpriseAcademy
 from tests.fault.history import T0, check_all_read, check_table, expected_state, generate
+from tests.helpers import GroupOffsets, consumer_counts, point_producer_at, produce_events
 
 SEED = int(os.environ.get("ACADEMY_FAULT_SEED") or random.SystemRandom().randrange(2 ** 32))
 TIMEOUT = 60.0  # upper bound of a single wait for the consumer to catch up
@@ -67,21 +67,8 @@ def wait_for(condition, timeout=TIMEOUT, interval=0.1, message="condition", whil
 @pytest.fixture
 def producing(settings, devstack):
     """Point ``academy_consumer.producer`` (openedx-events' cached producer) at the dev stack."""
-    settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS = devstack.bootstrap_servers
-    settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL = devstack.stack.schema_registry_url
+    point_producer_at(settings, devstack)
     return devstack
-
-
-def send(history):
-    """Produce ``history`` (``history.Event`` s) through the real producer path, each with its own time."""
-    # pylint: disable=import-outside-toplevel
-    from academy_consumer.producer import encode, send_academy_events
-
-    events = []
-    for event in history:
-        signal_, data = encode(event.action, event.academy)
-        events.append((signal_, data, event.time))
-    send_academy_events(events)
 
 
 def table_signature():
@@ -89,39 +76,13 @@ def table_signature():
     return sorted(EnterpriseAcademy.objects.values_list("uuid", "display_order", "is_active"))
 
 
-class Offsets:
-    """High watermarks of the academy topic and what a consumer group committed (no group join)."""
-
-    def __init__(self, devstack, group):
-        self.topic = devstack.topic
-        self.consumer = Consumer(devstack.stack.consumer_config(group, {"enable.auto.commit": False}))
-        metadata = self.consumer.list_topics(self.topic, timeout=10)
-        self.partitions = sorted(metadata.topics[self.topic].partitions)
-
-    def ends(self):
-        return {p: self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
-                for p in self.partitions}
-
-    def committed(self):
-        found = self.consumer.committed([TopicPartition(self.topic, p) for p in self.partitions], timeout=10)
-        return {tp.partition: tp.offset for tp in found}
-
-    def lag(self):
-        """Events not covered by a committed offset (a partition never committed counts in full)."""
-        ends, committed = self.ends(), self.committed()
-        return sum(end - max(committed.get(p, 0), 0) for p, end in ends.items())
-
-    def close(self):
-        self.consumer.close()
-
-
 @pytest.fixture
 def group_offsets(devstack):
-    """``group_offsets(group)`` -> an ``Offsets`` of that group (closed before the dev stack)."""
+    """``group_offsets(group)`` -> a ``GroupOffsets`` of that group (closed before the dev stack)."""
     made = []
 
     def make(group):
-        made.append(Offsets(devstack, group))
+        made.append(GroupOffsets(devstack, group))
         return made[-1]
 
     yield make
@@ -174,7 +135,7 @@ def test_consumer_rides_out_broker_faults(producing, devstack, cli_popen, group_
     # outage outlasts the consumer's session (6 s), so the group also evicts it and it has to rejoin.
     for chunk, seconds in zip(chunks[:3], [rng.uniform(3.0, 5.0), rng.uniform(3.0, 5.0), 8.0]):
         before = table_signature()
-        send(chunk)
+        produce_events(chunk)
         mark(f"produced {len(chunk)}")
         wait_for(progressed(before), message="the consumer to apply events", while_running=consumer)
         outage(seconds)
@@ -186,7 +147,7 @@ def test_consumer_rides_out_broker_faults(producing, devstack, cli_popen, group_
     seen = devstack.requests_seen(ApiKey.FETCH)
     kafka.push_request_errors(ApiKey.FETCH, fetch_errors)
     before = table_signature()
-    send(chunks[3])
+    produce_events(chunks[3])
     mark(f"pushed {len(fetch_errors)} Fetch errors, produced {len(chunks[3])}")
     wait_for(lambda: devstack.requests_seen(ApiKey.FETCH) >= seen + len(fetch_errors),
              message="the injected Fetch errors to be served", while_running=consumer)
@@ -197,7 +158,7 @@ def test_consumer_rides_out_broker_faults(producing, devstack, cli_popen, group_
     mid_stream_commit_errors = [Err.COORDINATOR_NOT_AVAILABLE, Err.NOT_COORDINATOR, Err.REQUEST_TIMED_OUT,
                                 Err.COORDINATOR_LOAD_IN_PROGRESS, Err.REBALANCE_IN_PROGRESS, Err.UNKNOWN] * 2
     served = commit_errors(mid_stream_commit_errors)
-    send(chunks[4])
+    produce_events(chunks[4])
     mark(f"pushed {len(mid_stream_commit_errors)} OffsetCommit errors, produced {len(chunks[4])}")
     wait_for(served, message="the injected OffsetCommit errors to be served", while_running=consumer)
     faults += len(mid_stream_commit_errors)
@@ -206,7 +167,7 @@ def test_consumer_rides_out_broker_faults(producing, devstack, cli_popen, group_
     kafka.set_rtt(-1, 250)
     mark("rtt 250 ms")
     before = table_signature()
-    send(chunks[5])
+    produce_events(chunks[5])
     wait_for(progressed(before), message="the consumer to apply events through a slow broker", while_running=consumer)
     time.sleep(2)  # the fault's duration
     kafka.set_rtt(-1, 0)
@@ -220,7 +181,7 @@ def test_consumer_rides_out_broker_faults(producing, devstack, cli_popen, group_
 
     def produce_while_down():
         try:
-            send(chunks[6])
+            produce_events(chunks[6])
         except Exception as exc:  # pylint: disable=broad-except
             producer_error.append(exc)
 
@@ -241,7 +202,7 @@ def test_consumer_rides_out_broker_faults(producing, devstack, cli_popen, group_
     # (The client retries NOT_COORDINATOR by itself; the others fail the commit.)
     end_commit_errors = [Err.REQUEST_TIMED_OUT, Err.REBALANCE_IN_PROGRESS, Err.UNKNOWN, Err.NOT_COORDINATOR] * 3
     served = commit_errors(end_commit_errors)
-    send(chunks[7])
+    produce_events(chunks[7])
     mark(f"pushed {len(end_commit_errors)} OffsetCommit errors, produced the last {len(chunks[7])}")
 
     # Everything applied and committed, by the same process.
@@ -305,18 +266,6 @@ def raw_producer(devstack):
 
     yield produce
     producer.close()
-
-
-def consumer_counts(stdout):
-    """``consumed N event(s) in B batch(es): created 2, dead_lettered 1`` -> {"events": N, "created": 2, ...}."""
-    match = re.search(r"consumed (\d+) event\(s\) in \d+ batch\(es\): (.*)", stdout)
-    assert match, stdout
-    counts = {"events": int(match.group(1))}
-    if match.group(2).strip() != "no events":
-        for part in match.group(2).split(", "):
-            name, _, number = part.rpartition(" ")
-            counts[name] = int(number)
-    return counts
 
 
 def avro_parts(value, schema):
@@ -456,7 +405,7 @@ def test_poison_corpus_is_dead_lettered_and_the_rest_applied(producing, devstack
         slices = max(len(poison), 1)
         size = -(-len(valid) // slices)
         for n in range(slices):
-            send(valid[n * size:(n + 1) * size])
+            produce_events(valid[n * size:(n + 1) * size])
             if n < len(poison):
                 poison[n][1]()
 

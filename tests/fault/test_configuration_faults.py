@@ -18,7 +18,8 @@ import pytest
 from academy_consumer.devstack.schema_registry import SchemaRegistryServer
 from tests.fault.history import check_table, expected_state, generate
 from tests.fault.test_broker_and_poison import (  # pylint: disable=unused-import
-    CONSUMER_ENV, Offsets, consumer_counts, producing, send)
+    CONSUMER_ENV, producing)
+from tests.helpers import GroupOffsets, consumer_counts, produce_events
 
 GROUP = "configuration-faults"
 
@@ -33,7 +34,7 @@ def unmigrated_database_url(tmp_path):
     # pylint: disable=import-outside-toplevel
     from django.db import connection
 
-    from tests.conftest import subprocess_database_url
+    from tests.helpers import subprocess_database_url
 
     if connection.vendor == "sqlite":
         import sqlite3
@@ -57,8 +58,8 @@ def unmigrated_database_url(tmp_path):
 def test_configuration_faults_commit_and_dead_letter_nothing(producing, devstack, cli, seed, guarantee, tmp_path):
     history = generate(academies=60, events=600, seed=seed, namespace="configuration-faults")
     expected = expected_state(history)
-    send(history)
-    offsets = Offsets(devstack, GROUP)
+    produce_events(history)
+    offsets = GroupOffsets(devstack, GROUP)
     problems = []
     env = {**devstack.env, **CONSUMER_ENV}
     try:
@@ -117,10 +118,10 @@ def test_future_dated_events_are_dead_lettered_and_never_freeze_a_row(producing,
     # so that the later events of its academy meet a row it would have frozen.
     half = len(history) // 2
     chosen = rng.sample(history[:half], 30)
-    send(history[:half])
+    produce_events(history[:half])
     send_academy_events([(*encode(event.action if event.action != "deleted" else "updated", event.academy),
                           rng.choice(futures)) for event in chosen])
-    send(history[half:])
+    produce_events(history[half:])
 
     done = cli("consume_academy_events", "--group-id", "future-dated", "--until-idle", "3",
                env={**devstack.env, **CONSUMER_ENV})

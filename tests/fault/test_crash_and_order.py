@@ -36,7 +36,6 @@ import time
 
 import pytest
 
-from academy_consumer.producer import encode, send_academy_events
 from tests.fault.history import (
     Event,
     academy_uuid,
@@ -47,29 +46,16 @@ from tests.fault.history import (
     generate,
     progress,
 )
+from tests.helpers import GroupOffsets, point_producer_at, produce_events
 from tests.waiting import seeded_wait_for as wait_for
 
-CHUNK = 5000  # events per send_academy_events call
 IDLE = "3"  # --until-idle of the last run
 CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
 RESTART_TIMEOUT = 90.0  # a restart (7-12 s, see above) and the next stretch of progress
 KILLS = 5  # each restart costs that wait: kill as often as the guarantee table says, no more
-PARTITIONS = range(3)  # of the academy topic the devstack fixture creates
 PACED_SECONDS = 4.0  # how long a phase of test 2 streams in while a fault is aimed inside it
 AHEAD = 500  # test 1 produces at most this many events beyond what the table shows applied ...
 PIECE, PIECE_SECONDS = 100, 0.05  # ... in pieces of PIECE at most every PIECE_SECONDS (<= 2,000 events/s)
-
-
-def point_producer_at(settings, devstack):
-    """``send_academy_events`` produces with the Django settings: point them at the dev stack."""
-    settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS = devstack.bootstrap_servers
-    settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL = devstack.stack.schema_registry_url
-
-
-def produce(events):
-    """Produce ``events`` (``history.Event`` s, each with its own time) in order, in chunks of ``CHUNK``."""
-    for start in range(0, len(events), CHUNK):
-        send_academy_events([(*encode(e.action, e.academy), e.time) for e in events[start:start + CHUNK]])
 
 
 def produce_paced(events, seconds, piece=10):
@@ -80,7 +66,7 @@ def produce_paced(events, seconds, piece=10):
     """
     pieces = range(0, len(events), piece)
     for start in pieces:
-        produce(events[start:start + piece])
+        produce_events(events[start:start + piece])
         time.sleep(seconds / len(pieces))  # pacing of the stream, not a synchronisation
 
 
@@ -113,7 +99,7 @@ def produce_behind_the_table(events, seed):
             floor = floors[max(0, start - AHEAD)]
             wait_for(lambda: progress() >= floor, RESTART_TIMEOUT, f"the table to apply {start - AHEAD} events",
                      seed, interval=0.02)
-            produce(events[start:start + PIECE])
+            produce_events(events[start:start + PIECE])
             time.sleep(PIECE_SECONDS)  # the pace of the stream, not a synchronisation
     finally:
         connection.close()  # this thread's own connection
@@ -142,19 +128,6 @@ class Background(threading.Thread):
         assert not self.is_alive(), f"the producer did not finish within {timeout} s (ACADEMY_FAULT_SEED={seed})"
         if self.error is not None:
             raise AssertionError(f"producing failed (ACADEMY_FAULT_SEED={seed}): {self.error!r}") from self.error
-
-
-def committed(reader, topic):
-    """The group's committed offsets, summed over the partitions: how many events it acknowledged."""
-    from confluent_kafka import TopicPartition  # pylint: disable=import-outside-toplevel
-
-    offsets = reader.committed([TopicPartition(topic, p) for p in PARTITIONS], timeout=10)
-    return sum(max(o.offset, 0) for o in offsets)
-
-
-def describe(check, seed):
-    return (f"ACADEMY_FAULT_SEED={seed}: lost {check.lost}, duplicates {check.duplicates}, stale {check.stale}; "
-            f"first problems: {check.problems[:10]}")
 
 
 @dataclasses.dataclass
@@ -245,7 +218,7 @@ def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, 
               bad_inputs=0, lost=check.lost + len(dead) + read.unread, duplicates=check.duplicates, stale=check.stale)
     assert not dead, f"valid events were dead-lettered (ACADEMY_FAULT_SEED={seed}): {dead[:3]}"
     assert not read.problems, f"ACADEMY_FAULT_SEED={seed}: {read.problems}"
-    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), describe(check, seed)
+    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), check.describe(seed)
 
 
 # --- 2. duplicates, re-deliveries and shuffled old events ----------------------------------------------
@@ -302,24 +275,22 @@ def order_history(seed, academies=100, events=1500, namespace="order"):
 @pytest.mark.slow
 def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack, cli_popen, settings, guarantee,
                                                                         seed):
-    from confluent_kafka import Consumer  # pylint: disable=import-outside-toplevel
-
     rng = random.Random(seed)
     phases, expected = order_history(seed)
     phase = dict(phases)
     point_producer_at(settings, devstack)
     consumers = Consumers(cli_popen, devstack, "order-restart", {"ACADEMY_CONSUMER_BATCH_SIZE": "7"})
     # Reads the group's committed offsets (it never subscribes, so it never joins the group).
-    reader = Consumer(devstack.stack.consumer_config("order-restart", {"enable.auto.commit": False}))
+    reader = GroupOffsets(devstack, "order-restart")
     produced, restarts = 0, []
 
     def acknowledged(count, what):
-        wait_for(lambda: committed(reader, devstack.topic) >= count or not consumer.running(),
+        wait_for(lambda: reader.total_committed() >= count or not consumer.running(),
                  RESTART_TIMEOUT, what, seed)
         assert consumer.running(), f"consumer exited (ACADEMY_FAULT_SEED={seed})\n{consumers.output()}"
 
     try:
-        produce(phase["main"] + phase["ties"])
+        produce_events(phase["main"] + phase["ties"])
         produced += len(phase["main"]) + len(phase["ties"])
         consumer = consumers.start()
         acknowledged(rng.randint(produced // 4, produced // 2), "the first part of the history")
@@ -335,7 +306,7 @@ def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack
         assert consumer.wait(timeout=60) == 0, consumers.output()
         assert "consumed " in consumer.stdout, consumers.output()
         restarts.append("SIGTERM")
-        at_term = committed(reader, devstack.topic)
+        at_term = reader.total_committed()
         producer.join(seed)
         assert at_term < produced, f"the SIGTERM did not land mid-stream (ACADEMY_FAULT_SEED={seed})"
 
@@ -350,16 +321,16 @@ def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack
         consumer.send_signal(signal.SIGKILL)
         assert consumer.wait(timeout=30) == -signal.SIGKILL
         restarts.append("SIGKILL")
-        at_kill = committed(reader, devstack.topic)
+        at_kill = reader.total_committed()
         producer.join(seed)
         assert at_kill < produced, f"the SIGKILL did not land mid-stream (ACADEMY_FAULT_SEED={seed})"
 
         # Newer updates after all of that; the last run goes until idle.
-        produce(phase["late"])
+        produce_events(phase["late"])
         produced += len(phase["late"])
         final = consumers.start("--until-idle", IDLE)
         assert final.wait(timeout=180) == 0, consumers.output()
-        assert committed(reader, devstack.topic) == produced, consumers.output()
+        assert reader.total_committed() == produced, consumers.output()
     finally:
         reader.close()
 
@@ -375,4 +346,4 @@ def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack
               duplicates=check.duplicates, stale=check.stale)
     assert not dead, f"valid events were dead-lettered (ACADEMY_FAULT_SEED={seed}): {dead[:3]}"
     assert not read.problems, f"ACADEMY_FAULT_SEED={seed}: {read.problems}"
-    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), describe(check, seed)
+    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), check.describe(seed)

@@ -43,8 +43,7 @@ import pytest
 from django.db import connection
 
 from academy_consumer.models import EnterpriseAcademy
-from academy_consumer.producer import encode, send_academy_events
-from tests.conftest import subprocess_database_url
+from tests.helpers import GroupOffsets, point_producer_at, produce_events, subprocess_database_url
 from tests.fault.history import (
     Event,
     academy_uuid,
@@ -54,6 +53,7 @@ from tests.fault.history import (
     final_progress,
     generate,
     progress,
+    versioned_academy,
 )
 from tests.fault.tcp_proxy import TcpProxy
 from tests.waiting import seeded_wait_for as wait_for
@@ -75,32 +75,16 @@ IDLE = "3"  # --until-idle: the run ends 3 s after the last event
 RETRY_LINE = re.compile(r"batch of \d+ events not applied \((\w+)")  # the consumer's warning, and the error class
 
 
-def produce(settings, devstack, events, chunk=5000):
+def produce(settings, devstack, events):
     """Produce ``events`` (``history.Event`` s, each with its own time) in order, from this process."""
-    settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS = devstack.bootstrap_servers
-    settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL = devstack.stack.schema_registry_url
-    for start in range(0, len(events), chunk):
-        send_academy_events([(*encode(e.action, e.academy), e.time) for e in events[start:start + chunk]])
-
-
-def describe(check, seed):
-    return (f"ACADEMY_FAULT_SEED={seed}: lost {check.lost}, duplicates {check.duplicates}, stale {check.stale}; "
-            f"first problems: {check.problems[:10]}")
+    point_producer_at(settings, devstack)
+    produce_events(events)
 
 
 def offsets(devstack, group):
     """(the group's committed offset, the end offset) of every partition of the academy topic."""
-    from confluent_kafka import Consumer, TopicPartition  # pylint: disable=import-outside-toplevel
-
-    reader = Consumer(devstack.stack.consumer_config(group, {"enable.auto.commit": False}))
-    try:
-        topic = reader.list_topics(devstack.topic, timeout=10).topics[devstack.topic]
-        partitions = sorted(topic.partitions)
-        committed = reader.committed([TopicPartition(devstack.topic, p) for p in partitions], timeout=10)
-        ends = [reader.get_watermark_offsets(TopicPartition(devstack.topic, p), timeout=10)[1] for p in partitions]
-    finally:
-        reader.close()
-    return {p: (c.offset, end) for p, c, end in zip(partitions, committed, ends)}
+    with GroupOffsets(devstack, group) as read:
+        return read.positions()
 
 
 # --- database connections of the consumer, seen from the server -------------------------------------
@@ -258,7 +242,7 @@ def test_database_outage_is_retried_never_skipped(devstack, cli_popen, settings,
     assert not dead, f"a database outage dead-lettered valid events (ACADEMY_FAULT_SEED={seed}): {dead[:3]}"
     assert all(committed == end for committed, end in positions.values()), (
         f"committed offsets are not the end offsets: {positions} {output()}")
-    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), describe(check, seed)
+    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), check.describe(seed)
 
 
 # --- 2. reconcile concurrent with the consumer --------------------------------------------------------
@@ -306,15 +290,7 @@ def concurrent_history(seed, now):
         new_clock = now + datetime.timedelta(days=30)
         events, item, snapshot = [], None, None
         for version in range(n_old + 1 + n_new):
-            rename = rng.random() < 0.3
-            state = {
-                "uuid": ident,
-                "title": f"Race {index} {'renamed ' if rename else ''}v{version}",
-                "short_description": f"v{version}",
-                "display_order": version,
-                "tags": [f"tag{version % 5}"],
-                "stripe_product_id": f"prod_race_{index}",
-            }
+            state = versioned_academy(ident, index, version, rng.random() < 0.3, name="Race", product="prod_race")
             if version == n_old:
                 item, snapshot = state, Event("updated", state, now)
                 continue
@@ -620,4 +596,4 @@ def test_reconcile_concurrent_with_consumer_keeps_newest_state(devstack, cli_pop
     assert rows == len(academies), f"{rows} rows for {len(academies)} academies (ACADEMY_FAULT_SEED={seed})"
     assert lock_waits.error is None, f"watching lock waits failed: {lock_waits.error!r}"
     assert lock_waits.count >= 1, f"reconcile and the consumer never collided (ACADEMY_FAULT_SEED={seed})"
-    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), describe(check, seed)
+    assert (check.lost, check.duplicates, check.stale) == (0, 0, 0), check.describe(seed)

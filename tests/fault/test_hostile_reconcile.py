@@ -41,8 +41,6 @@ import json
 import os
 import random
 import re
-import subprocess
-import sys
 import time
 import uuid
 
@@ -51,7 +49,6 @@ from django.db import connection
 
 from academy_consumer.models import EnterpriseAcademy, name_key
 from academy_consumer.normalize import Rejected, normalize_academy
-from tests.conftest import subprocess_database_url
 from tests.fault.history import check_table
 
 SEED = int(os.environ.get("ACADEMY_FAULT_SEED") or random.SystemRandom().randrange(2 ** 32))
@@ -111,23 +108,15 @@ class Run:
 
 
 @pytest.fixture
-def reconcile(cli, tmp_path):
+def reconcile(cli):
     """
-    ``reconcile(*args, stdin=None, env=None)`` runs ``academy-consumer reconcile_academies ARGS`` as the
-    ``cli`` fixture does; ``stdin`` may be bytes (``cli`` sends text only, and hostile input is not text).
+    ``reconcile(*args, stdin=None, env=None)`` runs ``academy-consumer reconcile_academies ARGS`` with the
+    ``cli`` fixture; ``stdin`` may be bytes (hostile input is not text), and ``Run.seconds`` times the run.
     """
     def run(*args, stdin=None, env=None, timeout=300):
         started = time.monotonic()
-        if not isinstance(stdin, bytes):
-            done = cli("reconcile_academies", *args, input=stdin, env=env, timeout=timeout)
-            return Run(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
-        full_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), **(env or {})}
-        full_env.pop("DJANGO_SETTINGS_MODULE", None)
-        done = subprocess.run([sys.executable, "-m", "academy_consumer.cli", "reconcile_academies", *args],
-                              input=stdin, env=full_env, cwd=tmp_path, capture_output=True, timeout=timeout,
-                              check=False)
-        return Run(done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace"),
-                   time.monotonic() - started)
+        done = cli("reconcile_academies", *args, input=stdin, env=env, timeout=timeout)
+        return Run(done.returncode, done.stdout, done.stderr, time.monotonic() - started)
 
     return run
 

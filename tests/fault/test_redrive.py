@@ -22,7 +22,8 @@ from django.db import connection
 from academy_consumer.models import EnterpriseAcademy
 from tests.fault.history import T0, check_table, expected_state, generate, progress
 from tests.fault.test_broker_and_poison import (  # pylint: disable=unused-import
-    CONSUMER_ENV, consumer_counts, producing, send)
+    CONSUMER_ENV, producing)
+from tests.helpers import consumer_counts, produce_events
 from tests.waiting import seeded_wait_for
 
 MISCONFIGURED = {"ACADEMY_CONSUMER_MAX_FUTURE_SECONDS": "0", "ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS": "0"}
@@ -36,7 +37,7 @@ def test_redrive_brings_back_what_a_misconfiguration_dead_lettered(producing, de
     history = [dataclasses.replace(event, time=event.time + ahead)
                for event in generate(academies=60, events=600, seed=seed, namespace="redrive")]
     expected = expected_state(history)
-    send(history)
+    produce_events(history)
     env = {**devstack.env, **CONSUMER_ENV}
 
     wrong = cli("consume_academy_events", "--group-id", "redrive-faults", "--until-idle", "3",

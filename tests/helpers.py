@@ -1,0 +1,113 @@
+"""
+Helpers shared by the tests and the fault suite (``tests/fault``): running ``academy-consumer`` as a
+subprocess on the test database, producing events through the real producer path, reading the consumer's
+summary line. (Waiting on conditions is in ``tests/waiting.py``.)
+"""
+
+import os
+import re
+import sys
+
+# ``academy-consumer ARGS`` as users run it: the console script's module, with this interpreter.
+CLI = (sys.executable, "-m", "academy_consumer.cli")
+
+
+def subprocess_database_url():
+    """A DATABASE_URL naming the database the tests run on (for commands run as subprocesses)."""
+    from django.db import connection  # pylint: disable=import-outside-toplevel
+
+    conf = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{conf['NAME']}"
+    scheme = {"postgresql": "postgres", "mysql": "mysql"}[connection.vendor]
+    auth = conf["USER"] + (f":{conf['PASSWORD']}" if conf["PASSWORD"] else "")
+    return f"{scheme}://{auth}@{conf['HOST']}:{conf['PORT']}/{conf['NAME']}"
+
+
+def cli_env(env=None):
+    """
+    The environment of a command run as a subprocess: this one, on the test database, without the
+    caller's ``DJANGO_SETTINGS_MODULE`` (the script's own settings), plus ``env``.
+    """
+    full_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), **(env or {})}
+    full_env.pop("DJANGO_SETTINGS_MODULE", None)
+    return full_env
+
+
+def consumer_counts(stdout):
+    """``consumed N event(s) in B batch(es): created 2, stale 1`` -> {"events": N, "created": 2, "stale": 1}."""
+    match = re.search(r"consumed (\d+) event\(s\) in \d+ batch\(es\): (.*)", stdout)
+    assert match, stdout
+    counts = {"events": int(match.group(1))}
+    if match.group(2).strip() != "no events":
+        for part in match.group(2).split(", "):
+            name, _, number = part.rpartition(" ")
+            counts[name] = int(number)
+    return counts
+
+
+class GroupOffsets:
+    """
+    The end offsets of the academy topic of a ``devstack`` and what consumer group ``group`` committed there, read
+    with a consumer that never joins the group. A context manager (or ``close()`` it).
+    """
+
+    def __init__(self, devstack, group):
+        from confluent_kafka import Consumer  # pylint: disable=import-outside-toplevel
+
+        self.topic = devstack.topic
+        self.consumer = Consumer(devstack.stack.consumer_config(group, {"enable.auto.commit": False}))
+        metadata = self.consumer.list_topics(self.topic, timeout=10)
+        self.partitions = sorted(metadata.topics[self.topic].partitions)
+
+    def _each(self):
+        from confluent_kafka import TopicPartition  # pylint: disable=import-outside-toplevel
+
+        return [TopicPartition(self.topic, p) for p in self.partitions]
+
+    def ends(self):
+        """{partition: end offset (high watermark)}."""
+        return {tp.partition: self.consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in self._each()}
+
+    def committed(self):
+        """{partition: committed offset}, negative (``OFFSET_INVALID``) where the group committed nothing."""
+        return {tp.partition: tp.offset for tp in self.consumer.committed(self._each(), timeout=10)}
+
+    def total_committed(self):
+        """The committed offsets summed over the partitions: how many events the group acknowledged."""
+        return sum(max(offset, 0) for offset in self.committed().values())
+
+    def positions(self):
+        """{partition: (committed offset, end offset)}."""
+        ends, committed = self.ends(), self.committed()
+        return {p: (committed[p], ends[p]) for p in self.partitions}
+
+    def lag(self):
+        """Events not covered by a committed offset (a partition never committed counts in full)."""
+        return sum(end - max(committed, 0) for committed, end in self.positions().values())
+
+    def close(self):
+        self.consumer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def point_producer_at(settings, devstack):
+    """``send_academy_events`` produces with the Django settings: point them (pytest-django's) at the dev stack."""
+    settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS = devstack.bootstrap_servers
+    settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL = devstack.stack.schema_registry_url
+
+
+def produce_events(events, chunk=5000):
+    """
+    Produce ``events`` (anything with ``action``, ``academy`` and ``time``: ``tests.fault.history.Event``) in
+    order through the real producer path, each with its own time, ``chunk`` per ``send_academy_events`` call.
+    """
+    from academy_consumer.producer import encode, send_academy_events  # pylint: disable=import-outside-toplevel
+
+    for start in range(0, len(events), chunk):
+        send_academy_events([(*encode(e.action, e.academy), e.time) for e in events[start:start + chunk]])
