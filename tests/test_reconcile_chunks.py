@@ -11,7 +11,8 @@ import uuid
 import pytest
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
-from hypothesis import HealthCheck, event, given, settings, strategies as st
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from academy_consumer import apply_batch
 from academy_consumer.apply import DatabaseUnavailable, sync_academies

@@ -122,6 +122,7 @@ def test_unreadable_input_exits_2(cli, text):
 
 def test_row_errors_exit_1(cli):
     from django.db import connection  # pylint: disable=import-outside-toplevel
+
     from tests.test_apply import DROP_SQL, TRIGGER_SQL  # pylint: disable=import-outside-toplevel
 
     with connection.cursor() as cursor:
