@@ -18,15 +18,6 @@ import math
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-# Every academy-consumer setting the standalone settings module takes from the environment.
-SETTING_NAMES = (
-    "ACADEMY_EVENTS_TOPIC", "ACADEMY_EVENTS_DLQ_TOPIC", "ACADEMY_CONSUMER_GROUP_ID",
-    "ACADEMY_CONSUMER_GROUP_INSTANCE_ID", "ACADEMY_CONSUMER_BATCH_SIZE", "ACADEMY_CONSUMER_BATCH_WAIT_SECONDS",
-    "ACADEMY_CONSUMER_RETRY_MAX_SECONDS", "ACADEMY_CONSUMER_KAFKA_CONFIG", "ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS",
-    "ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS", "ACADEMY_CONSUMER_MAX_FUTURE_SECONDS",
-    "ACADEMY_MAX_INPUT_BYTES", "ACADEMY_CONSUMER_METRICS_PORT", "ACADEMY_CONSUMER_METRICS_HOST",
-    "ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS",
-)
 
 
 def _raw(name, default):
@@ -49,6 +40,17 @@ def _number(name, default, kind, minimum, maximum):
     if not math.isfinite(number) or not minimum <= number <= maximum:
         raise ImproperlyConfigured(f"{name} must be {what}, not {str(value)[:80]!r}")
     return number
+
+
+_ACCESSORS = {}  # setting name -> the accessor below that reads it (SETTING_NAMES, check_all)
+
+
+def _reads(name):
+    """Register the decorated function as the one accessor of setting ``name``."""
+    def register(accessor):
+        _ACCESSORS[name] = accessor
+        return accessor
+    return register
 
 
 # The event bus connection is edx-event-bus-kafka's: ``EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS`` and
@@ -79,6 +81,7 @@ def require_event_bus(registry=True):
 DEFAULT_TOPIC = "enterprise-academy-lifecycle"
 
 
+@_reads("ACADEMY_EVENTS_TOPIC")
 def topic():
     """The academy events topic (without the environment prefix)."""
     return str(_raw("ACADEMY_EVENTS_TOPIC", DEFAULT_TOPIC))
@@ -88,6 +91,7 @@ def topic():
 # .. setting_default: None (meaning ``<ACADEMY_EVENTS_TOPIC>-dlq``)
 # .. setting_description: Base name of the dead-letter topic that receives events which can never be applied
 #   (undecodable, unknown or missing ``ce_type``, rejected payload, future-dated), with error headers.
+@_reads("ACADEMY_EVENTS_DLQ_TOPIC")
 def dlq_topic(base_topic=None):
     """The dead-letter topic for ``base_topic`` (without the environment prefix)."""
     configured = _raw("ACADEMY_EVENTS_DLQ_TOPIC", None)
@@ -100,6 +104,7 @@ def dlq_topic(base_topic=None):
 DEFAULT_GROUP_ID = "academy-consumer"
 
 
+@_reads("ACADEMY_CONSUMER_GROUP_ID")
 def group_id():
     return str(_raw("ACADEMY_CONSUMER_GROUP_ID", DEFAULT_GROUP_ID))
 
@@ -109,6 +114,7 @@ def group_id():
 # .. setting_description: Kafka static membership (``group.instance.id``): give each consumer process a
 #   stable id of its own (e.g. the Kubernetes pod name of a StatefulSet). A restarted process with the same
 #   id takes its partitions back at once instead of waiting for the broker to time its old session out.
+@_reads("ACADEMY_CONSUMER_GROUP_INSTANCE_ID")
 def group_instance_id():
     value = _raw("ACADEMY_CONSUMER_GROUP_INSTANCE_ID", None)
     return str(value) if value else None
@@ -119,6 +125,7 @@ def group_instance_id():
 # .. setting_description: Most events the consumer polls and applies in one database transaction (>= 1).
 #   The set-based apply costs a few statements per batch, so larger batches go faster; memory grows with
 #   the batch (about 110 MB of RSS at 500).
+@_reads("ACADEMY_CONSUMER_BATCH_SIZE")
 def batch_size():
     return _number("ACADEMY_CONSUMER_BATCH_SIZE", 500, int, 1, 1_000_000)  # librdkafka's most per poll
 
@@ -126,6 +133,7 @@ def batch_size():
 # .. setting_name: ACADEMY_CONSUMER_BATCH_WAIT_SECONDS
 # .. setting_default: 1.0
 # .. setting_description: Longest the consumer waits to fill a batch before applying what it has (> 0).
+@_reads("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS")
 def batch_wait_seconds():
     value = _number("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS", 1.0, float, 0.0, 3600.0)
     if value == 0:
@@ -138,6 +146,7 @@ def batch_wait_seconds():
 # .. setting_description: Cap of the exponential backoff between retries of a batch that met a transient
 #   failure (database unreachable, deadlock, lock timeout, dead-letter topic unreachable). Such a batch
 #   is retried until it succeeds; it is never skipped.
+@_reads("ACADEMY_CONSUMER_RETRY_MAX_SECONDS")
 def retry_max_seconds():
     return _number("ACADEMY_CONSUMER_RETRY_MAX_SECONDS", 30.0, float, 0.0, 86400.0)
 
@@ -149,6 +158,7 @@ def retry_max_seconds():
 #   consumer at start with one line naming it. ``consumer_lag`` and ``dead_letters`` connect with it too; the
 #   properties of ``CONSUMER_ONLY_PROPERTIES`` are left out for the dead-letter producer and the AdminClient,
 #   and ``group.instance.id`` for the clients that are no group member.
+@_reads("ACADEMY_CONSUMER_KAFKA_CONFIG")
 def kafka_config():
     """``ACADEMY_CONSUMER_KAFKA_CONFIG`` as a dict (a JSON text is parsed); see the annotation above."""
     value = _raw("ACADEMY_CONSUMER_KAFKA_CONFIG", {})
@@ -162,7 +172,6 @@ def kafka_config():
     return dict(value)
 
 
-# .. setting_name: ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS
 # The librdkafka properties of a consumer (a producer-type handle, the dead-letter producer or an AdminClient,
 # does not take them).
 CONSUMER_ONLY_PROPERTIES = frozenset({
@@ -187,9 +196,11 @@ def reader_kafka_config():
     return {key: value for key, value in kafka_config().items() if key != "group.instance.id"}
 
 
+# .. setting_name: ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS
 # .. setting_default: 30
 # .. setting_description: How long ``produce_academy_event`` waits for the broker to acknowledge every event
 #   before it exits non-zero.
+@_reads("ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS")
 def producer_flush_timeout():
     return _number("ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS", 30.0, float, 0.0, 86400.0)
 
@@ -201,6 +212,7 @@ def producer_flush_timeout():
 #   (a wrong schema registry, a producer bug): the consumer stops with exit 1 and a line naming the class,
 #   before committing or dead-lettering the run. Any applied event, or another error class, resets the
 #   count. 0 turns the breaker off.
+@_reads("ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS")
 def max_consecutive_dead_letters():
     return _number("ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS", 100, int, 0, 1_000_000_000)
 
@@ -215,6 +227,7 @@ def max_consecutive_dead_letters():
 MAX_FUTURE_SECONDS_LIMIT = 10 * 365 * 86400.0
 
 
+@_reads("ACADEMY_CONSUMER_MAX_FUTURE_SECONDS")
 def max_future_seconds():
     return _number("ACADEMY_CONSUMER_MAX_FUTURE_SECONDS", 300.0, float, 0.0, MAX_FUTURE_SECONDS_LIMIT)
 
@@ -224,6 +237,7 @@ def max_future_seconds():
 # .. setting_description: The most bytes a command reads from one input file or stdin
 #   (``reconcile_academies --from-file``, ``produce_academy_event --file``); a larger input is refused
 #   with one line, before it can exhaust memory.
+@_reads("ACADEMY_MAX_INPUT_BYTES")
 def max_input_bytes():
     return _number("ACADEMY_MAX_INPUT_BYTES", 256 * 1024 * 1024, int, 1, 2**40)
 
@@ -232,6 +246,7 @@ def max_input_bytes():
 # .. setting_default: None (no metrics server)
 # .. setting_description: TCP port on which ``consume_academy_events`` serves ``/metrics`` (Prometheus text
 #   format), ``/healthz`` and ``/readyz``; ``--metrics-port`` overrides it. 0 picks a free port (logged).
+@_reads("ACADEMY_CONSUMER_METRICS_PORT")
 def metrics_port():
     value = _raw("ACADEMY_CONSUMER_METRICS_PORT", None)
     return None if value is None else _number("ACADEMY_CONSUMER_METRICS_PORT", None, int, 0, 65535)
@@ -241,6 +256,7 @@ def metrics_port():
 # .. setting_default: "127.0.0.1"
 # .. setting_description: Address the metrics server listens on. Only this host by default: set ``0.0.0.0``
 #   (or the pod address) for a Prometheus scraper or a Kubernetes probe from outside the container.
+@_reads("ACADEMY_CONSUMER_METRICS_HOST")
 def metrics_host():
     return str(_raw("ACADEMY_CONSUMER_METRICS_HOST", "127.0.0.1")).strip()
 
@@ -249,13 +265,16 @@ def metrics_host():
 # .. setting_default: 300
 # .. setting_description: ``/healthz`` answers 503 once the consumer has been retrying one batch (database or
 #   dead-letter topic unreachable, ...) for longer than this, and 200 again once the batch went through.
+@_reads("ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS")
 def unhealthy_after_seconds():
     return _number("ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS", 300.0, float, 0.0, 86400.0)
 
 
+# Every academy-consumer setting (the standalone settings module takes each from the environment).
+SETTING_NAMES = tuple(_ACCESSORS)
+
+
 def check_all():
     """Read every setting above once, so that a bad value fails at start, in one line, not mid-run."""
-    for accessor in (topic, dlq_topic, group_id, group_instance_id, batch_size, batch_wait_seconds,
-                     retry_max_seconds, kafka_config, producer_flush_timeout, max_consecutive_dead_letters,
-                     max_future_seconds, max_input_bytes, metrics_port, metrics_host, unhealthy_after_seconds):
+    for accessor in _ACCESSORS.values():
         accessor()
