@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from django.db import connection  # noqa: F401 (the skipif conditions read it)
+from django.db import connection  # (also read by the skipif conditions)
 
 from academy_consumer.inputs import InputError, read_items
 from academy_consumer.models import EnterpriseAcademy
@@ -35,6 +35,8 @@ def unused_port():
 
 
 class TestReader:
+    """``read_items``: the encodings, envelopes and limits it accepts or refuses."""
+
     def test_a_utf8_byte_order_mark_is_accepted(self, tmp_path):
         assert read_items(write(tmp_path, b"\xef\xbb\xbf" + json.dumps([{"title": "A"}]).encode())) == [{"title": "A"}]
         lines = write(tmp_path, b"\xef\xbb\xbf" + b'{"title": "A"}\n{"title": "B"}\n', "lines.jsonl")
@@ -93,13 +95,16 @@ class TestReader:
 
 def run_measured(args, env):
     """Run ``academy-consumer ARGS`` and return (CompletedProcess, peak RSS of the command in MiB)."""
-    wrapper = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+    wrapper = ("import resource, subprocess, sys;"
+               "done = subprocess.run(sys.argv[1:], capture_output=True, text=True);"
                "sys.stdout.write(done.stdout); sys.stderr.write(done.stderr);"
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(done.returncode)")
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr);"
+               "sys.exit(done.returncode)")
     done = subprocess.run([sys.executable, "-c", wrapper, *CLI, *args],
                           env=env, capture_output=True, text=True, timeout=120, check=False)
     *lines, rss = done.stderr.strip().splitlines()
-    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout, "\n".join(lines) + "\n"), int(rss) / 1024
+    completed = subprocess.CompletedProcess(done.args, done.returncode, done.stdout, "\n".join(lines) + "\n")
+    return completed, int(rss) / 1024
 
 
 @pytest.mark.parametrize("command", [("reconcile_academies", "--from-file"), ("produce_academy_event",
@@ -151,7 +156,7 @@ def test_reconcile_with_the_database_down_fails_at_once(cli, tmp_path, url):
 
 def _kill_default_connection():
     """Kill the default connection's server session from a second connection (the server side of an outage)."""
-    from django.db import DEFAULT_DB_ALIAS, connection, connections  # pylint: disable=import-outside-toplevel
+    from django.db import DEFAULT_DB_ALIAS, connections  # pylint: disable=import-outside-toplevel
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()" if connection.vendor == "postgresql" else "SELECT CONNECTION_ID()")
@@ -169,8 +174,6 @@ def _kill_default_connection():
 
 @pytest.mark.skipif("connection.vendor == 'sqlite'", reason="a SQLite connection cannot be lost")
 def test_connection_lost_mid_sync_stops_at_the_first_error(transactional_db, caplog):
-    from django.db import connection  # pylint: disable=import-outside-toplevel
-
     from academy_consumer.apply import DatabaseUnavailable, sync_academies  # pylint: disable=import-outside-toplevel
 
     pulled = []
@@ -204,8 +207,6 @@ SELF_KILL = {  # a trigger that kills its own session when it meets one row: a c
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'", reason="only PostgreSQL lets a trigger end its session")
 def test_reconcile_command_stops_at_a_lost_connection(cli, tmp_path):
-    from django.db import connection  # pylint: disable=import-outside-toplevel
-
     with connection.cursor() as cursor:
         for sql in SELF_KILL["postgresql"]:
             cursor.execute(sql)

@@ -158,8 +158,12 @@ def test_healthz_turns_503_while_the_database_is_away_longer_than_the_bound_and_
         bus.produce("created", [academy(2)])  # a batch that cannot be applied while the database is away
         wait_for(lambda: consumer.metrics().get("academy_consumer_transient_retries_total", 0) >= 1, 60,
                  "the batch to be retried")
-        status, body = wait_for(lambda: (lambda answer: answer if answer[0] == 503 else None)(
-            get(consumer.base + "/healthz")), 30, "/healthz to answer 503")
+
+        def unhealthy():
+            answer = get(consumer.base + "/healthz")
+            return answer if answer[0] == 503 else None
+
+        _, body = wait_for(unhealthy, 30, "/healthz to answer 503")
         assert body.startswith("retrying one batch for") and "more than 2 s" in body and body.count("\n") == 1, body
         if connection.vendor != "sqlite":  # (SQLite's SELECT 1 needs no lock: the file is still there)
             wait_for(lambda: get(consumer.base + "/readyz")[0] == 503, 30, "/readyz to answer 503")
@@ -213,7 +217,7 @@ def test_a_metrics_port_that_is_taken_is_one_line_and_exit_2(devstack, cli):
 
 @pytest.mark.slow
 def test_open_edx_monitoring_attributes_and_exceptions_of_the_real_loop(devstack, bus, settings, monkeypatch,
-                                                                      caplog):
+                                                                        caplog):
     """The loop runs in this process; edx-django-utils' functions are wrapped to record their calls."""
     # pylint: disable=import-outside-toplevel
     from academy_consumer import monitoring
