@@ -33,7 +33,8 @@ class EnterpriseAcademy(models.Model):
 
     Rows are never hard-deleted: an academy the catalog deletes or stops listing becomes inactive.
 
-    .. no_pii:
+    .. no_pii: Catalog and billing data only (names, slugs, descriptions, Stripe ids, catalog query uuids,
+       tags): no learner, user or customer contact data.
     """
 
     uuid = models.UUIDField(
