@@ -7,7 +7,7 @@ RUN apt-get update \
 
 WORKDIR /app
 COPY requirements/ requirements/
-RUN pip install --no-cache-dir -r requirements/base.txt
+RUN pip install --no-cache-dir -r requirements/base.txt -r requirements/db.txt
 COPY . .
 RUN pip install --no-cache-dir --no-deps .
 

@@ -1,6 +1,6 @@
 # academy-consumer developer commands. Every target sets up what it needs on a fresh machine.
 .DEFAULT_GOAL := help
-.PHONY: help system-deps requirements test test-fast quality fault demo reconcile-demo bench clean
+.PHONY: help system-deps requirements upgrade test test-fast test-matrix quality fault demo reconcile-demo bench clean
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -15,15 +15,40 @@ system-deps: ## Debian packages needed to build mysqlclient (skipped when presen
 		echo "installing libmariadb-dev and pkg-config (needed to build mysqlclient)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config >/dev/null; }
 
-$(STAMP): requirements/test.txt requirements/base.txt setup.cfg
+$(STAMP): requirements/test.txt requirements/db.txt requirements/tox.txt setup.cfg
 	$(MAKE) system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements/test.txt
+	$(BIN)/pip install -q -r requirements/test.txt -r requirements/db.txt -r requirements/tox.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 requirements: $(STAMP) ## create .venv and install the pinned requirements and the package
+
+# pip-compile runs in tool venvs of its own (pip-tools pinned in requirements/pip-tools.txt), one per
+# Python line: openedx-events 11 needs Python >= 3.12, so the 3.12 pins are compiled by Python 3.12.
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3.12) python3.12)
+TOOLS311 := $(abspath $(VENV))/tools-py311/bin
+TOOLS312 := $(abspath $(VENV))/tools-py312/bin
+UPGRADE_ARGS ?= --upgrade
+PIP_COMPILE_OPTS = --quiet --no-emit-find-links --no-emit-index-url --strip-extras $(UPGRADE_ARGS)
+
+upgrade: export CUSTOM_COMPILE_COMMAND = make upgrade
+upgrade: ## recompile requirements/*.txt from requirements/*.in with pip-compile (UPGRADE_ARGS, default --upgrade)
+	test -x $(TOOLS311)/python || $(PYTHON) -m venv $(dir $(TOOLS311))
+	test -x $(TOOLS312)/python || $(PYTHON312) -m venv $(dir $(TOOLS312))
+	$(TOOLS311)/pip install -q -r requirements/pip-tools.txt
+	$(TOOLS312)/pip install -q -r requirements/pip-tools.txt
+	cd requirements && set -e; for name in pip-tools base db test test-django42 min tox; do \
+		$(TOOLS311)/pip-compile $(PIP_COMPILE_OPTS) -o $$name.txt $$name.in; done
+	cd requirements && $(TOOLS312)/pip-compile $(PIP_COMPILE_OPTS) -o test-py312.txt test.in
+	cd requirements && $(TOOLS312)/pip-compile $(PIP_COMPILE_OPTS) -o test-py312-django42.txt test-django42.in
+
+# tox finds the interpreters on PATH: put pyenv's 3.11-3.13 there (they are not on it by default).
+MATRIX_PATH := $(subst $(eval) ,:,$(strip $(dir $(wildcard $(HOME)/.pyenv/versions/3.1[123].*/bin/python3))))
+
+test-matrix: requirements ## the tox matrix on SQLite: Python 3.11-3.13 x Django 4.2/5.2, and min (TOX_ARGS, e.g. -e py312-django52 -- -m "not slow")
+	PATH="$(MATRIX_PATH):$$PATH" $(BIN)/tox $(TOX_ARGS)
 
 test: requirements ## run the test suite (DATABASE_URL selects the database; default SQLite)
 	$(BIN)/pytest $(PYTEST_ARGS)
