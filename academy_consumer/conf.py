@@ -19,7 +19,6 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 
-
 def _raw(name, default):
     value = getattr(settings, name, None)
     return default if value is None or value == "" else value
@@ -135,6 +134,7 @@ def batch_size():
 # .. setting_description: Longest the consumer waits to fill a batch before applying what it has (> 0).
 @_reads("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS")
 def batch_wait_seconds():
+    """``ACADEMY_CONSUMER_BATCH_WAIT_SECONDS``: seconds, more than 0."""
     value = _number("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS", 1.0, float, 0.0, 3600.0)
     if value == 0:
         raise ImproperlyConfigured("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS must be a number > 0 (up to 3600), not '0'")

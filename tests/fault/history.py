@@ -38,7 +38,7 @@ def academy_uuid(index, namespace="fault"):
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{index}"))
 
 
-def versioned_academy(ident, index, version, rename=False, name="Academy", product="prod"):
+def versioned_academy(ident, index, version, rename=False, *, name="Academy", product="prod"):
     """
     Version ``version`` of academy ``index``: its ``display_order`` is the version (what ``check_table`` and
     ``progress`` read), its title names it (and says ``renamed`` when ``rename``).
@@ -89,6 +89,8 @@ def expected_state(history):
 
 @dataclasses.dataclass
 class TableCheck:
+    """What ``check_table`` found: rows lost, duplicated or stale, and the first problems."""
+
     lost: int = 0
     duplicates: int = 0
     stale: int = 0

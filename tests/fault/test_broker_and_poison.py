@@ -35,6 +35,7 @@ from confluent_kafka import Producer
 
 from academy_consumer.devstack import ApiKey, Err
 from academy_consumer.models import EnterpriseAcademy
+from tests import waiting
 from tests.fault.history import T0, check_all_read, check_table, expected_state, generate
 from tests.helpers import GroupOffsets, consumer_counts, point_producer_at, produce_events
 
@@ -48,20 +49,9 @@ def seeded(message):
     return f"{message} (ACADEMY_FAULT_SEED={SEED})"
 
 
-def wait_for(condition, timeout=TIMEOUT, interval=0.1, message="condition", while_running=None):
-    """Poll ``condition`` until true; fail after ``timeout`` s, or as soon as ``while_running`` exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if while_running is not None and not while_running.running():
-            raise AssertionError(seeded(f"the consumer exited ({while_running.process.returncode}) while waiting "
-                                        f"for {message}\n{while_running.stderr[-3000:]}"))
-        if time.monotonic() > deadline:
-            what = message() if callable(message) else message
-            raise AssertionError(seeded(f"timed out after {timeout}s waiting for {what}"))
-        time.sleep(interval)
+def wait_for(condition, timeout=TIMEOUT, interval=0.1, message="condition", *, while_running=None):
+    """``tests.waiting.wait_for`` with this suite's bound and seed."""
+    return waiting.wait_for(condition, timeout, message, interval, while_running=while_running, seed=SEED)
 
 
 @pytest.fixture
@@ -285,8 +275,9 @@ def test_poison_corpus_is_dead_lettered_and_the_rest_applied(producing, devstack
                                                              guarantee):
     # pylint: disable=too-many-locals,too-many-statements
     print(f"ACADEMY_FAULT_SEED={SEED}")
-    from academy_consumer.producer import encode, send_academy_events  # pylint: disable=import-outside-toplevel
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient  # pylint: disable=import-outside-toplevel
+
+    from academy_consumer.producer import encode, send_academy_events  # pylint: disable=import-outside-toplevel
 
     rng = random.Random(SEED)
     history = generate(academies=40, events=240, seed=SEED, namespace="poison-valid")

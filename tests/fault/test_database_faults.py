@@ -43,7 +43,6 @@ import pytest
 from django.db import connection
 
 from academy_consumer.models import EnterpriseAcademy
-from tests.helpers import GroupOffsets, point_producer_at, produce_events, subprocess_database_url
 from tests.fault.history import (
     Event,
     academy_uuid,
@@ -56,6 +55,7 @@ from tests.fault.history import (
     versioned_academy,
 )
 from tests.fault.tcp_proxy import TcpProxy
+from tests.helpers import GroupOffsets, point_producer_at, produce_events, subprocess_database_url
 from tests.waiting import seeded_wait_for as wait_for
 
 pytestmark = [

@@ -16,13 +16,11 @@ import json
 import signal
 
 import pytest
-
 from django.db import connection
 
 from academy_consumer.models import EnterpriseAcademy
 from tests.fault.history import T0, check_table, expected_state, generate, progress
-from tests.fault.test_broker_and_poison import (  # pylint: disable=unused-import
-    CONSUMER_ENV, producing)
+from tests.fault.test_broker_and_poison import CONSUMER_ENV, producing  # pylint: disable=unused-import
 from tests.helpers import consumer_counts, produce_events
 from tests.waiting import seeded_wait_for
 
