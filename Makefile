@@ -26,7 +26,8 @@ $(STAMP): requirements/test.txt requirements/db.txt requirements/tox.txt setup.c
 requirements: $(STAMP) ## create .venv and install the pinned requirements and the package
 
 # pip-compile runs in tool venvs of its own (pip-tools pinned in requirements/pip-tools.txt), one per
-# Python line: openedx-events 11 needs Python >= 3.12, so the 3.12 pins are compiled by Python 3.12.
+# Python line: every requirements/X.in is compiled to X.txt by Python 3.11, and the two Python 3.12 pin
+# files of the tox matrix by Python 3.12 (openedx-events 11 needs Python >= 3.12).
 PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3.12) python3.12)
 TOOLS311 := $(abspath $(VENV))/tools-py311/bin
 TOOLS312 := $(abspath $(VENV))/tools-py312/bin
@@ -39,7 +40,7 @@ upgrade: ## recompile requirements/*.txt from requirements/*.in with pip-compile
 	test -x $(TOOLS312)/python || $(PYTHON312) -m venv $(dir $(TOOLS312))
 	$(TOOLS311)/pip install -q -r requirements/pip-tools.txt
 	$(TOOLS312)/pip install -q -r requirements/pip-tools.txt
-	cd requirements && set -e; for name in pip-tools base db test test-django42 min tox; do \
+	cd requirements && set -e; for name in $(sort $(basename $(notdir $(wildcard requirements/*.in)))); do \
 		$(TOOLS311)/pip-compile $(PIP_COMPILE_OPTS) -o $$name.txt $$name.in; done
 	cd requirements && $(TOOLS312)/pip-compile $(PIP_COMPILE_OPTS) -o test-py312.txt test.in
 	cd requirements && $(TOOLS312)/pip-compile $(PIP_COMPILE_OPTS) -o test-py312-django42.txt test-django42.in
