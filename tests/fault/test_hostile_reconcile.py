@@ -59,6 +59,11 @@ STABLE_COLUMNS = [c for c in COLUMNS if c != "source_timestamp"]
 UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+def quiet(stderr):
+    """Nothing on stderr but ``reconcile:`` progress lines (written for lists of more than 1,000 items)."""
+    return all(line.startswith("reconcile: ") for line in stderr.splitlines())
+
+
 def seeded(message):
     return f"{message} (ACADEMY_FAULT_SEED={SEED})"
 
@@ -369,14 +374,14 @@ def test_wrong_types_corpus(reconcile, tmp_path, guarantee):
 
     # The human summary (dry run): one printable line per skipped item, whatever the item holds.
     dry = reconcile("--from-file", path, "--dry-run")
-    assert dry.returncode == 0 and dry.stderr == "", seeded(repr(dry))
+    assert dry.returncode == 0 and quiet(dry.stderr), seeded(repr(dry))
     lines = dry.stdout.splitlines()
     assert len(lines) == 1 + bad, seeded(dry.stdout[:3000])
     assert not any(UNPRINTABLE.search(line) or len(line) > 1000 for line in lines), seeded(dry.stdout[:3000])
     assert EnterpriseAcademy.objects.count() == 0, seeded("the dry run wrote rows")
 
     done = reconcile("--from-file", path, "--json")
-    assert done.returncode == 0 and done.stderr == "", seeded(repr(done))
+    assert done.returncode == 0 and quiet(done.stderr), seeded(repr(done))
     assert_items_handled(done.report, "corpus")
     assert len(done.report["items"]) == len(items) and done.report["errors"] == 0, seeded(repr(done))
     mismatches = compare_with_oracle(labelled, expected, done.report)
@@ -389,7 +394,7 @@ def test_wrong_types_corpus(reconcile, tmp_path, guarantee):
     before = snapshot(STABLE_COLUMNS)
     expected = oracle.run(items)
     again = reconcile("--from-file", path, "--json")
-    assert again.returncode == 0 and again.stderr == "", seeded(repr(again))
+    assert again.returncode == 0 and quiet(again.stderr), seeded(repr(again))
     assert again.report["created"] == 0 and again.report["errors"] == 0, seeded(repr(again))
     mismatches = compare_with_oracle(labelled, expected, again.report)
     assert not mismatches, seeded("\n".join(mismatches[:20]))
@@ -450,7 +455,7 @@ def test_ten_thousand_items_with_bad_ones_mixed_in(reconcile, tmp_path, guarante
     with capsys.disabled():
         print(f"\n[hostile reconcile] 10,000 items ({bad} bad) on {connection.vendor}: "
               f"{done.seconds:.1f} s, {len(items) / done.seconds:.0f} items/s (seed {SEED})")
-    assert done.returncode == 0 and done.stderr == "", seeded(repr(done))
+    assert done.returncode == 0 and quiet(done.stderr), seeded(repr(done))
     report = done.report
     assert_items_handled(report, "10,000 items")
     counts = {key: report[key] for key in ("created", "updated", "unchanged", "skipped", "stale", "errors")}
@@ -510,7 +515,7 @@ def test_multi_megabyte_strings(reconcile, tmp_path, guarantee):
     path = write(tmp_path, "big.json", json.dumps({"results": items}))
 
     done = reconcile("--from-file", path, "--json")
-    assert done.returncode == 0 and done.stderr == "", seeded(repr(done))
+    assert done.returncode == 0 and quiet(done.stderr), seeded(repr(done))
     assert len(done.stdout) < 50_000, seeded(f"the report echoes megabytes back: {len(done.stdout):,} characters")
     report = done.report
     assert_items_handled(report, "multi-megabyte strings")
@@ -523,7 +528,7 @@ def test_multi_megabyte_strings(reconcile, tmp_path, guarantee):
 
     # The human summary of the same file: short lines, same outcomes (now unchanged), exit 0.
     again = reconcile("--from-file", path)
-    assert again.returncode == 0 and again.stderr == "", seeded(repr(again))
+    assert again.returncode == 0 and quiet(again.stderr), seeded(repr(again))
     assert f"unchanged {len(expected)}, skipped {len(rejected)}" in again.stdout, seeded(again.stdout[:2000])
     assert max(len(line) for line in again.stdout.splitlines()) < 1000, seeded("a summary line is megabytes long")
 
@@ -574,7 +579,7 @@ def test_mixed_run_writes_exactly_the_good_items(reconcile, guarantee):
 
     done = reconcile("--from-file", "-", "--json", "--deactivate-missing",
                      stdin=json.dumps([item for item, _, _ in entries]))
-    assert done.returncode == 0 and done.stderr == "", seeded(repr(done))
+    assert done.returncode == 0 and quiet(done.stderr), seeded(repr(done))
     report = done.report
     assert_items_handled(report, "mixed run")
     wrong = [f"{item!r:.80}: expected {outcome} ({words}), got {entry}"
