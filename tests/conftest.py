@@ -250,7 +250,7 @@ class EventBusStack:
             consumer.assign([TopicPartition(topic, p, 0) for p in ends])
             records, positions = [], {p: 0 for p in ends}
             deadline = time.monotonic() + timeout
-            while any(positions[p] < ends[p] for p in ends):
+            while any(positions[p] < end for p, end in ends.items()):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"read {len(records)} messages of {topic} within {timeout}s; "
                                          f"positions {positions}, ends {ends}")
@@ -299,7 +299,7 @@ class EventBusStack:
 class KafkaRecord:
     """One message read back from a topic: where it is, its key, value, timestamp and headers."""
 
-    def __init__(self, topic, partition, offset, key, value, headers, timestamp_ms):
+    def __init__(self, topic, partition, offset, *, key, value, headers, timestamp_ms):
         self.topic, self.partition, self.offset = topic, partition, offset
         self.key, self.value, self.timestamp_ms = key, value, timestamp_ms
         self.header_list = headers
@@ -308,8 +308,8 @@ class KafkaRecord:
 
     @classmethod
     def of(cls, message):
-        return cls(message.topic(), message.partition(), message.offset(), message.key(), message.value(),
-                   list(message.headers() or []), message.timestamp()[1])
+        return cls(message.topic(), message.partition(), message.offset(), key=message.key(), value=message.value(),
+                   headers=list(message.headers() or []), timestamp_ms=message.timestamp()[1])
 
     def __repr__(self):
         return f"<KafkaRecord {self.topic}[{self.partition}]@{self.offset} {self.headers.get('ce_type')}>"

@@ -63,7 +63,8 @@ def seed():
 def guarantees_table(rows):
     """The README's table, in Markdown."""
     lines = [
-        "| scenario | databases | events | faults injected | bad inputs | events lost | duplicate rows | stale overwrites |",
+        "| scenario | databases | events | faults injected | bad inputs | events lost | duplicate rows "
+        "| stale overwrites |",
         "|---|---|---:|---|---:|---:|---:|---:|",
     ]
     for row in rows:

@@ -21,6 +21,8 @@ T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 
 @dataclasses.dataclass(frozen=True)
 class Event:
+    """One event of a generated history: what it does, the catalog academy it carries, its event time."""
+
     action: str  # created | updated | deleted
     academy: dict  # the catalog academy (AcademyData fields)
     time: datetime.datetime

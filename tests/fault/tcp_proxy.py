@@ -28,6 +28,7 @@ class TcpProxy:
         self._thread.start()
 
     def _accept_loop(self):
+        """Accept clients until closed: refused while down, else each piped to the target both ways."""
         while not self._closed:
             try:
                 client, _ = self._listener.accept()
@@ -51,6 +52,7 @@ class TcpProxy:
 
     @staticmethod
     def _pump(src, dst):
+        """Copy what ``src`` sends to ``dst`` until either side closes."""
         try:
             while True:
                 data = src.recv(65536)

@@ -85,6 +85,7 @@ def group_offsets(devstack):
 
 @pytest.mark.slow
 def test_consumer_rides_out_broker_faults(producing, devstack, cli_popen, group_offsets, guarantee):
+    # pylint: disable=too-many-statements  # one scenario, its faults in the order they are injected
     print(f"ACADEMY_FAULT_SEED={SEED}")
     kafka = devstack.stack.kafka
     rng = random.Random(SEED)

@@ -33,6 +33,7 @@ import re
 import signal
 import threading
 import time
+import typing
 
 import pytest
 
@@ -97,8 +98,8 @@ def produce_behind_the_table(events, seed):
     try:
         for start in range(0, len(events), PIECE):
             floor = floors[max(0, start - AHEAD)]
-            wait_for(lambda: progress() >= floor, RESTART_TIMEOUT, f"the table to apply {start - AHEAD} events",
-                     seed, interval=0.02)
+            wait_for(lambda floor=floor: progress() >= floor, RESTART_TIMEOUT,
+                     f"the table to apply {start - AHEAD} events", seed, interval=0.02)
             produce_events(events[start:start + PIECE])
             time.sleep(PIECE_SECONDS)  # the pace of the stream, not a synchronisation
     finally:
@@ -106,7 +107,7 @@ def produce_behind_the_table(events, seed):
 
 
 class Background(threading.Thread):
-    """Run ``target`` in a thread; ``join(seed)`` re-raises what it raised; ``took`` is its duration (s)."""
+    """Run ``target`` in a thread; ``finish(seed)`` re-raises what it raised; ``took`` is its duration (s)."""
 
     def __init__(self, target):
         super().__init__(name="fault-producer", daemon=True)
@@ -119,12 +120,13 @@ class Background(threading.Thread):
         started = time.monotonic()
         try:
             self._run_target()
-        except BaseException as exc:  # pylint: disable=broad-except
+        except BaseException as exc:
             self.error = exc
         self.took = time.monotonic() - started
 
-    def join(self, seed, timeout=300):  # pylint: disable=arguments-differ
-        super().join(timeout)
+    def finish(self, seed, timeout=300):
+        """Wait for the thread (at most ``timeout`` s); re-raise what ``target`` raised, naming ``seed``."""
+        self.join(timeout)
         assert not self.is_alive(), f"the producer did not finish within {timeout} s (ACADEMY_FAULT_SEED={seed})"
         if self.error is not None:
             raise AssertionError(f"producing failed (ACADEMY_FAULT_SEED={seed}): {self.error!r}") from self.error
@@ -134,14 +136,15 @@ class Background(threading.Thread):
 class Consumers:
     """Start ``consume_academy_events`` of one consumer group (``cli_popen``), again and again."""
 
-    cli_popen: object
-    devstack: object
+    cli_popen: typing.Callable
+    devstack: typing.Any
     group: str
     env: dict
     runs: list = dataclasses.field(default_factory=list)
     started: list = dataclasses.field(default_factory=list)
 
     def start(self, *args):
+        """Start one more ``consume_academy_events`` run of the group (``args`` added)."""
         self.started.append(datetime.datetime.now())
         run = self.cli_popen("consume_academy_events", "--group-id", self.group, *args,
                              env={**self.devstack.env, **CONSUMER_ENV, **self.env})
@@ -186,10 +189,10 @@ def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, 
     consumer = consumers.start()
     at_kill = []
     for fraction, delay in plan:
-        wait_for(lambda: progress() >= fraction * target or not consumer.running() or producer.error,
+        wait_for(lambda fraction=fraction: progress() >= fraction * target or not consumer.running() or producer.error,
                  RESTART_TIMEOUT, f"the table to reach {fraction:.0%} of the history", seed)
         if producer.error:
-            producer.join(seed)
+            producer.finish(seed)
         assert consumer.running(), f"consumer exited (ACADEMY_FAULT_SEED={seed})\n{consumers.output()}"
         time.sleep(delay)  # the random moment of the fault
         consumer.send_signal(signal.SIGKILL)
@@ -202,7 +205,7 @@ def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, 
     # The last restart of the group runs until idle: it finishes what the kills left, and the stream that
     # waits for it (well within IDLE between pieces).
     final = consumers.start("--until-idle", IDLE)
-    producer.join(seed)
+    producer.finish(seed)
     assert final.wait(timeout=180) == 0, consumers.output()
     took = time.monotonic() - started
 
@@ -275,6 +278,7 @@ def order_history(seed, academies=100, events=1500, namespace="order"):
 @pytest.mark.slow
 def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack, cli_popen, settings, guarantee,
                                                                         seed):
+    # pylint: disable=too-many-statements  # one scenario, its phases in the order they run
     rng = random.Random(seed)
     phases, expected = order_history(seed)
     phase = dict(phases)
@@ -307,7 +311,7 @@ def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack
         assert "consumed " in consumer.stdout, consumers.output()
         restarts.append("SIGTERM")
         at_term = reader.total_committed()
-        producer.join(seed)
+        producer.finish(seed)
         assert at_term < produced, f"the SIGTERM did not land mid-stream (ACADEMY_FAULT_SEED={seed})"
 
         # Old events, shuffled, after the newer ones; the restarted consumer is SIGKILLed among them.
@@ -322,7 +326,7 @@ def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack
         assert consumer.wait(timeout=30) == -signal.SIGKILL
         restarts.append("SIGKILL")
         at_kill = reader.total_committed()
-        producer.join(seed)
+        producer.finish(seed)
         assert at_kill < produced, f"the SIGKILL did not land mid-stream (ACADEMY_FAULT_SEED={seed})"
 
         # Newer updates after all of that; the last run goes until idle.

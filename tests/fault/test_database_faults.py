@@ -199,7 +199,7 @@ def test_database_outage_is_retried_never_skipped(devstack, cli_popen, settings,
         width = (high - low) / len(OUTAGE_FAULTS)
         for n, fault in enumerate(OUTAGE_FAULTS):
             fraction = low + width * (n + rng.random())
-            wait_for(lambda: progress() >= fraction * target or not consumer.running(), 90,
+            wait_for(lambda fraction=fraction: progress() >= fraction * target or not consumer.running(), 90,
                      f"the table to reach {fraction:.0%} of the history", seed)
             assert consumer.running(), f"consumer exited {output()}"
             at_fault.append(progress())
@@ -324,7 +324,7 @@ class GatedCatalog:
         self._lock = threading.Lock()
         self.arrivals = 0
         self.first = None  # a uuid the next released run lists before all others
-        original = server._page  # pylint: disable=protected-access
+        original = server._page
 
         def gated(academies, query):
             if query.get("page", "1") == "1":
@@ -369,6 +369,7 @@ class LockWaits:
         return len(self._seen)
 
     def _run(self):
+        """Read the table in a loop, on this thread's own connection, until stopped."""
         from django.db import connection as own  # pylint: disable=import-outside-toplevel,reimported
 
         try:
@@ -405,10 +406,9 @@ class HeldInsert:
     def __init__(self, academy_uuid):
         self.uuid = uuid.UUID(academy_uuid)
         self.held = False
+        self.connection = connection
 
     def __enter__(self):
-        from django.db import connection  # pylint: disable=import-outside-toplevel
-        self.connection = connection
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 cursor.execute(f"""CREATE OR REPLACE FUNCTION academy_hold() RETURNS trigger AS $$ BEGIN
@@ -437,6 +437,7 @@ class HeldInsert:
             return cursor.fetchone()[0] > 0
 
     def release(self):
+        """Let go of the lock, if still held."""
         if self.held:
             with self.connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(4242)" if self.connection.vendor == "postgresql"
@@ -455,6 +456,7 @@ class HeldInsert:
 
 def test_reconcile_concurrent_with_consumer_keeps_newest_state(devstack, cli_popen, catalog_server, settings,
                                                                monkeypatch, guarantee, seed):
+    # pylint: disable=too-many-statements  # one scenario, its steps in the order they run
     from django.utils import timezone  # pylint: disable=import-outside-toplevel
 
     now = timezone.now()

@@ -101,6 +101,8 @@ def snapshot(columns=COLUMNS):
 # ---------------------------------------------------------------------------------------------------
 
 class Run:
+    """One finished ``reconcile_academies`` run: exit status, output and duration."""
+
     def __init__(self, returncode, stdout, stderr, seconds):
         self.returncode, self.stdout, self.stderr, self.seconds = returncode, stdout, stderr, seconds
 
@@ -127,6 +129,7 @@ def reconcile(cli):
 
 
 def write(tmp_path, name, data):
+    """Write ``data`` (bytes or text) to ``tmp_path / name``; returns its path as text."""
     path = tmp_path / name
     if isinstance(data, bytes):
         path.write_bytes(data)
@@ -297,6 +300,7 @@ class Oracle:
         return next((r for r in self.rows if r is not row and r[field] == value), None)
 
     def apply(self, item):
+        """Apply one catalog item to the oracle's rows by the rules; returns ``(outcome, reason)``."""
         try:
             academy_ = normalize_academy(item)
         except Rejected as exc:
@@ -737,7 +741,8 @@ def test_future_dated_stored_times_are_repaired(reconcile, cli, guarantee):
     frozen = rng.sample(range(40), 20)
     now = datetime.datetime.now(datetime.timezone.utc)
     for n in frozen:
-        when = datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc) if n % 3 == 0 else now + rng.choice(futures)
+        far = datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc)
+        when = far if n % 3 == 0 else now + rng.choice(futures)
         EnterpriseAcademy.objects.filter(uuid=items[n]["uuid"]).update(source_timestamp=when)
 
     # Reconcile: every listed academy changes (a new version) and half of the frozen ones are no longer
