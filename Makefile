@@ -61,10 +61,11 @@ QUALITY_STAMP := $(VENV)/.quality-installed
 LINT_PATHS := academy_consumer signals tests bench
 # Off for tests/ only (the rest of edx-lint's pylintrc applies there as everywhere): pytest hands fixtures to
 # tests by parameter name, so a test's parameter shadows the fixture function of its module
-# (redefined-outer-name) and a test asks for some fixtures only for what they set up (unused-argument); and
-# `assert x == []` checks the type and the emptiness at once, where pylint's `not x` would pass for None
-# (use-implicit-booleaness-not-comparison).
-TESTS_PYLINT_DISABLE := redefined-outer-name,unused-argument,use-implicit-booleaness-not-comparison
+# (redefined-outer-name), a test asks for some fixtures only for what they set up (unused-argument), and a
+# scenario takes as many fixtures as it uses (too-many-positional-arguments: pylint's newer half of the
+# too-many-arguments that edx-lint's pylintrc already turns off); and `assert x == []` checks the type and the
+# emptiness at once, where pylint's `not x` would pass for None (use-implicit-booleaness-not-comparison).
+TESTS_PYLINT_DISABLE := redefined-outer-name,unused-argument,too-many-positional-arguments,use-implicit-booleaness-not-comparison
 SETTING_ANNOTATIONS = $$($(BIN)/python -c 'import code_annotations.contrib.config as c, os; print(os.path.dirname(c.__file__))')/setting_annotations.yaml
 
 $(QUALITY_STAMP): $(STAMP) requirements/quality.txt
