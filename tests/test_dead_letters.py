@@ -164,6 +164,17 @@ def test_missing_dead_letter_topic_exits_2_with_one_line(run, action):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+@pytest.mark.parametrize("action, unset", [("list", "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"),
+                                           ("redrive", "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"),
+                                           ("redrive", "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL")])
+def test_no_event_bus_configured_exits_2_with_one_line(run, action, unset):
+    """A setting fault (exit 2, naming the setting), not Kafka being unavailable (exit 1)."""
+    done = run("dead_letters", action, env={unset: ""})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [f"CommandError: event bus not configured: {unset} is not set (run "
+                                                f"`academy-consumer devstack` for a local one)"], done.stderr
+
+
 FORGED = "topic\n\x1b[31mFAKE LINE"
 
 

@@ -15,7 +15,7 @@ import json
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
-from academy_consumer import dead_letters
+from academy_consumer import conf, dead_letters
 from academy_consumer.apply import _UNPRINTABLE_RE
 from academy_consumer.errors import FatalError, TransientError
 from academy_consumer.management.base import EXIT_ROW_ERRORS, AcademyCommand, fail
@@ -70,6 +70,7 @@ class Command(AcademyCommand):
 
     def handle(self, *args, **options):
         try:
+            conf.require_event_bus(registry=options["action"] == "redrive")  # a setting fault: exit 2, not 1
             if options["action"] == "list":
                 self._list(options)
             else:
