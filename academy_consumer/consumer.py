@@ -127,6 +127,17 @@ def kafka_client(kind, config):
 
 
 @dataclass
+class AppliedBatch:
+    """What ``_apply_batch`` did: the outcome name of each applied event and the ``DeadLetter`` s, in offset
+    order; the newest event time (ce_time) among the applied events (None if none) and the batch's event types."""
+
+    outcomes: list
+    dead: list
+    newest_time: datetime.datetime | None = None
+    event_types: set = field(default_factory=set)
+
+
+@dataclass
 class Stats:
     """What a run did, by outcome (``created``, ``updated``, ... of the apply layer, plus ``dead_lettered``)."""
 
@@ -176,8 +187,6 @@ class AcademyEventConsumer:
         self._committed = {}  # partition -> the group's committed offset, as far as this run knows it
         self._lag_updated = -math.inf
         self._lag_left = None  # the total lag at the last update (None: not known yet)
-        self._newest_applied = None  # the newest ce_time applied by the batch in hand
-        self._event_types = set()  # the event types of the batch in hand
         self.metrics_address = metrics_address  # (host, port) to serve /metrics, /healthz, /readyz on, or None
         self.metrics_server = None
         conf.require_event_bus()  # before a consumer is built that can never connect
@@ -405,8 +414,8 @@ class AcademyEventConsumer:
         attempt = 0
         while True:
             try:
-                outcomes, dead = self._apply_batch(to_apply)
-                self._send_dead_letters(dead)
+                applied = self._apply_batch(to_apply)
+                self._send_dead_letters(applied.dead)
                 self._dead_run = self._pending_dead_run  # counted once, when the batch went through
                 break
             except TransientError as exc:
@@ -420,6 +429,7 @@ class AcademyEventConsumer:
                     log.warning("stopping with the batch unapplied and uncommitted; it will be read again")
                     return
                 time.sleep(delay)
+        outcomes, dead = applied.outcomes, applied.dead
         for letter in dead:
             message = letter.message
             log.warning("dead-lettered %s[%d]@%d (ce_id %s, academy %s): %s: %s", message.topic(),
@@ -439,19 +449,19 @@ class AcademyEventConsumer:
         # commits one that no line shows.
         took = time.monotonic() - started
         log.info("batch %s: %s (%.2f s)", _positions(messages), batch.summary(), took)
-        self.monitor.batch_done(batch.counts, dead, took, self._newest_applied)
-        monitoring.record_batch_attributes(self.full_topic, messages, batch.counts, dead, self._event_types)
+        self.monitor.batch_done(batch.counts, dead, took, applied.newest_time)
+        monitoring.record_batch_attributes(self.full_topic, messages, batch.counts, dead, applied.event_types)
         self._commit(messages)
 
     def _apply_batch(self, messages):
         """
         Decode ``messages``, then apply the academy events among them in ONE transaction, in offset order.
-        Returns ``(outcomes, dead)``: the outcome name of each applied event, and the ``DeadLetter`` s, in
-        offset order, of the messages that can never apply. The circuit breaker runs inside the transaction:
-        when it trips, nothing of the batch is applied, dead-lettered or committed.
+        Returns an ``AppliedBatch``: the outcome name of each applied event, the ``DeadLetter`` s, in offset
+        order, of the messages that can never apply, the newest applied event time and the event types. The
+        circuit breaker runs inside the transaction: when it trips, nothing of the batch is applied,
+        dead-lettered or committed.
         """
         decoded = []
-        self._newest_applied, self._event_types = None, set()
         for message in messages:
             result = self.decoder.decode(message)  # TransientError when the registry cannot answer
             if isinstance(result, Rejection):
@@ -463,7 +473,8 @@ class AcademyEventConsumer:
         try:
             with transaction.atomic():
                 results = iter(apply_changes([event.change for _, event in events]))
-                outcomes, dead = [], []
+                applied = AppliedBatch([], [])
+                outcomes, dead = applied.outcomes, applied.dead
                 for message, result in zip(messages, decoded):
                     if isinstance(result, Rejection):
                         dead.append(DeadLetter(message, result.error))
@@ -477,13 +488,13 @@ class AcademyEventConsumer:
                             academy=outcome.uuid or result.who))
                     else:
                         outcomes.append(outcome.outcome)
-                        if self._newest_applied is None or result.time > self._newest_applied:
-                            self._newest_applied = result.time
-                    self._event_types.add(result.event_type)
+                        if applied.newest_time is None or result.time > applied.newest_time:
+                            applied.newest_time = result.time
+                    applied.event_types.add(result.event_type)
                 self._pending_dead_run = self._breaker(messages, dead)
         except DatabaseError as exc:  # a statement, the transaction's commit, or the connection failed
             raise database_failure(exc) from exc
-        return outcomes, dead
+        return applied
 
     def _send_dead_letters(self, dead):
         dlq.send(self.dlq_producer, self.dlq_topic, dead)

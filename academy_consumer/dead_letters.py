@@ -361,7 +361,8 @@ class Redrive(AcademyEventConsumer):
         for attempt in range(1, REDRIVE_ATTEMPTS + 1):
             try:
                 events = [AsEvent(letter) for letter in chosen]
-                outcomes, dead = self._apply_batch(events)
+                applied = self._apply_batch(events)
+                outcomes, dead = applied.outcomes, applied.dead
                 failed = {id(dead_letter.message): dead_letter.error for dead_letter in dead}
                 self._send_dead_letters([d for d in dead if self._passed(d.message.letter)])
                 break
@@ -399,8 +400,8 @@ class Redrive(AcademyEventConsumer):
     def _dry(self, letters):
         """The same apply, inside the dry run's rolled-back transaction; nothing is sent or committed."""
         events = [AsEvent(letter) for letter in letters]
-        outcomes, dead = self._apply_batch(events)
-        self._record(events, outcomes, {id(d.message): d.error for d in dead}, dry_run=True)
+        applied = self._apply_batch(events)
+        self._record(events, applied.outcomes, {id(d.message): d.error for d in applied.dead}, dry_run=True)
 
     def _commit_past_own_copies(self, ends):
         """Move the position over this run's own copies when they directly follow the run's end."""
