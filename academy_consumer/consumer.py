@@ -69,7 +69,7 @@ from academy_consumer.errors import (
 )
 from academy_consumer.redact import mask_url, mask_urls
 from academy_consumer.replay import Start
-from signals import ACADEMY_SIGNALS
+from academy_consumer_signals import ACADEMY_SIGNALS
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from academy_consumer.errors import (
     UnusableMessageError,
     registry_unavailable,
 )
-from signals import ACADEMY_SIGNALS
+from academy_consumer_signals import ACADEMY_SIGNALS
 
 # ce_type -> what the event does: the academy signals of ``signals.signals``.
 ACTIONS = {signal.event_type: signal.event_type.split(".")[-2] for signal in ACADEMY_SIGNALS}  # created, ...
@@ -92,7 +92,7 @@ def academy_schema():
     """The academy events' Avro schema (the same record for created, updated and deleted), as JSON."""
     import importlib.resources  # pylint: disable=import-outside-toplevel
     name = f"{ACADEMY_SIGNALS[0].event_type.replace('.', '+')}_schema.avsc"
-    return json.loads(importlib.resources.files("signals").joinpath("schemas", name).read_text())
+    return json.loads(importlib.resources.files("academy_consumer_signals").joinpath("schemas", name).read_text())
 
 
 class Decoder:

@@ -13,7 +13,7 @@ from openedx_events.event_bus import get_producer
 from openedx_events.event_bus.avro.serializer import serialize_event_data_to_bytes
 
 from academy_consumer import conf
-from signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_from_dict
+from academy_consumer_signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_from_dict
 
 SIGNALS = {"created": ACADEMY_CREATED, "updated": ACADEMY_UPDATED, "deleted": ACADEMY_DELETED}
 PRODUCER_LOGGER = "edx_event_bus_kafka.internal.producer"

@@ -14,7 +14,7 @@ from django.dispatch import receiver
 
 from academy_consumer.apply import DELETE, ERRORS, SKIPPED, UPSERT, Change, apply_change
 from academy_consumer.errors import AcademyEventRejected
-from signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_to_dict
+from academy_consumer_signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_to_dict
 
 __all__ = ["AcademyEventRejected", "deactivate_academy_from_event", "upsert_academy_from_event"]
 

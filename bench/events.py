@@ -19,7 +19,7 @@ from edx_event_bus_kafka.internal.utils import _get_headers_from_metadata
 from openedx_events.data import EventsMetadata
 
 from academy_consumer.producer import SIGNALS
-from signals import academy_data_from_dict
+from academy_consumer_signals import academy_data_from_dict
 
 SCHEMA = Path(__file__).resolve().parent.parent / "signals" / "schemas" / \
     "org+openedx+enterprise+academy+created+v1_schema.avsc"

@@ -12,7 +12,7 @@ import io
 import fastavro
 from openedx_events.event_bus.avro.deserializer import AvroSignalDeserializer
 
-from signals.data import AcademyData, academy_data_from_dict
+from academy_consumer_signals.data import AcademyData, academy_data_from_dict
 
 
 class AcademyAvroSignalDeserializer(AvroSignalDeserializer):

@@ -3,8 +3,8 @@
 
 Usage::
 
-    python -m signals.generate_schemas          # write signals/schemas/<event type>_schema.avsc
-    python -m signals.generate_schemas --check  # exit 1 if a checked-in schema differs from the code
+    python -m academy_consumer_signals.generate_schemas          # write signals/schemas/<event type>_schema.avsc
+    python -m academy_consumer_signals.generate_schemas --check  # exit 1 if a checked-in schema differs from the code
 
 The files are named and generated as openedx-events' ``generate_avro_schemas`` command does
 (``AvroSignalSerializer(signal).schema``, event type with ``.`` replaced by ``+``). As there, a schema
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from openedx_events.event_bus.avro.serializer import AvroSignalSerializer
 
-from signals import ACADEMY_SIGNALS
+from academy_consumer_signals import ACADEMY_SIGNALS
 
 SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 
@@ -34,7 +34,7 @@ def generate_schema(signal) -> dict:
 
 def main(argv=None) -> int:
     """Write (or with ``--check``, compare) the schema file of every academy signal."""
-    parser = argparse.ArgumentParser(prog="python -m signals.generate_schemas", description=__doc__.split("\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m academy_consumer_signals.generate_schemas", description=__doc__.split("\n")[1])
     parser.add_argument("--check", action="store_true", help="only report schemas that differ from the code")
     args = parser.parse_args(argv)
     stale = []
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         path.write_text(json.dumps(schema, indent=2) + "\n")
         print(f"wrote {path}")
     for path in stale:
-        print(f"out of date: {path} (run: python -m signals.generate_schemas)", file=sys.stderr)
+        print(f"out of date: {path} (run: python -m academy_consumer_signals.generate_schemas)", file=sys.stderr)
     return 1 if stale else 0
 
 

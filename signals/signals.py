@@ -7,7 +7,7 @@ academy events; the producer (enterprise-catalog) must use the same definitions.
 """
 from openedx_events.tooling import OpenEdxPublicSignal
 
-from signals.data import AcademyData
+from academy_consumer_signals.data import AcademyData
 
 # .. event_type: org.openedx.enterprise.academy.created.v1
 # .. event_name: ACADEMY_CREATED

@@ -18,7 +18,7 @@ from academy_consumer.apply import apply_item, deactivate_academy, sync_academie
 from academy_consumer.inputs import read_items
 from academy_consumer.models import EnterpriseAcademy
 from academy_consumer.producer import encode
-from signals import academy_data_to_dict
+from academy_consumer_signals import academy_data_to_dict
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from openedx_events.event_bus.avro.serializer import AvroSignalSerializer, seria
 from openedx_events.tooling import OpenEdxPublicSignal
 
 from academy_consumer.normalize import normalize_academy
-from signals import (
+from academy_consumer_signals import (
     ACADEMY_CREATED,
     ACADEMY_DELETED,
     ACADEMY_SIGNALS,
@@ -27,8 +27,8 @@ from signals import (
     academy_data_from_dict,
     academy_data_to_dict,
 )
-from signals.avro import deserialize_bytes_to_academy_event
-from signals.generate_schemas import generate_schema, schema_path
+from academy_consumer_signals.avro import deserialize_bytes_to_academy_event
+from academy_consumer_signals.generate_schemas import generate_schema, schema_path
 
 ACADEMY_UUID = "6f1c1f3a-2b1e-4c55-9a57-1c7d3f1e8a01"
 QUERY_UUID = "3e5a6f2c-8d1b-4c4e-9f7a-2b6c0d9e1f10"
@@ -112,7 +112,7 @@ def checked_in_schema(signal):
     """The checked-in schema of ``signal`` (fails with a hint when the file is missing)."""
     path = schema_path(signal)
     if not path.exists():
-        pytest.fail(f"Missing {path}. For a new signal, run: python -m signals.generate_schemas")
+        pytest.fail(f"Missing {path}. For a new signal, run: python -m academy_consumer_signals.generate_schemas")
     return json.loads(path.read_text())
 
 
@@ -128,7 +128,7 @@ def _with_academy_fields(schema, change):
 def test_checked_in_schema_matches_data_classes(signal):
     assert checked_in_schema(signal) == generate_schema(signal), (
         f"{schema_path(signal).name} no longer matches the data classes of {signal.event_type}. If the change "
-        "is intended (and test_schema_evolution_is_compatible passes), run: python -m signals.generate_schemas"
+        "is intended (and test_schema_evolution_is_compatible passes), run: python -m academy_consumer_signals.generate_schemas"
     )
 
 
