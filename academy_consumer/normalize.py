@@ -50,10 +50,11 @@ import decimal
 import functools
 import hashlib
 import re
+import unicodedata
 import uuid
 
 from slugify import slugify
-from unidecode import unidecode
+from text_unidecode import unidecode
 
 MAX_NAME_LENGTH = 255
 MAX_KEY_LENGTH = 255  # slug, stripe_price_lookup_key, stripe_product_id (and product_key)
@@ -208,12 +209,24 @@ def _search_uuid(value, depth, budget):
     return None
 
 
+def ascii_fold(text) -> str:
+    """
+    ``text`` transliterated to ASCII: NFKD, then text-unidecode's table (unpaired surrogates become spaces).
+
+    The one transliteration of the slug and lookup key rules. It is done here, with text-unidecode (a
+    dependency of python-slugify itself, so present in every host), and not left to python-slugify, which
+    uses Unidecode instead when that is installed: the two tables differ for some 24,000 characters, so the
+    same name would get another slug and lookup key in a host that has Unidecode. Folded first, the text is
+    ASCII, which both tables leave as it is (``tests/test_normalize.py`` checks the equality).
+    """
+    return unidecode(unicodedata.normalize("NFKD", _SURROGATES_RE.sub(" ", text)))
+
+
 def lookup_token(text) -> str:
-    """ASCII-folded (unidecode), lowercased, non-``[a-z0-9]`` runs to ``_``, ends trimmed. Non-strings give ``""``."""
+    """ASCII-folded (:func:`ascii_fold`), lowercased, non-``[a-z0-9]`` runs to ``_``, ends trimmed. Non-strings: ``""``."""
     if not isinstance(text, str):
         return ""
-    text = _SURROGATES_RE.sub(" ", text)  # unidecode warns about (and drops) unpaired surrogates
-    return _TOKEN_SEPARATORS_RE.sub("_", unidecode(text).lower()).strip("_")
+    return _TOKEN_SEPARATORS_RE.sub("_", ascii_fold(text).lower()).strip("_")
 
 
 def default_lookup_key(product_key, name, fallback) -> str:
@@ -229,7 +242,7 @@ def default_lookup_key(product_key, name, fallback) -> str:
     return _default_lookup_key(product_key, name if isinstance(name, str) else None, _fallback_key(fallback))
 
 
-@functools.lru_cache(maxsize=8192)  # a stream repeats its academies: unidecode and the regexes once per name
+@functools.lru_cache(maxsize=8192)  # a stream repeats its academies: the folding and the regexes once per name
 def _default_lookup_key(product_key, name, fallback):
     """The Stripe price lookup key made from the product key or the name (``fallback`` when both are empty)."""
     source = product_key if product_key is not None and product_key.strip() else name
@@ -244,7 +257,8 @@ def _default_lookup_key(product_key, name, fallback):
 
 def default_slug(name, fallback) -> str:
     """
-    python-slugify of ``name`` (at most 255 characters, cut at a word boundary).
+    python-slugify of ``name`` folded to ASCII by :func:`ascii_fold` (at most 255 characters, cut at a word
+    boundary).
 
     When that is empty (a name of only symbols), ``academy-<fallback>`` slugified, where ``fallback`` is
     the academy uuid or a stable hash of the name; ``academy`` if even that is empty. Never empty.
@@ -262,7 +276,7 @@ def _fallback_key(fallback):
 @functools.lru_cache(maxsize=8192)  # python-slugify costs more than the rest of a normalization
 def _default_slug(name, fallback):
     """The slug made from the name (from ``fallback`` when the name gives none)."""
-    slug = slugify(name, max_length=MAX_KEY_LENGTH, word_boundary=True) if name is not None else ""
+    slug = slugify(ascii_fold(name), max_length=MAX_KEY_LENGTH, word_boundary=True) if name is not None else ""
     if not slug:
         slug = slugify(f"academy-{fallback or ''}", max_length=MAX_KEY_LENGTH, word_boundary=True)
     return slug or "academy"

@@ -4,6 +4,7 @@ import ast
 import dataclasses
 import decimal
 import hashlib
+import json
 import pathlib
 import uuid
 
@@ -90,7 +91,7 @@ def name_hash(name):
 # Purity and public API
 # --------------------------------------------------------------------------------------------------
 
-def test_module_imports_only_stdlib_slugify_and_unidecode():
+def test_module_imports_only_stdlib_slugify_and_text_unidecode():
     tree = ast.parse(pathlib.Path(normalize.__file__).read_text())
     imported = set()
     for node in ast.walk(tree):
@@ -98,8 +99,48 @@ def test_module_imports_only_stdlib_slugify_and_unidecode():
             imported |= {alias.name.split(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported <= {"__future__", "dataclasses", "decimal", "functools", "hashlib", "re", "uuid", "slugify",
-                        "unidecode"}
+    assert imported <= {"__future__", "dataclasses", "decimal", "functools", "hashlib", "re", "unicodedata", "uuid",
+                        "slugify", "text_unidecode"}
+
+
+# Names whose characters Unidecode and text-unidecode transliterate differently (checked below): a host with
+# python-slugify and text-unidecode only (enterprise-access) and one that also has Unidecode.
+DIFFERENTLY_TRANSLITERATED = ["Data™ Academy", "Єдина Academy", "חכמה Academy", "קורס Data", "ᴀᴄᴀᴅᴇᴍʏ Data",
+                              "Ŋoma Academy", "Course ① Academy"]
+
+
+_SLUGS_OF = """
+import json, sys
+if sys.argv[1] == "text_unidecode":
+    sys.modules["unidecode"] = None  # as in a host without Unidecode: python-slugify falls back to text-unidecode
+from academy_consumer import normalize
+print(json.dumps([[normalize.default_slug(n, None), normalize.default_lookup_key(None, n, None)]
+                  for n in json.loads(sys.argv[2])]))
+"""
+
+
+@pytest.mark.stack  # (two interpreters: python-slugify picks its transliteration at import or call time)
+def test_slug_and_lookup_key_do_not_depend_on_which_transliteration_slugify_has():
+    """
+    python-slugify transliterates with Unidecode when it is installed, else with text-unidecode, and the two
+    disagree on these names. The slug and lookup key rules fold to ASCII themselves (``ascii_fold``), so a host
+    with only text-unidecode (enterprise-access) and one with Unidecode too give every academy the same slug and
+    lookup key.
+    """
+    import subprocess  # pylint: disable=import-outside-toplevel
+    import sys  # pylint: disable=import-outside-toplevel
+
+    import text_unidecode  # pylint: disable=import-outside-toplevel
+    unidecode = pytest.importorskip("unidecode")  # in the test requirements only, never in install_requires
+
+    assert all(unidecode.unidecode(name) != text_unidecode.unidecode(name) for name in DIFFERENTLY_TRANSLITERATED)
+    results = {}
+    for library in ("unidecode", "text_unidecode"):
+        done = subprocess.run([sys.executable, "-c", _SLUGS_OF, library, json.dumps(DIFFERENTLY_TRANSLITERATED)],
+                              capture_output=True, text=True, check=True, timeout=60)
+        results[library] = json.loads(done.stdout)
+    assert results["unidecode"] == results["text_unidecode"]
+    assert results["text_unidecode"][0] == ["datatm-academy", "essentials_datatm_academy_yearly"]
 
 
 def test_limits():
