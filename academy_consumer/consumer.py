@@ -441,6 +441,8 @@ class AcademyEventConsumer:
             log.warning("dead-lettered %s[%d]@%d (ce_id %s, academy %s): %s: %s", message.topic(),
                         message.partition(), message.offset(), dlq.header_text(message, "ce_id"),
                         letter.academy or "-", type(letter.error).__name__, letter.error)
+        # Committed rows and acknowledged dead letters, offsets not yet committed: at least once to the host.
+        host_signals.send_applied(applied.events, self.monitor)
         batch = Stats()
         for outcome in outcomes:
             batch.add(outcome)
@@ -457,8 +459,6 @@ class AcademyEventConsumer:
         log.info("batch %s: %s (%.2f s)", _positions(messages), batch.summary(), took)
         self.monitor.batch_done(batch.counts, dead, took, applied.newest_time)
         monitoring.record_batch_attributes(self.full_topic, messages, batch.counts, dead, applied.event_types)
-        # Committed rows and acknowledged dead letters, offsets not yet committed: at least once to the host.
-        host_signals.send_applied(applied.events, self.monitor)
         self._commit(messages)
 
     def _apply_batch(self, messages):

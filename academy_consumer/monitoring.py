@@ -61,8 +61,9 @@ class Metrics:
                               "stale, deactivated, dead_lettered, before_replay_time).", ["outcome"], registry=r)
         self.batches = Counter("academy_consumer_batches", "Batches applied and committed (or queued to commit).",
                                registry=r)
-        self.batch_seconds = Histogram("academy_consumer_batch_duration_seconds", "Time to decode, apply and "
-                                       "dead-letter one batch, retries included.", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("academy_consumer_batch_duration_seconds", "Time to decode, apply, "
+                                       "dead-letter one batch and send its events to the host's receivers, retries "
+                                       "included.", buckets=BATCH_BUCKETS, registry=r)
         self.dead_letters = Counter("academy_consumer_dead_letters", "Events dead-lettered, by error class.",
                                     ["error_class"], registry=r)
         self.retries = Counter("academy_consumer_transient_retries", "Retries of a batch after a transient failure "
