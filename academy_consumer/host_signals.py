@@ -80,6 +80,8 @@ def send_applied(events, monitor):
         return 0
     signals = {event_type: signal for event_type, signal in ACADEMY_SIGNALS_BY_EVENT_TYPE.items()
                if _has_host_receivers(signal)}
+    if not signals:
+        return 0
     sent = 0
     for message, event in events:
         signal = signals.get(event.event_type)
