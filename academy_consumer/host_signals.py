@@ -29,8 +29,9 @@ the same signal, once a batch is through. The rules (docs/how-tos/host-receivers
   Scoped to this context (thread) and this event: a host receiver that sends another academy event, a stock
   consumer or another thread still reaches the app's receivers. (Disconnecting them around the send would
   race with other threads, and calling receivers one by one would bypass openedx-events.)
-* Only when it matters: a batch is skipped at once when no signal has a live receiver besides the app's own,
-  so a host without receivers pays nothing (checked per batch: a receiver connected at run time is seen).
+* Only when it matters: a batch is skipped at once when no signal has a live receiver besides the app's own
+  (and openedx-events' producer handler, which declines events from the bus), so a host without receivers
+  pays nothing (checked per batch: a receiver connected at run time is seen).
 * Failures: ``send_robust`` hands back ``(receiver, exception)`` pairs; each is logged (ERROR: receiver, event
   type, ce_id, academy, position), counted (``academy_consumer_host_receiver_errors_total{receiver}``) and
   recorded (edx-django-utils' ``record_exception``), then the next event is sent. Never retried: the batch is
@@ -54,6 +55,7 @@ from edx_django_utils.cache import RequestCache
 # The stock consumer's own header -> EventsMetadata mapping: a host receiver gets the same metadata from either
 # consumer. Internal to edx-event-bus-kafka (as the settings functions consumer.py imports); setup.cfg bounds it.
 from edx_event_bus_kafka.internal.utils import _get_metadata_from_headers
+from openedx_events.apps import general_signal_handler
 
 from academy_consumer import monitoring
 from academy_consumer_signals import ACADEMY_SIGNALS_BY_EVENT_TYPE, academy_data_from_dict
@@ -135,9 +137,13 @@ def _failed(receiver, exc, event, monitor, *, detail="", traceback=False):
 
 
 def _has_host_receivers(signal):
-    """Whether ``signal`` has a live receiver that is not one of the app's own (``academy_consumer.receivers``)."""
+    """
+    Whether ``signal`` has a live receiver other than the app's own (``academy_consumer.receivers``) and
+    openedx-events' producer handler (connected by ``EVENT_BUS_PRODUCER_CONFIG``; it declines events sent from
+    the event bus, as these are: ``from_event_bus=True``).
+    """
     from academy_consumer import receivers  # pylint: disable=import-outside-toplevel  # (receivers import us)
-    own = (receivers.upsert_academy_from_event, receivers.deactivate_academy_from_event)
+    own = (receivers.upsert_academy_from_event, receivers.deactivate_academy_from_event, general_signal_handler)
     for entry in list(signal.receivers):  # (lookup key, receiver or weak reference[, is_async]) per Django version
         target = entry[1]() if isinstance(entry[1], weakref.ReferenceType) else entry[1]
         if target is not None and target not in own:

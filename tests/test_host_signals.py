@@ -17,6 +17,7 @@ import uuid
 
 import pytest
 from django.db import connection, connections
+from openedx_events.apps import general_signal_handler
 from openedx_events.data import EventsMetadata
 
 from academy_consumer import host_signals, monitoring, receivers
@@ -365,7 +366,9 @@ def test_send_applied_skips_the_apps_own_receivers_only_for_the_event_it_sends(c
 
 
 @pytest.mark.django_db
-def test_send_applied_with_only_the_apps_receivers_sends_nothing(app_applies, caplog):
+def test_send_applied_with_only_the_apps_receivers_sends_nothing(connect, app_applies, caplog):
+    # openedx-events' producer handler (EVENT_BUS_PRODUCER_CONFIG connects it) declines events from the bus.
+    connect(general_signal_handler)
     with caplog.at_level(logging.INFO, logger="openedx_events"):
         assert host_signals.send_applied([applied(1), applied(2, action="deleted")], monitor()) == 0
     assert not caplog.records and app_applies == []
