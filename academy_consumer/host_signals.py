@@ -107,10 +107,12 @@ def _send(signal, message, event, monitor):
     try:
         responses = signal.send_event_with_custom_metadata(metadata, send_robust=True, academy=data)
     except Exception as exc:  # pylint: disable=broad-except  # DEBUG: not send_robust; or SenderValidationError
-        _failed(_escaped_from(exc), exc, event, monitor, traceback=True,
-                detail="openedx-events sends without send_robust under settings.DEBUG or allow_send_event_failure(): "
-                       "the receivers after it did not get the event")
-        return 1
+        raiser = _escaped_from(exc)
+        _failed(raiser, exc, event, monitor, traceback=True,
+                detail="openedx-events refused to send it" if raiser == NOT_SENT else
+                "openedx-events sends without send_robust under settings.DEBUG or allow_send_event_failure(): the "
+                "receivers after it did not get the event")
+        return 0 if raiser == NOT_SENT else 1
     finally:
         _SENDING.reset(token)
     for receiver, response in responses:

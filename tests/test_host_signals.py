@@ -419,3 +419,17 @@ def test_a_disabled_signal_sends_nothing(connect):
     finally:
         ACADEMY_UPDATED.enable()
     assert recorder.got == []
+
+
+@pytest.mark.django_db
+def test_an_event_openedx_events_refuses_is_counted_as_not_sent(connect, monkeypatch, caplog):
+    """openedx-events' own guard (SenderValidationError): here a data object of the wrong class is handed to it."""
+    recorder = connect(Recorder())
+    monkeypatch.setattr(host_signals, "academy_data_from_dict", dict)
+    watched = monitor()
+    with caplog.at_level(logging.ERROR, logger="academy_consumer.host_signals"):
+        assert host_signals.send_applied([applied(1)], watched) == 0
+    assert recorder.got == [] and errors(watched, host_signals.NOT_SENT) == 1
+    line = caplog.records[0].getMessage()
+    assert line.startswith(f"host receiver {host_signals.NOT_SENT} of ") and "SenderValidationError" in line
+    assert "openedx-events refused to send it" in line
