@@ -252,7 +252,7 @@ def number(value, digits=0):
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 
-def report(results):  # pylint: disable=too-many-locals
+def report(results):  # pylint: disable=too-many-locals,too-many-statements
     """The report's table of ``results``, as text."""
     kafka, ratio = results["kafka"], results["ratios"]
     rows = [("measurement", "database", "events", "seconds", "events/s", "peak RSS MB", "notes")]
