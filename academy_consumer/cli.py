@@ -20,6 +20,12 @@ a bad set-up from doing harm:
   exit 2; help still works (and warns);
 - no command but ``migrate`` creates a SQLite database file: run elsewhere, it says "database ... does not
   exist: run `academy-consumer migrate`" (exit 1) instead of leaving an empty file behind.
+
+``academy-consumer devstack ...`` (the embedded Kafka and schema registry for development and tests) is
+not a management command of the app, so no host lists it: this script hands it to the development-only
+package ``academy_devstack`` (the repository's ``devstack/`` folder, installed by ``make requirements``)
+after the settings checks above. Where that package is not installed (any production install), it says
+so in one line and exits 2.
 """
 
 import os
@@ -30,6 +36,7 @@ from urllib.parse import quote
 PROG = "academy-consumer"
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 HELP_COMMANDS = {"help", "--help", "-h", "version", "--version"}
+DEVSTACK = "devstack"  # handed to the development-only package academy_devstack, not a management command
 CREATES_DATABASE = {"migrate"}
 _MISSING_TABLE = re.compile(r"no such table|doesn't exist|does not exist", re.I)
 
@@ -58,6 +65,8 @@ def main(argv=None):
         _fail(f"bad setting: {'; '.join(errors)}", EXIT_USAGE)
     if errors and databases:  # help still works; Django notes an unimportable settings module itself
         sys.stderr.write(f"{PROG}: warning: bad setting: {'; '.join(errors)}\n")
+    if subcommand == DEVSTACK or argv[:2] == ["help", DEVSTACK]:
+        sys.exit(_devstack(argv[1:] if subcommand == DEVSTACK else ["--help"]))
     missing = {} if subcommand in CREATES_DATABASE else _open_sqlite_without_creating(databases)
     if not subcommand.startswith("-") and subcommand not in HELP_COMMANDS and databases:
         import django
@@ -91,6 +100,18 @@ def _handle_settings_options(argv):
     except CommandError:
         return  # Django reports it
     handle_default_options(options)
+
+
+def _devstack(args):
+    """Run ``devstack ARGS`` from the development-only package; its exit status (2 where it is not installed)."""
+    try:
+        from academy_devstack.command import main as devstack  # pylint: disable=import-outside-toplevel
+    except ModuleNotFoundError as exc:
+        if exc.name not in {"academy_devstack", "academy_devstack.command"}:
+            raise  # installed, but something it imports is missing: that traceback is the useful report
+        _fail(f"{DEVSTACK} is a development tool, installed from the repository (`make requirements`, or "
+              f"`pip install -e ./devstack`), not with the academy-consumer package", EXIT_USAGE)
+    return devstack(args, prog=f"{PROG} {DEVSTACK}")
 
 
 def _open_sqlite_without_creating(databases):

@@ -13,6 +13,7 @@ directory (written by ``academy-consumer devstack``), then the defaults below.
 import logging
 import os
 import re
+import shlex
 from pathlib import Path
 
 import dj_database_url
@@ -21,21 +22,31 @@ from academy_consumer import conf as _academy_conf
 
 
 def _read_env_file(path):
-    """Parse ``KEY=VALUE`` lines (``#`` comments and blank lines ignored)."""
+    """
+    ``({NAME: value}, None)`` of the dev stack's env file read as a POSIX shell reads it (``NAME=value``
+    assignments, values shell-quoted, ``#`` comments: ``shlex``, the rule of the dev stack that writes it, see
+    devstack/academy_devstack/envfile.py); ``({}, None)`` without the file; ``({}, error)`` for a file that is
+    not only such assignments (the error becomes a settings error: exit 2, one line).
+    """
+    try:
+        with open(path, "rb") as handle:  # bytes, bounded; no newline translation: a quoted \r stays one
+            data = handle.read(1024 * 1024)
+    except OSError:
+        return {}, None
     values = {}
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return values
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
+        for word in shlex.split(data.decode("utf-8"), comments=True):
+            name, equals, value = word.partition("=")
+            if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{word[:40]!r} is not a NAME=value assignment")
+            values[name] = value
+    except ValueError as exc:
+        return {}, (f"{path} cannot be read as a dev stack env file ({exc}): remove it, or start "
+                    f"`academy-consumer devstack` again to write it")
+    return values, None
 
 
-_ENV_FILE = _read_env_file(Path.cwd() / ".devstack.env")
+_ENV_FILE, _ENV_FILE_ERROR = _read_env_file(Path.cwd() / ".devstack.env")
 
 
 def env(name, default=None):
@@ -115,7 +126,7 @@ TEMPLATES = [
 # Bad values of the settings read here are not raised at import (``academy-consumer --help`` must still
 # work): each is recorded as one line in ACADEMY_CONSUMER_SETTINGS_ERRORS, a harmless value is used in
 # its place, and ``academy_consumer.cli`` prints the line and exits 2 for any command but help.
-ACADEMY_CONSUMER_SETTINGS_ERRORS = []
+ACADEMY_CONSUMER_SETTINGS_ERRORS = [_ENV_FILE_ERROR] if _ENV_FILE_ERROR else []
 
 # .. setting_name: DATABASE_URL
 # .. setting_default: sqlite:///academy_consumer.sqlite3 (a file in the working directory)

@@ -55,7 +55,7 @@ def _unit_tests_start_no_stack(request, monkeypatch):
     import socketserver
     import subprocess
 
-    from academy_consumer.devstack.mock_kafka import MockKafkaCluster
+    from academy_devstack.mock_kafka import MockKafkaCluster
 
     def refuse(what):
         def refused(*args, **kwargs):
@@ -292,7 +292,7 @@ class EventBusStack:
         self.stack.kafka.clear_requests()
 
     def requests_seen(self, api_key):
-        """How many requests of ``api_key`` (``academy_consumer.devstack.ApiKey``) arrived since tracking started."""
+        """How many requests of ``api_key`` (``academy_devstack.ApiKey``) arrived since tracking started."""
         return sum(1 for request in self.stack.kafka.get_requests() if request.api_key == api_key)
 
 
@@ -329,8 +329,8 @@ def devstack():
     from edx_event_bus_kafka.internal.config import get_full_topic
 
     from academy_consumer import conf
-    from academy_consumer.devstack import DevStack
-    from academy_consumer.management.commands.devstack import MOCK_CONSUMER_CONFIG
+    from academy_devstack import DevStack
+    from academy_devstack.command import MOCK_CONSUMER_CONFIG
 
     topic, dlq_topic = get_full_topic(conf.topic()), get_full_topic(conf.dlq_topic())
     with DevStack([(topic, 3), (dlq_topic, 1)]) as stack:
