@@ -20,6 +20,7 @@ from pathlib import Path
 import dj_database_url
 
 from academy_consumer import conf as _academy_conf
+from academy_consumer import db_session as _db_session
 
 
 def _read_env_file(path):
@@ -161,15 +162,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 # .. setting_name: DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS
 # .. setting_default: 120
-# .. setting_description: PostgreSQL and MariaDB end a session that sits idle inside a transaction this long.
-#   This service never does; a session the network cut off does, and its row locks would otherwise block
-#   the reconnected consumer (PostgreSQL would wait on them forever). 0 turns it off. An integer >= 0.
+# .. setting_description: A bound on a session that sits idle inside a transaction. This service never does;
+#   a session the network cut off does, and its row locks would otherwise block the reconnected consumer
+#   (PostgreSQL would wait on them forever, MySQL for its 8-hour wait_timeout). PostgreSQL:
+#   ``idle_in_transaction_session_timeout``. ``mysql://`` URLs name MySQL and MariaDB, so each new connection
+#   asks the server what it is (``academy_consumer.db_session``): MariaDB gets ``idle_transaction_timeout``;
+#   MySQL 8, which has no such variable, gets ``wait_timeout`` (the nearest it has: any session idle that long
+#   is closed, in a transaction or not; the health check before each batch replaces a closed kept connection).
+#   0 turns it off (the server's defaults apply). An integer >= 0.
 _IDLE_TIMEOUT = _non_negative_int("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 120)
 if _IDLE_TIMEOUT and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
         f"-c idle_in_transaction_session_timeout={_IDLE_TIMEOUT * 1000}")
 elif _IDLE_TIMEOUT and DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
-    DATABASES["default"]["OPTIONS"]["init_command"] = f"SET SESSION idle_transaction_timeout={_IDLE_TIMEOUT}"
+    _db_session.install(_IDLE_TIMEOUT)
 
 # .. setting_name: DATABASE_CONNECT_TIMEOUT_SECONDS
 # .. setting_default: 10
