@@ -95,7 +95,8 @@ class Command(AcademyCommand):
         parser.add_argument("--metrics-port", type=port_number, metavar="PORT",
                             help="Serve /metrics, /healthz and /readyz on this port (default "
                                  "ACADEMY_CONSUMER_METRICS_PORT; off when neither is set; 0: a free port).")
-        parser.add_argument("--json", action="store_true", help="Print the final counts as one JSON object.")
+        parser.add_argument("--json", action="store_true", dest="as_json",
+                            help="Print the final counts as one JSON object.")
 
     def handle(self, *args, **options):
         if not KAFKA_CONSUMERS_ENABLED.is_enabled():
@@ -132,7 +133,7 @@ class Command(AcademyCommand):
             raise fail(f"not ready: {exc}", EXIT_NOT_READY) from None
         except (FatalError, DatabaseError) as exc:
             raise fail(f"consumer stopped: {exc}", EXIT_ROW_ERRORS) from exc
-        if options["json"]:
+        if options["as_json"]:
             self.stdout.write(json.dumps({"events": stats.events, "batches": stats.batches,
                                           "outcomes": dict(sorted(stats.counts.items()))}))
             return
