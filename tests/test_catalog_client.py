@@ -300,7 +300,8 @@ HOST_CATALOG_SETTINGS = {
     ({"SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT": "replace-me"},  # enterprise-access's base settings
      ["SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT must be an http:// or https:// URL, not 'replace-me'"]),
     ({"ENTERPRISE_CATALOG_URL": "ftp://user:the-secret@catalog"}, ["ENTERPRISE_CATALOG_URL", "'ftp://***@catalog'"]),
-    ({"BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": "http://lms:99999/oauth2"}, ["BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL"]),
+    ({"BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": "http://lms:99999/oauth2"},  # not a port
+     ["BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL must be an http:// or https:// URL"]),
     ({"BACKEND_SERVICE_EDX_OAUTH2_SECRET": ["the-secret"]}, ["BACKEND_SERVICE_EDX_OAUTH2_SECRET must be a string"]),
 ])
 def test_missing_or_unusable_catalog_setting_is_one_line_naming_it(settings, changes, words):

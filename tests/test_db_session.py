@@ -29,6 +29,7 @@ class StandInConnection:
         self.connection = type("Driver", (), {"get_server_info": lambda _self: version})()
 
     def cursor(self):
+        """A cursor recording what it executes in ``sent``."""
         stand_in = self
 
         class Cursor:

@@ -36,7 +36,8 @@ class Host:
 
     def __init__(self, directory, **overrides):
         self.directory = Path(directory)
-        self.secret = overrides.get("BACKEND_SERVICE_EDX_OAUTH2_SECRET", host_settings.BACKEND_SERVICE_EDX_OAUTH2_SECRET)
+        self.secret = overrides.get("BACKEND_SERVICE_EDX_OAUTH2_SECRET",
+                                    host_settings.BACKEND_SERVICE_EDX_OAUTH2_SECRET)
         self.overrides = {"DATABASES": {"default": {"ENGINE": "django.db.backends.sqlite3",
                                                     "NAME": str(self.directory / "host.sqlite3")}}, **overrides}
         self.write(MODULE)
@@ -173,17 +174,17 @@ def test_missing_or_unusable_catalog_settings_are_one_line_exit_2(tmp_path):
     """Under the host's settings, reconcile's catalog settings: one line naming what to set, exit 2, no traceback."""
     host = Host(tmp_path)
     assert host.run("migrate").returncode == 0
-    cases = {
-        "host_no_catalog": ({"ENTERPRISE_CATALOG_URL": ""}, "set ENTERPRISE_CATALOG_URL"),
-        "host_no_lms_root": ({"SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT": None}, "set SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT (or"),
-        "host_placeholder": ({"SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT": "replace-me"},
-                             "SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT must be an http:// or https:// URL, not 'replace-me'"),
-        "host_no_client": ({"BACKEND_SERVICE_EDX_OAUTH2_KEY": "", "BACKEND_SERVICE_EDX_OAUTH2_SECRET": None},
-                           "set BACKEND_SERVICE_EDX_OAUTH2_KEY, BACKEND_SERVICE_EDX_OAUTH2_SECRET"),
-        "host_ftp_catalog": ({"ENTERPRISE_CATALOG_URL": f"ftp://u:{host.secret}@catalog"},
-                             "ENTERPRISE_CATALOG_URL must be an http:// or https:// URL, not 'ftp://***@catalog'"),
-    }
-    for module, (overrides, words) in cases.items():
+    cases = [
+        ("host_no_catalog", {"ENTERPRISE_CATALOG_URL": ""}, "set ENTERPRISE_CATALOG_URL"),
+        ("host_no_lms_root", {"SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT": None}, "set SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT (or"),
+        ("host_placeholder", {"SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT": "replace-me"},
+         "SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT must be an http:// or https:// URL, not 'replace-me'"),
+        ("host_no_client", {"BACKEND_SERVICE_EDX_OAUTH2_KEY": "", "BACKEND_SERVICE_EDX_OAUTH2_SECRET": None},
+         "set BACKEND_SERVICE_EDX_OAUTH2_KEY, BACKEND_SERVICE_EDX_OAUTH2_SECRET"),
+        ("host_ftp_catalog", {"ENTERPRISE_CATALOG_URL": f"ftp://u:{host.secret}@catalog"},
+         "ENTERPRISE_CATALOG_URL must be an http:// or https:// URL, not 'ftp://***@catalog'"),
+    ]
+    for module, overrides, words in cases:
         host.write(module, **overrides)
         done = host.run("reconcile_academies", "--enterprise-customer", CUSTOMER, module=module)
         assert done.returncode == 2, (module, done.stderr)

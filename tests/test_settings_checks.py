@@ -9,9 +9,9 @@ import io
 
 import pytest
 from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
-from django.core.exceptions import ImproperlyConfigured
 
 from academy_consumer import conf
 from academy_consumer.checks import CATALOG_API_ID, CHECK_IDS

@@ -42,7 +42,7 @@ def stdout_for_json_only(command, given_stdout=None):
         return
     sys.stdout.flush()
     json_fd = os.dup(STDOUT_FD)
-    json_stream = open(json_fd, "w", encoding=sys.stdout.encoding,  # pylint: disable=consider-using-with
+    json_stream = open(json_fd, "w", encoding=sys.stdout.encoding,
                        errors=sys.stdout.errors, closefd=True)
     original = command.stdout
     os.dup2(STDERR_FD, STDOUT_FD)
