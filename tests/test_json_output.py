@@ -88,3 +88,12 @@ def test_call_command_with_stdout_gets_the_json():
     buffer = io.StringIO()
     call_command("list_academies", "--json", stdout=buffer)
     assert json.loads(buffer.getvalue()) == []
+
+
+@pytest.mark.django_db
+def test_the_kill_switch_still_gives_a_json_reader_its_document(settings):
+    settings.EVENT_BUS_KAFKA_CONSUMERS_ENABLED = False
+    out, err = io.StringIO(), io.StringIO()
+    call_command("consume_academy_events", "--json", stdout=out, stderr=err)
+    assert json.loads(out.getvalue()) == {"events": 0, "batches": 0, "outcomes": {}, "consumers_enabled": False}
+    assert "EVENT_BUS_KAFKA_CONSUMERS_ENABLED is off" in err.getvalue()

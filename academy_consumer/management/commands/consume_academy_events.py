@@ -10,7 +10,8 @@ Runs until SIGTERM/SIGINT (the batch in hand is finished and committed; exit 0),
 were handled. ``--metrics-port`` (or ``ACADEMY_CONSUMER_METRICS_PORT``) serves ``/metrics``, ``/healthz``
 and ``/readyz`` (``academy_consumer.monitoring``); ``--json`` prints the final counts as one JSON object.
 With edx-event-bus-kafka's kill switch ``EVENT_BUS_KAFKA_CONSUMERS_ENABLED`` off, it says so in one line
-and exits 0 without consuming, as the stock ``consume_events`` does. Exit status: 0 on a clean stop; 1 on
+and exits 0 without consuming, as the stock ``consume_events`` does (``--json``: zero counts and
+``"consumers_enabled": false``). Exit status: 0 on a clean stop; 1 on
 a fatal error or when not ready (database not migrated or unreachable, Kafka unreachable, no such topic, a
 schema registry that is not one or does not know the academy schemas, the circuit breaker, a fatal Kafka
 error); 2 on bad arguments or bad settings (an unknown librdkafka property, ``--from-offset`` past the end
@@ -101,6 +102,8 @@ class Command(AcademyCommand):
     def handle(self, *args, **options):
         if not KAFKA_CONSUMERS_ENABLED.is_enabled():
             self.stderr.write("EVENT_BUS_KAFKA_CONSUMERS_ENABLED is off: the consumer does not consume (exit 0)")
+            if options["as_json"]:  # a --json reader still gets its document
+                self.stdout.write(json.dumps({"events": 0, "batches": 0, "outcomes": {}, "consumers_enabled": False}))
             return
         given = options["from_offset"] or []
         offsets = dict(given)
