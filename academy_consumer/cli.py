@@ -16,8 +16,10 @@ credentials of any URL masked, never a traceback (``--traceback`` shows it, for 
 a bad set-up from doing harm:
 
 - a setting that ``academy_consumer.settings`` could not use (a garbage ``DATABASE_URL``, a non-numeric
-  ``DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS``, an unknown ``LOG_LEVEL``) stops every command with
-  exit 2; help still works (and warns);
+  ``DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS``, an unknown ``LOG_LEVEL``), or a bad value of one of the
+  app's own settings (``academy_consumer.conf.problems()``: ``ACADEMY_CONSUMER_BATCH_SIZE=0``...), stops every
+  command with exit 2, Django's own included (``migrate`` would otherwise print the system check's report);
+  help still works (and warns), and ``check`` prints Django's report (``academy_consumer.E0NN`` per setting);
 - no command but ``migrate`` creates a SQLite database file: run elsewhere, it says "database ... does not
   exist: run `academy-consumer migrate`" (exit 1) instead of leaving an empty file behind.
 
@@ -38,6 +40,7 @@ EXIT_FAILURE, EXIT_USAGE = 1, 2
 HELP_COMMANDS = {"help", "--help", "-h", "version", "--version"}
 DEVSTACK = "devstack"  # handed to the development-only package academy_devstack, not a management command
 CREATES_DATABASE = {"migrate"}
+REPORTS_SETTINGS = {"check"}  # Django's system check report lists the bad settings itself
 _MISSING_TABLE = re.compile(r"no such table|doesn't exist|does not exist", re.I)
 
 
@@ -61,6 +64,10 @@ def main(argv=None):
         errors, databases = [f"DJANGO_SETTINGS_MODULE {os.environ['DJANGO_SETTINGS_MODULE']!r}: {exc}"], {}
     except ImproperlyConfigured:
         errors, databases = [], {}  # Django reports these itself
+    if databases and not helping and subcommand not in REPORTS_SETTINGS:
+        from academy_consumer.conf import problems
+
+        errors += [message for _, message in problems()]
     if errors and not helping:
         _fail(f"bad setting: {'; '.join(errors)}", EXIT_USAGE)
     if errors and databases:  # help still works; Django notes an unimportable settings module itself

@@ -71,11 +71,22 @@ def test_garbage_database_url_is_one_line_exit_2(tmp_path, url, command):
     ("ACADEMY_CONSUMER_BATCH_SIZE", "0", "consume_academy_events"),
     ("ACADEMY_CONSUMER_BATCH_SIZE", "ten", "list_academies"),
     ("ACADEMY_CONSUMER_RETRY_MAX_SECONDS", "-1", "reconcile_academies"),
+    ("ACADEMY_CONSUMER_BATCH_SIZE", "0", "migrate"),  # Django's own commands too: not its system check report
+    ("ENTERPRISE_CUSTOMER_UUID", "acme", "showmigrations"),
 ])
 def test_bad_setting_is_one_line_exit_2(tmp_path, name, value, command):
     done = run_here(tmp_path, command, env={name: value})
     assert_one_line(done, 2, "bad setting", name)
     assert not list(tmp_path.iterdir())
+
+
+def test_check_reports_each_bad_setting_with_its_id(tmp_path):
+    """``check`` is the report: Django's system check output, an id per setting, exit 1 as Django has it."""
+    done = run_here(tmp_path, "check", env={"ACADEMY_CONSUMER_BATCH_SIZE": "0", "ACADEMY_MAX_INPUT_BYTES": "x"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "ACADEMY_CONSUMER_BATCH_SIZE: (academy_consumer.E005)" in done.stderr
+    assert "ACADEMY_MAX_INPUT_BYTES: (academy_consumer.E012)" in done.stderr
+    assert run_here(tmp_path, "check").returncode == 0
 
 
 def test_settings_module_that_cannot_be_imported(tmp_path):
