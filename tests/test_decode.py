@@ -24,9 +24,9 @@ from openedx_events.event_bus.avro.deserializer import AvroSignalDeserializer
 from openedx_events.event_bus.avro.serializer import AvroSignalSerializer
 
 from academy_consumer.decode import AcademyEvent, Decoder, Rejection, _compile_reader, academy_schema
-from academy_consumer.devstack.schema_registry import SchemaRegistryServer
 from academy_consumer.errors import TransientError, UndecodableValueError, UnusableMessageError
 from academy_consumer_signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_from_dict
+from academy_devstack.schema_registry import SchemaRegistryServer
 from tests.kafka_messages import KafkaMessage
 
 TOPIC = "dev-academy-events"

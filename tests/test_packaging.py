@@ -3,7 +3,7 @@ What ``pip install academy-consumer`` puts into a host service: the wheel, built
 (``pip wheel --no-deps`` of a clean copy of the sources, in a subprocess), then read as pip reads it.
 
 * its import packages are ``academy_consumer`` and the event contract ``academy_consumer_signals`` (ADR 0008),
-  nothing else at the top level;
+  nothing else at the top level, and nothing of the development-only dev stack (``devstack/``);
 * its package data is there: the Avro schemas of the contract and the sample files;
 * its ``Requires-Dist`` holds nothing of the standalone service outside an extra (settings from a URL, the
   metrics server, a database driver), nor Unidecode (the slug rule is text-unidecode's, wherever the app runs);
@@ -76,6 +76,8 @@ def test_the_wheel_installs_academy_consumer_and_academy_consumer_signals_only(w
     modules = {name for name in wheel.namelist() if name.endswith(".py")}
     assert "academy_consumer_signals/__init__.py" in modules and "academy_consumer/apps.py" in modules
     assert not [name for name in wheel.namelist() if name.startswith("signals/")]
+    # the dev stack (devstack/, academy_devstack) is a development-only package: nothing of it ships
+    assert not [name for name in wheel.namelist() if "devstack" in name]
 
 
 def test_the_package_data_is_in_the_wheel(wheel):

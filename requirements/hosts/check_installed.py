@@ -3,8 +3,9 @@ What the tox env `host` checks before the suite runs (``python check_installed.p
 
 * every pin of HOST_PINS (a host's ``pip freeze``) is still installed at its version: installing academy-consumer
   moved none of them;
-* nothing else is installed but academy-consumer itself and the pins of EXTRA_PINS (the test-only packages the
-  host lacks, ``requirements/host-test.txt``): what academy-consumer needs at run time is all in the host's pins.
+* nothing else is installed but academy-consumer itself, the repository's development-only dev stack and the pins
+  of EXTRA_PINS (the test-only packages the host lacks, ``requirements/host-test.txt``): what academy-consumer
+  needs at run time is all in the host's pins.
 
 Prints one line per problem and exits 1 if there is any; prints one summary line and exits 0 otherwise.
 """
@@ -14,6 +15,7 @@ import sys
 from importlib.metadata import distributions
 
 OWN = "academy-consumer"
+DEV_ONLY = {"academy-consumer-devstack"}  # devstack/, installed by every tox env for the tests, never by the package
 TOOLS = {"pip"}  # the virtualenv's own (the host pins no version of it)
 
 
@@ -45,7 +47,7 @@ def main(host_path, *extra_paths):
                 if name not in TOOLS and installed.get(name) != version]
     problems += [f"{name} {version} is installed, and neither the host nor the test-only pins hold it"
                  for name, version in sorted(installed.items())
-                 if name not in allowed and name not in TOOLS and name != OWN]
+                 if name not in allowed and name not in TOOLS and name != OWN and name not in DEV_ONLY]
     if OWN not in installed:
         problems.append(f"{OWN} is not installed")
     for problem in problems:
