@@ -1,6 +1,11 @@
 """
-What the tox env `host` checks before the suite runs (``python check_installed.py HOST_PINS [EXTRA_PINS...]``):
+What the tox env `host` checks before the suite runs (``python check_installed.py [--install] HOST_PINS
+[EXTRA_PINS...]``):
 
+* with ``--install``, first: academy-consumer installed the normal way, as a host installs it (the wheel tox
+  built, ``TOX_PACKAGE``, uninstalled, then ``pip install`` of it: its dependencies resolved, not ``--no-deps``,
+  against pip's constraint, the host's pins, so an install that would move a pin fails); tox itself installs
+  a package's dependencies and the package in two steps, the package with ``--no-deps``;
 * every pin of HOST_PINS (a host's ``pip freeze``) is still installed at its version: installing academy-consumer
   moved none of them;
 * nothing else is installed but academy-consumer itself, the repository's development-only dev stack and the pins
@@ -10,7 +15,9 @@ What the tox env `host` checks before the suite runs (``python check_installed.p
 Prints one line per problem and exits 1 if there is any; prints one summary line and exits 0 otherwise.
 """
 
+import os
 import re
+import subprocess
 import sys
 from importlib.metadata import distributions
 
@@ -35,8 +42,21 @@ def read_pins(path):
     return pins
 
 
+def install_normally():
+    """``pip install`` the wheel tox built, as a host installs the package (after removing tox's install of it)."""
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run([*pip, "uninstall", "--yes", OWN], check=True)
+    wheels = os.environ["TOX_PACKAGE"].split(os.pathsep)
+    return subprocess.run([*pip, "install", *wheels], check=False).returncode
+
+
 def main(host_path, *extra_paths):
     """Check the installed distributions against the pins; 0 if all is well, else 1."""
+    if host_path == "--install":
+        if install_normally():
+            print(f"check_installed: pip install of {OWN} failed beside the host's pins")
+            return 1
+        host_path, *extra_paths = extra_paths
     host = read_pins(host_path)
     allowed = dict(host)
     for path in extra_paths:
