@@ -2,9 +2,10 @@
 Signal receivers: academy events from the event bus -> the apply layer.
 
 They run for every academy signal sent in this process: openedx-events' stock ``consume_events`` (and
-any in-process sender) applies academy events through them, with the same ``apply.apply_change`` that
-this project's ``consume_academy_events`` reaches through its set-based batch apply. (That consumer does
-not send signals: it decodes and applies events itself.) A receiver that cannot apply its event raises
+any in-process sender) applies academy events through them, each a batch of one of the same
+``apply.apply_changes`` that this project's ``consume_academy_events`` applies its batches with, the event's
+``AcademyData`` read by the same event mapping (``normalize.normalize_event``). (That consumer does not send
+signals: it decodes and applies events itself.) A receiver that cannot apply its event raises
 ``AcademyEventRejected``, which the stock consumer logs.
 """
 
@@ -12,7 +13,7 @@ import logging
 
 from django.dispatch import receiver
 
-from academy_consumer.apply import DELETE, ERRORS, SKIPPED, UPSERT, Change, apply_change
+from academy_consumer.apply import DELETE, ERRORS, EVENT, SKIPPED, UPSERT, Change, apply_change
 from academy_consumer.errors import AcademyEventRejected
 from academy_consumer_signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_to_dict
 
@@ -32,11 +33,12 @@ def _checked(outcome, event_type):
 @receiver(ACADEMY_UPDATED)
 def upsert_academy_from_event(sender, signal, academy, metadata, **kwargs):  # pylint: disable=unused-argument
     """A created or updated academy: normalize and upsert it, stale-guarded by the event's own time."""
-    return _checked(apply_change(Change(UPSERT, academy_data_to_dict(academy), metadata.time)), signal.event_type)
+    change = Change(UPSERT, academy_data_to_dict(academy), metadata.time, EVENT)
+    return _checked(apply_change(change), signal.event_type)
 
 
 @receiver(ACADEMY_DELETED)
 def deactivate_academy_from_event(sender, signal, academy, metadata, **kwargs):  # pylint: disable=unused-argument
     """A deleted academy: deactivate its row (never a hard delete), stale-guarded by the event time."""
-    outcome = apply_change(Change(DELETE, academy_data_to_dict(academy), metadata.time))
-    return _checked(outcome, signal.event_type)
+    change = Change(DELETE, academy_data_to_dict(academy), metadata.time, EVENT)
+    return _checked(apply_change(change), signal.event_type)

@@ -8,9 +8,9 @@ import pytest
 from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
-from academy_consumer.apply import DELETE, Change, apply_change, apply_item, deactivate_academy, sync_academies
-from academy_consumer.apply_batch import apply_changes
+from academy_consumer.apply import DELETE, UPSERT, Change, apply_change, apply_changes
 from academy_consumer.models import EnterpriseAcademy
+from academy_consumer.sync import sync_academies
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +29,16 @@ def academy(uuid_=U1, title="Data Academy", **extra):
 
 def row(uuid_=U1):
     return EnterpriseAcademy.objects.get(uuid=uuid_)
+
+
+def apply_item(item, time=None):
+    """One catalog item applied on its own (a batch of one)."""
+    return apply_change(Change(UPSERT, item, time))
+
+
+def deactivate(uuid_=None, title=None, time=None):
+    """One delete applied on its own."""
+    return apply_change(Change(DELETE, {"uuid": uuid_, "title": title}, time))
 
 
 class TestCreate:
@@ -165,7 +175,7 @@ class TestStaleGuardAndDelete:
 
     def test_delete_deactivates_and_newer_update_reactivates(self):
         apply_item(academy(), at(0))
-        assert deactivate_academy(uuid.UUID(U1), source_time=at(1)).outcome == "deactivated"
+        assert deactivate(U1, time=at(1)).outcome == "deactivated"
         assert row().is_active is False
         assert EnterpriseAcademy.objects.count() == 1  # never hard-deleted
         assert apply_item(academy(), at(0)).outcome == "stale"  # the create replayed does not revive it
@@ -175,7 +185,7 @@ class TestStaleGuardAndDelete:
 
     def test_stale_delete_is_ignored(self):
         apply_item(academy(), at(5))
-        assert deactivate_academy(uuid.UUID(U1), source_time=at(1)).outcome == "stale"
+        assert deactivate(U1, time=at(1)).outcome == "stale"
         assert row().is_active is True
 
     @pytest.mark.parametrize("batched", [False, True])
@@ -189,7 +199,7 @@ class TestStaleGuardAndDelete:
         assert row().is_active is False
 
     def test_delete_of_unknown_academy_changes_nothing(self):
-        outcome = deactivate_academy(uuid.UUID(U2), source_time=at(1))
+        outcome = deactivate(U2, time=at(1))
         assert outcome.outcome == "unchanged"
         assert "no such academy" in outcome.reason
         assert EnterpriseAcademy.objects.count() == 0
