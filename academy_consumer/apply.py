@@ -63,6 +63,8 @@ UNIQUE = ("uuid", "name_key", "stripe_price_lookup_key", "slug")
 READ_CHUNK = 900
 # Slug suffixes read at once when a slug is taken (-2 to -9, then -10 to -17...).
 SLUG_PROBE = 8
+# The columns a fold reads of a row (all of them, by attribute name).
+COLUMNS = tuple(field.attname for field in EnterpriseAcademy._meta.concrete_fields)
 
 
 @dataclasses.dataclass(slots=True)
@@ -301,6 +303,9 @@ def _keyer(db):
     return lambda value: value
 
 
+_NOT_READ = object()  # (a value the fold did not look up)
+
+
 class _Stop(Exception):
     """
     The fold cannot decide this change with the rows it holds: ``wanted`` (column -> values) are to be read
@@ -310,6 +315,16 @@ class _Stop(Exception):
     def __init__(self, wanted=None):
         super().__init__(wanted)
         self.wanted = wanted
+
+
+class _Row:  # pylint: disable=too-few-public-methods
+    """
+    A row read: its columns as attributes, as Django's converters give them (``values_list``: building model
+    instances cost more than the rest of the read).
+    """
+
+    def __init__(self, values):
+        self.__dict__.update(zip(COLUMNS, values))
 
 
 def _suffixed(slug, suffix):
@@ -340,9 +355,10 @@ class Fold:
 
     def __init__(self, bound, key):
         self.bound, self.key = bound, key
-        self.index = {field: {} for field in UNIQUE}  # column -> key of a value -> the row holding it now
-        self.known = {field: set() for field in UNIQUE}  # column -> keys of the values whose holders were read
-        self.before = {}  # column -> key of a value -> the row that held it when the fold began
+        # column -> key of a value looked up -> the row holding it now, or None: no row holds it. A value not
+        # in the index was not looked up: the fold cannot say whether a row holds it.
+        self.index = {field: {} for field in UNIQUE}
+        self.before = {}  # the index when the fold began
         self.new, self.changed, self.timed = [], {}, {}
         self.dirty = {}  # id(row) -> the columns its write must set (of a row read, not of a new one)
 
@@ -389,40 +405,42 @@ class Fold:
     def _lock(self, wanted):
         """Read and lock the rows holding ``wanted`` values (column -> values) not looked up yet."""
         locking = EnterpriseAcademy.objects.select_for_update().order_by()
+        key = self.key
         for field, values in wanted.items():
-            known = self.known[field]
-            fresh = sorted({value for value in values if self.key(value) not in known}, key=str)
+            index = self.index[field]
+            fresh = [value for value in set(values) if key(value) not in index]
             for start in range(0, len(fresh), READ_CHUNK):
                 chunk = fresh[start:start + READ_CHUNK]
-                for row in locking.filter(**{f"{field}__in": chunk}):
-                    self._add(row)
-                known.update(self.key(value) for value in chunk)
+                for values_read in locking.filter(**{f"{field}__in": chunk}).values_list(*COLUMNS):
+                    self._add(_Row(values_read))
+                for value in chunk:
+                    index.setdefault(key(value), None)
 
     def _add(self, row):
-        """Index a row (read, or created by the fold); its unique values are known: no other row holds them."""
+        """Index a row (read, or created by the fold): its unique values are looked up, no other row holds them."""
         for field in UNIQUE:
             value = getattr(row, field)
             if value is not None:
-                value = self.key(value)
-                if value not in self.index[field]:
-                    self.index[field][value] = row
-                    self.known[field].add(value)
+                index, value = self.index[field], self.key(value)
+                if index.get(value) is None:
+                    index[value] = row
 
     def _holder(self, field, value):
         """The row holding ``value`` in ``field`` now (``None``: no row); ``_Stop`` when it was not looked up."""
-        key = self.key(value)
-        if key not in self.known[field]:
+        row = self.index[field].get(self.key(value), _NOT_READ)
+        if row is _NOT_READ:
             raise _Stop({field: {value}})
-        return self.index[field].get(key)
+        return row
 
     def _move(self, row, field, value):
-        """Set a unique column of ``row``, keeping its index true."""
+        """Set a unique column of ``row``, keeping its index true (the old value is then free)."""
         old = getattr(row, field)
-        if old is not None and self.index[field].get(self.key(old)) is row:
-            del self.index[field][self.key(old)]
+        index = self.index[field]
+        if old is not None and index.get(self.key(old)) is row:
+            index[self.key(old)] = None
         setattr(row, field, value)
         if value is not None:
-            self.index[field][self.key(value)] = row
+            index[self.key(value)] = row
 
     def _dirty(self, row, *fields):
         self.dirty.setdefault(id(row), set()).update(fields)
@@ -522,10 +540,10 @@ class Fold:
         """``slug``, or the first of ``slug-2``, ``slug-3``... that no other row holds."""
         candidate, suffix = slug, 1
         while True:
-            if self.key(candidate) not in self.known["slug"]:
+            holder = self.index["slug"].get(self.key(candidate), _NOT_READ)
+            if holder is _NOT_READ:
                 raise _Stop({"slug": {_suffixed(slug, n) for n in range(max(2, suffix), suffix + SLUG_PROBE)}
                              | {candidate}})
-            holder = self.index["slug"].get(self.key(candidate))
             if holder is None or holder is row:
                 return candidate
             suffix += 1
