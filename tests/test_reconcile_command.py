@@ -179,3 +179,16 @@ def test_progress_lines_are_spaced_by_the_interval_with_one_at_each_end():
     lines.clear()
     Progress(lines.append).chunk(1_000, 1_000)  # 1,000 items or fewer: nothing
     assert lines == []
+
+
+def test_list_academies_active_only_leaves_out_the_inactive_rows(cli):
+    """What a reconcile left (an academy deactivated, one live): ``--active-only`` lists the live one only."""
+    EnterpriseAcademy.objects.create(name="Live Academy", slug="live", stripe_price_lookup_key="live")
+    EnterpriseAcademy.objects.create(name="Gone Academy", slug="gone", stripe_price_lookup_key="gone", is_active=False)
+    every = cli("list_academies", "--json")
+    active = cli("list_academies", "--json", "--active-only")
+    table = cli("list_academies", "--active-only")
+    assert (every.returncode, active.returncode, table.returncode) == (0, 0, 0), every.stderr + active.stderr
+    assert sorted(row["name"] for row in json.loads(every.stdout)) == ["Gone Academy", "Live Academy"]
+    assert [(row["name"], row["is_active"]) for row in json.loads(active.stdout)] == [("Live Academy", True)]
+    assert "Live Academy" in table.stdout and "Gone Academy" not in table.stdout and "(1 academies)" in table.stdout
