@@ -371,7 +371,8 @@ class Fold:
         the slugs another row holds; and the values of ``wanted`` (column -> values).
         """
         upserts = [op[1] for op in ops if op[0] == UPSERT]
-        first = {"uuid": {a.uuid for a in upserts if a.uuid is not None}, "name_key": {name_key(a.name) for a in upserts}}
+        first = {"uuid": {academy.uuid for academy in upserts if academy.uuid is not None},
+                 "name_key": {name_key(academy.name) for academy in upserts}}
         for op in ops:
             if op[0] == DELETE:
                 if op[1]:
@@ -479,7 +480,7 @@ class Fold:
             return Outcome(STALE, f"event time {source_time.isoformat()} is older than the row's "
                                   f"{stored.isoformat()}", ident["uuid"], row.name)
         values = _desired_values(academy, row, matched_by)
-        taken = self._taken(academy, row, values, ident)
+        taken = self._taken(row, values, ident)
         if taken is not None:
             return taken
         if "slug" in values:
@@ -518,7 +519,7 @@ class Fold:
         self.changed[id(row)] = row
         return Outcome(UPDATED, "changed: " + ", ".join(sorted(changed)), ident["uuid"], row.name)
 
-    def _taken(self, academy, row, values, ident):
+    def _taken(self, row, values, ident):
         """The ``SKIPPED`` outcome when another row holds the name or lookup key ``values`` give ``row``; else None."""
         renamed = "name" in values and (row is None or name_key(values["name"]) != row.name_key)
         # A new row's name is checked before its lookup key; a rename's after it (the rules' order of reasons).

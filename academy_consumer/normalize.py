@@ -309,10 +309,11 @@ def normalize_academy(item) -> NormalizedAcademy:
         raise Rejected("item is not a JSON object")
     uuid_key, uuid_value = _first_present(item, _UUID_KEYS)
     return _academy(
-        _candidate_name(item), uuid_key, uuid_value, item.get("is_active"), find_catalog_query_uuid(item),
-        item.get("slug"), item.get("stripe_price_lookup_key"), item.get("product_key"),
-        item.get("stripe_product_id"), item.get("display_order"),
-        tuple(_catalog_text(item, keys) for keys in _CATALOG_TEXT_KEYS), _catalog_tags(item.get("tags")))
+        _candidate_name(item), uuid_key, uuid_value, is_active=item.get("is_active"),
+        query_uuid=find_catalog_query_uuid(item), slug=item.get("slug"),
+        lookup_key=item.get("stripe_price_lookup_key"), product_key=item.get("product_key"),
+        product_id=item.get("stripe_product_id"), display_order=item.get("display_order"),
+        texts=tuple(_catalog_text(item, keys) for keys in _CATALOG_TEXT_KEYS), tags=_catalog_tags(item.get("tags")))
 
 
 def normalize_event(record) -> NormalizedAcademy:
@@ -325,11 +326,12 @@ def normalize_event(record) -> NormalizedAcademy:
     title, academy_uuid, tags = get("title"), get("uuid"), get("tags")
     return _academy(
         (" ".join(title.split()) or None) if title is not None else None,
-        "uuid" if academy_uuid is not None else None, academy_uuid, get("is_active"),
-        parse_uuid(get("catalog_query_uuid")), get("slug"), get("stripe_price_lookup_key"), get("product_key"),
-        get("stripe_product_id"), get("display_order"),
-        (_stripped(get("short_description")), _stripped(get("long_description")), _stripped(get("image"))),
-        None if tags is None else [tag.strip() for tag in tags])
+        "uuid" if academy_uuid is not None else None, academy_uuid, is_active=get("is_active"),
+        query_uuid=parse_uuid(get("catalog_query_uuid")), slug=get("slug"),
+        lookup_key=get("stripe_price_lookup_key"), product_key=get("product_key"),
+        product_id=get("stripe_product_id"), display_order=get("display_order"),
+        texts=(_stripped(get("short_description")), _stripped(get("long_description")), _stripped(get("image"))),
+        tags=None if tags is None else [tag.strip() for tag in tags])
 
 
 def _stripped(text):
@@ -389,7 +391,7 @@ def _catalog_tags(value):
 # The value rules, one set for both shapes
 # ---------------------------------------------------------------------------------------------------
 
-def _academy(name, uuid_key, uuid_value, is_active, query_uuid, slug, lookup_key, product_key, product_id,
+def _academy(name, uuid_key, uuid_value, *, is_active, query_uuid, slug, lookup_key, product_key, product_id,
              display_order, texts, tags):
     """
     The value rules, in order, over the values a shape found: ``name`` is the candidate name (whitespace

@@ -375,7 +375,8 @@ def expect(label, item):
         text = _line(field, junk, "product_key")
         lookup_source = text if text.strip() else name
     if "stripe_price_lookup_key" not in fields:
-        defaults["stripe_price_lookup_key"] = f"essentials_{_token(lookup_source).removesuffix('_academy')}_academy_yearly"
+        token = _token(lookup_source).removesuffix("_academy")
+        defaults["stripe_price_lookup_key"] = f"essentials_{token}_academy_yearly"
     if field == "stripe_product_id" and junk != "null":
         if junk not in STRING_LABELS:
             raise Skip("stripe_product_id must be a string")
