@@ -68,7 +68,6 @@ def _believed(stored, bound):
     return stored if stored is not None and stored <= bound else None
 
 
-
 def _describe(academy):
     return str(academy.uuid) if academy.uuid else repr(academy.name)
 
@@ -254,8 +253,6 @@ def deactivate_academy(academy_uuid=None, name=None, source_time=None):
             fields.append("source_timestamp")
         row.save(update_fields=fields)
         return Outcome(DEACTIVATED, row, **ident)
-
-
 
 
 def apply_item(item, source_time=None):
