@@ -5,7 +5,7 @@ import threading
 import uuid
 
 import pytest
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import DatabaseError, IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
 from academy_consumer.apply import DELETE, UPSERT, Change, apply_change, apply_changes
@@ -299,6 +299,28 @@ def test_row_failing_in_the_database_does_not_abort_the_others(exploding_trigger
     assert "explode trigger" in result.items[1]["reason"]
     expected = set() if dry_run else {"Data Academy", "Cloud Academy"}
     assert set(EnterpriseAcademy.objects.values_list("name", flat=True)) == expected
+
+
+@pytest.mark.parametrize("errors_as_outcomes", [True, False])
+def test_a_row_the_database_refuses_in_a_batch_is_that_change_alone(exploding_trigger, errors_as_outcomes):
+    """
+    One fold's INSERT is refused by the trigger: the batch is folded again, fewer changes at a time, and only the
+    refused change is ``errors``, with the database's reason (reconcile); the consumer gets the error (no
+    errors_as_outcomes) unless it is an IntegrityError, as SQLite's RAISE(ABORT) is: that is ``errors`` too.
+    """
+    changes = [Change(UPSERT, academy(u, name), at(0)) for u, name in (
+        (U1, "Data Academy"), (U2, "Explode Academy"), (U3, "Cloud Academy"))]
+    refused_as_integrity_error = connection.vendor == "sqlite"
+    if errors_as_outcomes or refused_as_integrity_error:
+        with transaction.atomic():
+            outcomes = apply_changes(changes, errors_as_outcomes=errors_as_outcomes)
+        assert [o.outcome for o in outcomes] == ["created", "errors", "created"]
+        assert "explode trigger" in outcomes[1].reason and outcomes[1].uuid == U2
+        assert set(EnterpriseAcademy.objects.values_list("name", flat=True)) == {"Data Academy", "Cloud Academy"}
+    else:
+        with pytest.raises(DatabaseError, match="explode trigger"), transaction.atomic():
+            apply_changes(changes)
+        assert not EnterpriseAcademy.objects.exists()
 
 
 @pytest.mark.skipif("connection.vendor == 'sqlite'", reason="SQLite serializes writers; no race to lose")

@@ -467,6 +467,26 @@ def test_create_whose_slug_is_taken_gets_a_suffix():
         "data-academy", "data-academy-2", "data-academy-3", "shared", "shared-2"]
 
 
+def test_a_slug_probe_past_the_suffixes_read_at_once():
+    """
+    "shared" and "shared-2" to "shared-11" are held: a create asking for "shared" probes past the suffixes a fold
+    reads at once (apply.SLUG_PROBE), and so do the next ones, each finding the next free suffix.
+    """
+    start = [(upsert(academy(None, f"Holder {n}", slug="shared" if n == 1 else f"shared-{n}",
+                             stripe_price_lookup_key=f"key_{n}"), None), False) for n in range(1, 12)]
+    assert apply.SLUG_PROBE < 10
+    outcomes, table = check_all_splittings(start, [
+        upsert(academy(U1, "Data Academy", slug="shared"), at(1)),
+        upsert(academy(U2, "Cloud Academy", slug="shared"), at(1)),
+        upsert(academy(U1, "Data Academy", slug="shared"), at(2)),  # keeps its suffix
+        upsert(academy(U3, "AI Academy", slug="shared", stripe_price_lookup_key="key_3"), at(2)),  # skipped
+        upsert(academy(U4, "Web Academy", slug="Not a slug!"), at(2)),  # the default slug, carried
+    ])
+    assert [o["outcome"] for o in outcomes] == ["created", "created", "unchanged", "skipped", "created"]
+    assert {row["name"]: row["slug"] for row in table if row["uuid"]} == {
+        "Data Academy": "shared-12", "Cloud Academy": "shared-13", "Web Academy": "web-academy"}
+
+
 def test_case_only_rename_and_legacy_row_matched_by_name():
     legacy = (upsert(academy(None, "DATA academy", slug="legacy", stripe_price_lookup_key="legacy_key"), None), False)
     outcomes, table = check_all_splittings([legacy, CLOUD_U2], [
