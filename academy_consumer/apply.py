@@ -11,8 +11,9 @@ How a batch is applied (inside the caller's transaction, or in one of its own wh
 1. Prepare every change (``_prepare``): normalize it (``normalize.py``: the catalog's shapes, or an
    event's typed record) and check its time against the future bound. A rejected item or a time beyond
    the bound is final here (``skipped``).
-2. Fold (``Fold``): one locking read (``SELECT ... FOR UPDATE``) of the rows the changes can touch, by
-   uuid, name key, lookup key and slug; then the rules applied change by change to those rows in memory.
+2. Fold (``Fold``): one locking read (``SELECT ... FOR UPDATE``, ``Rows``) of the rows the changes can
+   touch, by uuid, name key, lookup key and slug; then the rules applied change by change to those rows in
+   memory.
 3. Write what the fold decided (``writes.py``): one ``INSERT`` and a few ``UPDATE`` s, in one savepoint.
 
 A fold decides a change only from rows it has read: it knows, column by column, which values it looked up.
@@ -347,22 +348,18 @@ def _desired_values(academy, row, matched_by):
 # The fold: the rules, change by change, over the rows read
 # ---------------------------------------------------------------------------------------------------
 
-class Fold:
+class Rows:
     """
-    The rows a run of changes can touch, read and locked, with an index per unique column; the rules change
-    the rows in memory, change by change; ``write`` then writes what changed.
+    The rows a fold reads and locks, with an index per unique column that also says which values were looked
+    up: a fold decides a change only from values it looked up (``holder`` raises ``_Stop`` for another).
     """
 
-    def __init__(self, bound, key):
-        self.bound, self.key = bound, key
+    def __init__(self, key):
+        self.key = key
         # column -> key of a value looked up -> the row holding it now, or None: no row holds it. A value not
         # in the index was not looked up: the fold cannot say whether a row holds it.
         self.index = {field: {} for field in UNIQUE}
         self.before = {}  # the index when the fold began
-        self.new, self.changed, self.timed = [], {}, {}
-        self.dirty = {}  # id(row) -> the columns its write must set (of a row read, not of a new one)
-
-    # --- reading -------------------------------------------------------------------------------------
 
     def read(self, ops, wanted):
         """
@@ -413,11 +410,11 @@ class Fold:
             for start in range(0, len(fresh), READ_CHUNK):
                 chunk = fresh[start:start + READ_CHUNK]
                 for values_read in locking.filter(**{f"{field}__in": chunk}).values_list(*COLUMNS):
-                    self._add(_Row(values_read))
+                    self.add(_Row(values_read))
                 for value in chunk:
                     index.setdefault(key(value), None)
 
-    def _add(self, row):
+    def add(self, row):
         """Index a row (read, or created by the fold): its unique values are looked up, no other row holds them."""
         for field in UNIQUE:
             value = getattr(row, field)
@@ -426,14 +423,18 @@ class Fold:
                 if index.get(value) is None:
                     index[value] = row
 
-    def _holder(self, field, value):
+    def holder(self, field, value):
         """The row holding ``value`` in ``field`` now (``None``: no row); ``_Stop`` when it was not looked up."""
         row = self.index[field].get(self.key(value), _NOT_READ)
         if row is _NOT_READ:
             raise _Stop({field: {value}})
         return row
 
-    def _move(self, row, field, value):
+    def held_before(self, field, value):
+        """The row that held ``value`` in ``field`` when the fold began (``None``: none, or not looked up)."""
+        return self.before[field].get(self.key(value))
+
+    def move(self, row, field, value):
         """Set a unique column of ``row``, keeping its index true (the old value is then free)."""
         old = getattr(row, field)
         index = self.index[field]
@@ -442,6 +443,23 @@ class Fold:
         setattr(row, field, value)
         if value is not None:
             index[self.key(value)] = row
+
+
+class Fold:
+    """
+    The apply rules over the rows a run of changes can touch (``Rows``: read and locked), change by change in
+    memory; ``write`` then writes what changed.
+    """
+
+    def __init__(self, bound, key):
+        self.bound = bound
+        self.rows = Rows(key)
+        self.new, self.changed, self.timed = [], {}, {}
+        self.dirty = {}  # id(row) -> the columns its write must set (of a row read, not of a new one)
+
+    def read(self, ops, wanted):
+        """Read and lock the rows ``ops`` can touch, and the values of ``wanted`` (``Rows.read``)."""
+        self.rows.read(ops, wanted)
 
     def _dirty(self, row, *fields):
         self.dirty.setdefault(id(row), set()).update(fields)
@@ -467,10 +485,10 @@ class Fold:
         """Create or update the row of one normalized academy (docs/reference/rules.md, "Apply")."""
         row, matched_by = None, None
         if academy.uuid is not None:
-            row = self._holder("uuid", academy.uuid)
+            row = self.rows.holder("uuid", academy.uuid)
             matched_by = "uuid" if row is not None else None
         if row is None:
-            row = self._holder("name_key", name_key(academy.name))
+            row = self.rows.holder("name_key", name_key(academy.name))
             if row is not None:
                 if academy.uuid is not None and row.uuid is not None and row.uuid != academy.uuid:
                     return Outcome(SKIPPED, f"name {academy.name!r} is already used by academy {row.uuid}", **ident)
@@ -490,7 +508,7 @@ class Fold:
         if row is None:
             row = EnterpriseAcademy(**values, source_timestamp=_utc(source_time))
             row.name_key = name_key(row.name)
-            self._add(row)
+            self.rows.add(row)
             self.new.append(row)
             return Outcome(CREATED, "", ident["uuid"], row.name)
         return self._update(row, values, stored, source_time, ident)
@@ -510,11 +528,11 @@ class Fold:
         self._dirty(row, *changed)
         for field in changed:
             if field in UNIQUE:
-                self._move(row, field, values[field])
+                self.rows.move(row, field, values[field])
             else:
                 setattr(row, field, values[field])
         if "name" in changed:
-            self._move(row, "name_key", name_key(row.name))
+            self.rows.move(row, "name_key", name_key(row.name))
             self._dirty(row, "name_key")
         self.changed[id(row)] = row
         return Outcome(UPDATED, "changed: " + ", ".join(sorted(changed)), ident["uuid"], row.name)
@@ -531,7 +549,7 @@ class Fold:
         if renamed and row is not None:
             checks.append(("name_key", name_key(values["name"]), "name"))
         for field, value, what in checks:
-            holder = self._holder(field, value)
+            holder = self.rows.holder(field, value)
             if holder is not None and holder is not row:
                 holder_name = str(holder.uuid) if holder.uuid else repr(holder.name)
                 return Outcome(SKIPPED, f"{what} {value!r} is already used by academy {holder_name}", **ident)
@@ -541,10 +559,11 @@ class Fold:
         """``slug``, or the first of ``slug-2``, ``slug-3``... that no other row holds."""
         candidate, suffix = slug, 1
         while True:
-            holder = self.index["slug"].get(self.key(candidate), _NOT_READ)
-            if holder is _NOT_READ:
+            try:
+                holder = self.rows.holder("slug", candidate)
+            except _Stop:  # past the suffixes read: read the next ones
                 raise _Stop({"slug": {_suffixed(slug, n) for n in range(max(2, suffix), suffix + SLUG_PROBE)}
-                             | {candidate}})
+                             | {candidate}}) from None
             if holder is None or holder is row:
                 return candidate
             suffix += 1
@@ -561,15 +580,15 @@ class Fold:
             if field in values and (row is None or getattr(row, field) != values[field]):
                 taking.append((field, values[field]))
         for field, value in taking:
-            held = self.before[field].get(self.key(value))
+            held = self.rows.held_before(field, value)
             if held is not None and held is not row:
                 raise _Stop(None)
 
     def _delete(self, academy_uuid, title, source_time, ident):
         """Deactivate the row of a ``deleted`` event, by uuid, else by name (never a hard delete)."""
-        row = self._holder("uuid", academy_uuid) if academy_uuid else None
+        row = self.rows.holder("uuid", academy_uuid) if academy_uuid else None
         if row is None and title:
-            row = self._holder("name_key", name_key(title))
+            row = self.rows.holder("name_key", name_key(title))
             if row is not None and academy_uuid and row.uuid and row.uuid != academy_uuid:
                 row = None
         if row is None:
