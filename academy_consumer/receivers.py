@@ -18,7 +18,7 @@ from django.dispatch import receiver
 
 from academy_consumer.apply import DELETE, ERRORS, EVENT, SKIPPED, UPSERT, Change, apply_change
 from academy_consumer.errors import AcademyEventRejected
-from academy_consumer.host_signals import applied_here
+from academy_consumer.host_signals import OWN_RECEIVERS, applied_here
 from academy_consumer_signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_to_dict
 
 __all__ = ["AcademyEventRejected", "deactivate_academy_from_event", "upsert_academy_from_event"]
@@ -50,3 +50,6 @@ def deactivate_academy_from_event(sender, signal, academy, metadata, **kwargs): 
         return None
     change = Change(DELETE, academy_data_to_dict(academy), metadata.time, EVENT)
     return _checked(apply_change(change), signal.event_type)
+
+
+OWN_RECEIVERS.extend([upsert_academy_from_event, deactivate_academy_from_event])
