@@ -318,14 +318,9 @@ class _Stop(Exception):
         self.wanted = wanted
 
 
-class _Row:  # pylint: disable=too-few-public-methods
-    """
-    A row read: its columns as attributes, as Django's converters give them (``values_list``: building model
-    instances cost more than the rest of the read).
-    """
-
-    def __init__(self, values):
-        self.__dict__.update(zip(COLUMNS, values))
+# A row read: its columns as attributes, as Django's converters give them (``values_list``; building model
+# instances cost more than the rest of the read), in slots (``_Row(*values)``: five times cheaper than a dict).
+_Row = dataclasses.make_dataclass("_Row", COLUMNS, slots=True, eq=False)
 
 
 def _suffixed(slug, suffix):
@@ -410,7 +405,7 @@ class Rows:
             for start in range(0, len(fresh), READ_CHUNK):
                 chunk = fresh[start:start + READ_CHUNK]
                 for values_read in locking.filter(**{f"{field}__in": chunk}).values_list(*COLUMNS):
-                    self.add(_Row(values_read))
+                    self.add(_Row(*values_read))
                 for value in chunk:
                     index.setdefault(key(value), None)
 
