@@ -29,7 +29,9 @@ requirements: $(STAMP) ## create .venv and install the pinned requirements, the 
 
 # pip-compile runs in tool venvs of its own (pip-tools pinned in requirements/pip-tools.txt), one per
 # Python line: every requirements/X.in is compiled to X.txt by Python 3.11, and the two Python 3.12 pin
-# files of the tox matrix by Python 3.12 (openedx-events 11 needs Python >= 3.12).
+# files of the tox matrix by Python 3.12 (openedx-events 11 needs Python >= 3.12), as is host-test.txt (the
+# tox env `host`: enterprise-access runs Python 3.12).
+PY312_ONLY := host-test
 PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3.12) python3.12)
 TOOLS311 := $(abspath $(VENV))/tools-py311/bin
 TOOLS312 := $(abspath $(VENV))/tools-py312/bin
@@ -42,10 +44,11 @@ upgrade: ## recompile requirements/*.txt from requirements/*.in with pip-compile
 	test -x $(TOOLS312)/python || $(PYTHON312) -m venv $(dir $(TOOLS312))
 	$(TOOLS311)/pip install -q -r requirements/pip-tools.txt
 	$(TOOLS312)/pip install -q -r requirements/pip-tools.txt
-	cd requirements && set -e; for name in $(sort $(basename $(notdir $(wildcard requirements/*.in)))); do \
+	cd requirements && set -e; for name in $(filter-out $(PY312_ONLY),$(sort $(basename $(notdir $(wildcard requirements/*.in))))); do \
 		$(TOOLS311)/pip-compile $(PIP_COMPILE_OPTS) -o $$name.txt $$name.in; done
 	cd requirements && $(TOOLS312)/pip-compile $(PIP_COMPILE_OPTS) -o test-py312.txt test.in
 	cd requirements && $(TOOLS312)/pip-compile $(PIP_COMPILE_OPTS) -o test-py312-django42.txt test-django42.in
+	cd requirements && $(TOOLS312)/pip-compile $(PIP_COMPILE_OPTS) -o host-test.txt host-test.in
 
 # tox finds the interpreters on PATH: put pyenv's 3.11-3.13 there (they are not on it by default).
 MATRIX_PATH := $(subst $(eval) ,:,$(strip $(dir $(wildcard $(HOME)/.pyenv/versions/3.1[123].*/bin/python3))))
@@ -60,7 +63,7 @@ test-fast: requirements ## the unit tests only, in seconds: no dev stack, no sub
 	ACADEMY_TEST_FAST=1 ACADEMY_DIFF_MAX_EXAMPLES=$${ACADEMY_DIFF_MAX_EXAMPLES:-30} $(BIN)/pytest -m "not stack" $(PYTEST_ARGS)
 
 QUALITY_STAMP := $(VENV)/.quality-installed
-LINT_PATHS := academy_consumer signals devstack/academy_devstack tests bench
+LINT_PATHS := academy_consumer signals devstack/academy_devstack tests bench requirements/hosts/check_installed.py
 # Off for tests/ only (the rest of edx-lint's pylintrc applies there as everywhere): pytest hands fixtures to
 # tests by parameter name, so a test's parameter shadows the fixture function of its module
 # (redefined-outer-name), a test asks for some fixtures only for what they set up (unused-argument), and a
@@ -75,7 +78,7 @@ $(QUALITY_STAMP): $(STAMP) requirements/quality.txt
 	touch $(QUALITY_STAMP)
 
 quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --check, PII and setting annotation checks
-	$(BIN)/pylint -j 2 academy_consumer signals devstack/academy_devstack bench
+	$(BIN)/pylint -j 2 academy_consumer signals devstack/academy_devstack bench requirements/hosts/check_installed.py
 	$(BIN)/pylint -j 2 --disable=$(TESTS_PYLINT_DISABLE) tests
 	$(BIN)/pycodestyle $(LINT_PATHS)
 	$(BIN)/isort --check-only --diff $(LINT_PATHS)

@@ -15,6 +15,8 @@ A failure is one line on stderr, ``academy-consumer: <what went wrong>``, with d
 credentials of any URL masked, never a traceback (``--traceback`` shows it, for debugging). Two rules keep
 a bad set-up from doing harm:
 
+- ``academy_consumer.settings`` without the ``standalone`` extra installed (dj-database-url) stops every command,
+  help included, with exit 2 and the line that says to install ``academy-consumer[standalone]``;
 - a setting that ``academy_consumer.settings`` could not use (a garbage ``DATABASE_URL``, a non-numeric
   ``DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS``, an unknown ``LOG_LEVEL``), or a bad value of one of the
   app's own settings (``academy_consumer.conf.problems()``: ``ACADEMY_CONSUMER_BATCH_SIZE=0``...), stops every
@@ -40,6 +42,8 @@ EXIT_FAILURE, EXIT_USAGE = 1, 2
 HELP_COMMANDS = {"help", "--help", "-h", "version", "--version"}
 DEVSTACK = "devstack"  # handed to the development-only package academy_devstack, not a management command
 CREATES_DATABASE = {"migrate"}
+# What academy_consumer.settings imports from the `standalone` extra (a host service's install lacks it).
+STANDALONE_MODULES = {"dj_database_url"}
 REPORTS_SETTINGS = {"check"}  # Django's system check report lists the bad settings itself
 _MISSING_TABLE = re.compile(r"no such table|doesn't exist|does not exist", re.I)
 
@@ -61,6 +65,8 @@ def main(argv=None):
         errors = list(getattr(settings, "ACADEMY_CONSUMER_SETTINGS_ERRORS", ()))
         databases = settings.DATABASES
     except ImportError as exc:  # DJANGO_SETTINGS_MODULE names a module that cannot be imported
+        if exc.name in STANDALONE_MODULES:  # no command, help included, runs on these settings without them
+            _fail(_one_line(exc), EXIT_USAGE)
         errors, databases = [f"DJANGO_SETTINGS_MODULE {os.environ['DJANGO_SETTINGS_MODULE']!r}: {exc}"], {}
     except ImproperlyConfigured:
         errors, databases = [], {}  # Django reports these itself

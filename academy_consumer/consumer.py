@@ -82,10 +82,14 @@ PREFLIGHT_TIMEOUT_SECONDS = 10.0  # longest the start-up checks wait for Kafka a
 LAG_SECONDS = 1.0  # how often the lag gauges are brought up to date
 
 
+_SUPPRESSED = re.compile(r", \d+ identical error\(s\) suppressed")
+
+
 class _OncePer(logging.Filter):
     """
-    Let a record through once per ``seconds`` per distinct message, digits ignored ("after 3ms",
-    "5 identical error(s) suppressed" vary on every repetition): a broker that is down for an hour
+    Let a record through once per ``seconds`` per distinct message, digits ignored ("after 3ms" varies on every
+    repetition) and librdkafka's ", N identical error(s) suppressed" too (the same error again: older librdkafka,
+    2.6 for one, reconnects within the first second and repeats it at once): a broker that is down for an hour
     gives a few lines, not thousands.
     """
 
@@ -95,7 +99,7 @@ class _OncePer(logging.Filter):
         self._last = {}
 
     def filter(self, record):
-        key = (record.levelno, re.sub(r"\d+", "#", record.getMessage()))
+        key = (record.levelno, re.sub(r"\d+", "#", _SUPPRESSED.sub("", record.getMessage())))
         now = time.monotonic()
         if now - self._last.get(key, -math.inf) < self.seconds:
             return False

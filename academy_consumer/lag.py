@@ -16,15 +16,20 @@ earliest retained one) ``end - low``; never below 0 (a committed offset past the
 re-created, means nothing to read).
 
 "The group does not exist" (``NoGroup``, exit 2), precisely: the group has no committed offset on any partition
-of the topic AND the coordinator does not know it. The second half is asked with the AdminClient's
-``describe_consumer_groups`` only when the first holds:
+of the topic AND no broker lists it. The second half is asked with the AdminClient's ``list_consumer_groups``
+(ListGroups) only when the first holds:
 
-* real Kafka: a group the coordinator answers as ``DEAD`` / ``UNKNOWN`` or with ``GROUP_ID_NOT_FOUND`` does not
-  exist; a known group that committed nothing here (members consuming right now, or offsets on other topics
-  only: ``EMPTY``, ``STABLE``...) exists, and every partition says committed "none";
-* the mock cluster answers neither DescribeGroups nor ListGroups (``_UNSUPPORTED_FEATURE``), and a broker may
-  refuse the describe (authorization, any error but a timeout): then the coordinator cannot tell, and the group
-  does not exist when it has no committed offset on the topic, whatever members it has.
+* real Kafka: ListGroups answers every group a coordinator knows, in any state but dead, so a group it does not
+  list does not exist; a listed group that committed nothing here (members consuming right now, or offsets on
+  other topics only: ``EMPTY``, ``STABLE``...) exists, and every partition says committed "none";
+* the mock cluster answers neither ListGroups nor DescribeGroups (``_UNSUPPORTED_FEATURE``), and a broker may
+  refuse the list (authorization, any error but a timeout): then nothing tells, and the group does not exist
+  when it has no committed offset on the topic, whatever members it has.
+
+Not ``describe_consumer_groups``: a coordinator-targeted admin request, whose error path aborts the whole process
+in librdkafka (an assertion in ``rd_kafka_enq_once_del_source_return``, librdkafka issue 4605) -- on the mock
+cluster at once with confluent-kafka 2.6.1, the version enterprise-access pins, and on real clusters after a
+coordinator error. ListGroups goes to every broker without a coordinator lookup, and answers the same question.
 
 Kafka that does not answer within ``timeout`` seconds (one deadline for the whole read) is ``KafkaUnavailable``
 (exit 1); a missing topic ``NoTopic`` (exit 2). Nothing is logged above DEBUG (librdkafka's lines and client
@@ -36,7 +41,7 @@ import dataclasses
 import logging
 import time
 
-from confluent_kafka import OFFSET_INVALID, Consumer, ConsumerGroupState, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from edx_event_bus_kafka.internal.config import get_full_topic, load_common_settings
 
@@ -47,8 +52,6 @@ from academy_consumer.redact import mask_urls
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
-# The coordinator's word that it does not know a group.
-_UNKNOWN_STATES = {ConsumerGroupState.DEAD, ConsumerGroupState.UNKNOWN}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +154,10 @@ def _reason(exc):
 
 
 def _timed_out(exc):
-    error = exc.args[0] if exc.args else None
+    return _is_timeout(exc.args[0] if exc.args else None)
+
+
+def _is_timeout(error):
     return isinstance(error, KafkaError) and error.code() in (
         KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,  # pylint: disable=protected-access
         KafkaError.REQUEST_TIMED_OUT, KafkaError.COORDINATOR_NOT_AVAILABLE)
@@ -200,24 +206,25 @@ def _watermarks(client, topic, partitions):
     return marks
 
 
-def _coordinator_knows(client, group_id):
+def _group_listed(client, group_id):
     """
-    True/False: what the coordinator says of ``group_id``; None when it cannot say (the mock: no
-    DescribeGroups; a broker refusing the describe).
+    True/False: whether the brokers list ``group_id`` (ListGroups); None when a broker cannot say (the mock: no
+    ListGroups; a broker refusing the list) and no other lists the group.
     """
     try:
-        future = client.admin().describe_consumer_groups([group_id], request_timeout=client.remaining())[group_id]
-        description = future.result()
+        listing = client.admin().list_consumer_groups(request_timeout=client.remaining()).result()
     except KafkaException as exc:
-        error = exc.args[0] if exc.args else None
-        code = error.code() if isinstance(error, KafkaError) else None
-        if code == KafkaError.GROUP_ID_NOT_FOUND:
-            return False
         if _timed_out(exc):
             raise client.unavailable(client.last_error) from None
-        log.debug("the coordinator cannot describe group %s: %s", group_id, _reason(exc))
+        log.debug("the brokers cannot list groups: %s", _reason(exc))
         return None
-    return description.state not in _UNKNOWN_STATES
+    if any(group.group_id == group_id for group in listing.valid):
+        return True
+    for error in listing.errors:
+        if _is_timeout(error):
+            raise client.unavailable(client.last_error or error.str())
+        log.debug("a broker cannot list groups: %s", error.str())
+    return None if listing.errors else False
 
 
 def read_lag(topic=None, group_id=None, timeout=DEFAULT_TIMEOUT_SECONDS):
@@ -239,10 +246,10 @@ def read_lag(topic=None, group_id=None, timeout=DEFAULT_TIMEOUT_SECONDS):
         committed = _committed(client, full_topic, partitions)
         marks = _watermarks(client, full_topic, partitions)
         if all(committed.get(p) is None for p in partitions):
-            known = _coordinator_knows(client, group_id)
+            known = _group_listed(client, group_id)
             if not known:
-                why = ("the group coordinator does not know it" if known is False
-                       else "the broker cannot describe groups, so nothing else tells that it exists")
+                why = ("no broker lists it" if known is False
+                       else "the broker cannot list groups, so nothing else tells that it exists")
                 raise NoGroup(f"consumer group {group_id} does not exist: it has committed no offset on "
                               f"{full_topic}, and {why} (check --group-id / ACADEMY_CONSUMER_GROUP_ID)")
     finally:

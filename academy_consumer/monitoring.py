@@ -6,7 +6,11 @@ each step and reads nothing back: nothing here changes what is applied, dead-let
   **health** on one port, off by default (``--metrics-port`` / ``ACADEMY_CONSUMER_METRICS_PORT``, on
   ``ACADEMY_CONSUMER_METRICS_HOST``, ``127.0.0.1`` by default):
 
-  - ``GET /metrics``: the metrics below, in the Prometheus text format;
+  - ``GET /metrics``: the metrics below, in the Prometheus text format. prometheus-client is optional (the
+    ``metrics`` and ``standalone`` extras; a host service need not have it): without it the metrics are not
+    kept, ``/metrics`` answers ``501 Not Implemented`` and one line naming ``academy-consumer[metrics]`` (a
+    failed scrape, never an empty page that reads as "no events"; 501, not 503, since retrying cannot help),
+    and ``serve`` logs one WARNING saying so when the server starts;
   - ``GET /healthz``: 200 while the loop is alive and not stuck -- it polled within half of
     ``max.poll.interval.ms`` and has not been retrying one batch for longer than
     ``ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS`` --, else 503; the body is one line saying why;
@@ -30,13 +34,20 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from django.db import connections
 from edx_django_utils.monitoring import function_trace, record_exception, set_custom_attribute
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, make_wsgi_app
+
+try:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, make_wsgi_app
+except ImportError:  # a host service without the `metrics` extra: health and readiness are still served
+    CollectorRegistry = None
 
 log = logging.getLogger(__name__)
 
-# No ``*_created`` series beside each counter: ``academy_consumer_events_created{outcome="created"}`` would read
-# as a count of created academies. (prometheus-client's switch is process-wide.)
-disable_created_metrics()
+NO_METRICS = "/metrics needs prometheus-client, which is not installed: pip install 'academy-consumer[metrics]'"
+
+if CollectorRegistry is not None:
+    # No ``*_created`` series beside each counter: ``academy_consumer_events_created{outcome="created"}`` would
+    # read as a count of created academies. (prometheus-client's switch is process-wide.)
+    disable_created_metrics()
 
 PROGRESS_SECONDS = 10.0
 DEFAULT_MAX_POLL_INTERVAL_MS = 300_000  # librdkafka's default max.poll.interval.ms
@@ -51,11 +62,29 @@ class CannotServe(Exception):
     """The metrics server cannot listen where it is told to (one line)."""
 
 
+class _NoMetric:
+    """What stands in for every metric without prometheus-client: each update is accepted and forgotten."""
+
+    def labels(self, *values):  # pylint: disable=unused-argument
+        return self
+
+    def __getattr__(self, name):  # inc, set, observe, remove, set_function
+        return lambda *args, **kwargs: None
+
+
+_NO_METRIC = _NoMetric()
+
+
 class Metrics:
-    """The consumer's Prometheus metrics; every name starts with ``academy_consumer_``."""
+    """
+    The consumer's Prometheus metrics; every name starts with ``academy_consumer_``. Without prometheus-client
+    ``registry`` is None and every metric a ``_NoMetric``.
+    """
 
     def __init__(self):
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = None if CollectorRegistry is None else CollectorRegistry(auto_describe=True)
+        if self.registry is None:
+            return
         r = self.registry
         self.events = Counter("academy_consumer_events", "Events handled, by outcome (created, updated, unchanged, "
                               "stale, deactivated, dead_lettered, before_replay_time).", ["outcome"], registry=r)
@@ -83,6 +112,12 @@ class Metrics:
         self.host_receiver_errors = Counter("academy_consumer_host_receiver_errors", "Exceptions of the host's own "
                                             "receivers of the academy signals, by receiver ('(not sent)': the event "
                                             "could not be sent).", ["receiver"], registry=r)
+
+    def __getattr__(self, name):
+        """Without prometheus-client (no registry), every metric: a ``_NoMetric``."""
+        if name == "registry" or self.registry is not None:
+            raise AttributeError(name)
+        return _NO_METRIC
 
 
 class Monitor:
@@ -286,6 +321,13 @@ def record_error(error):
         record_exception()
 
 
+def _no_metrics(environ, start_response):  # pylint: disable=unused-argument
+    """``/metrics`` without prometheus-client: a failed scrape that says what to install."""
+    start_response("501 Not Implemented",
+                   [("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])
+    return [(NO_METRICS + "\n").encode()]
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format, *args):
         """Scrapes and probes every few seconds are not log lines."""
@@ -300,7 +342,11 @@ def serve(monitor, host, port):
     Serve ``/metrics``, ``/healthz`` and ``/readyz`` of ``monitor`` on ``host:port`` in a daemon thread;
     returns the server (``server.server_port`` is the port, ``server.shutdown()`` stops it).
     """
-    metrics_app = make_wsgi_app(monitor.metrics.registry)
+    if monitor.metrics.registry is None:
+        log.warning("%s; /healthz and /readyz are served", NO_METRICS)
+        metrics_app = _no_metrics
+    else:
+        metrics_app = make_wsgi_app(monitor.metrics.registry)
 
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "")

@@ -122,13 +122,16 @@ def check_schema_registry(client, url):
     from confluent_kafka.schema_registry.error import SchemaRegistryError  # pylint: disable=import-outside-toplevel
 
     where = mask_urls(str(url))
+    not_json = NotReady(f"schema registry {where} answers, but not as a schema registry does (no JSON): is "
+                        f"EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL right?")
     try:
         subjects = client.get_subjects()
     except ValueError as exc:  # a 2xx answer that is not JSON: some other HTTP server
-        raise NotReady(f"schema registry {where} answers, but not as a schema registry does (no JSON): is "
-                       f"EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL right?") from exc
+        raise not_json from exc
     except SchemaRegistryError as exc:
         status = exc.http_status_code
+        if status is not None and 200 <= status <= 299:  # the same, as older confluent-kafka (2.6) reports it
+            raise not_json from None
         if status is None or status < 0 or status >= 500 or status in (408, 429):
             raise RegistryUnreachable(f"schema registry {where} unavailable (HTTP {status})") from None
         raise NotReady(f"schema registry {where} answers HTTP {status} ({mask_urls(str(exc.error_message))}): "

@@ -12,16 +12,21 @@ there none of these environment variables does anything: the host sets the setti
 in its own Django settings (see ``docs/how-tos/run-inside-a-host.md``).
 """
 
+import importlib
 import logging
 import os
 import re
 import shlex
 from pathlib import Path
 
-import dj_database_url
-
 from academy_consumer import conf as _academy_conf
 from academy_consumer import db_session as _db_session
+
+try:
+    import dj_database_url
+except ImportError as _missing:  # academy-consumer installed as a host service installs it, without the extra
+    raise ImportError("academy_consumer.settings (the standalone service's settings) needs dj-database-url, which "
+                      "is not installed: pip install 'academy-consumer[standalone]'", name=_missing.name) from None
 
 
 def _read_env_file(path):
@@ -167,7 +172,25 @@ def _non_negative_int(name, default):
     return default
 
 
+def _importable(module):
+    """Whether ``module`` imports (a driver module may be found and still not import)."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
 DATABASES = {"default": _parse_database_url(DATABASE_URL)}
+# The driver modules of each server, and the extra of setup.cfg that installs one.
+_DRIVERS = {"django.db.backends.postgresql": (("psycopg", "psycopg2"), "postgresql", "PostgreSQL"),
+            "django.db.backends.mysql": (("MySQLdb",), "mysql", "MySQL/MariaDB")}
+if DATABASES["default"]["ENGINE"] in _DRIVERS:
+    _modules, _extra, _server = _DRIVERS[DATABASES["default"]["ENGINE"]]
+    if not any(_importable(module) for module in _modules):
+        ACADEMY_CONSUMER_SETTINGS_ERRORS.append(
+            f"DATABASE_URL names a {_server} database, and no {_server} driver is installed: "
+            f"pip install 'academy-consumer[{_extra}]'")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"].setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}

@@ -7,6 +7,7 @@ summary line. (Waiting on conditions is in ``tests/waiting.py``.)
 import os
 import re
 import sys
+from pathlib import Path
 
 # ``academy-consumer ARGS`` as users run it: the console script's module, with this interpreter.
 CLI = (sys.executable, "-m", "academy_consumer.cli")
@@ -111,3 +112,19 @@ def produce_events(events, chunk=5000):
 
     for start in range(0, len(events), chunk):
         send_academy_events([(*encode(e.action, e.academy), e.time) for e in events[start:start + chunk]])
+
+
+def without_packages(directory, *modules):
+    """
+    The environment (``PYTHONPATH``) of a command run as a subprocess in which ``import <module>`` fails for each
+    of ``modules`` as it does where the package is not installed (a package of that name in ``directory``, ahead of
+    site-packages, raises ``ModuleNotFoundError``): a host without the `metrics` extra, a standalone service
+    without the `standalone` extra, in any environment the suite runs in.
+    """
+    for module in modules:
+        package = Path(directory) / "without-packages" / module
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text(
+            f"raise ModuleNotFoundError({f'No module named {module!r}'!r}, name={module!r})\n", encoding="utf-8")
+    paths = [str(Path(directory) / "without-packages"), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(path for path in paths if path)}

@@ -113,6 +113,35 @@ def test_host_settings_module_still_wins(tmp_path):
     assert not (tmp_path / DEFAULT_FILE).exists()
 
 
+# --- an extra of setup.cfg not installed: exit 2, the line says which ----------------------------------
+
+@pytest.mark.parametrize("args", [["migrate"], ["list_academies", "--json"], ["consume_academy_events"], ["help"],
+                                  ["--help"], ["list_academies", "--help"]])
+def test_without_the_standalone_extra_every_command_says_to_install_it(tmp_path, tmp_path_factory, args):
+    """``pip install academy-consumer`` (a host's install) has no dj-database-url: the standalone settings say so."""
+    from tests.helpers import without_packages  # pylint: disable=import-outside-toplevel
+
+    done = run_here(tmp_path, *args, env=without_packages(tmp_path_factory.mktemp("hidden"), "dj_database_url"))
+    assert_one_line(done, 2, "academy-consumer: academy_consumer.settings", "needs dj-database-url",
+                    "pip install 'academy-consumer[standalone]'")
+    assert done.stdout == ""
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("url, modules, extra", [
+    (UNREACHABLE["postgres"], ("psycopg2", "psycopg"), "postgresql"),
+    (UNREACHABLE["mysql"], ("MySQLdb",), "mysql"),
+])
+def test_a_database_url_without_its_driver_says_which_extra_installs_it(tmp_path, tmp_path_factory, url, modules,
+                                                                        extra):
+    from tests.helpers import without_packages  # pylint: disable=import-outside-toplevel
+
+    env = {"DATABASE_URL": url, **without_packages(tmp_path_factory.mktemp("hidden"), *modules)}
+    done = run_here(tmp_path, "migrate", env=env)
+    assert_one_line(done, 2, "bad setting: DATABASE_URL", "driver", f"pip install 'academy-consumer[{extra}]'")
+    assert not list(tmp_path.iterdir())
+
+
 # --- database missing, unreachable or not migrated: exit 1 ---------------------------------------------
 
 @pytest.mark.parametrize("args", [

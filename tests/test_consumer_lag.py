@@ -93,7 +93,7 @@ def ends(devstack):
 
 
 def test_a_group_that_never_committed_does_not_exist(devstack, cli):
-    """On the mock (no DescribeGroups) a group without a committed offset on the topic is unknown: exit 2."""
+    """On the mock (no ListGroups) a group without a committed offset on the topic is unknown: exit 2."""
     one_line(lag(cli, devstack, "--group-id", GROUP), 2, f"consumer group {GROUP} does not exist", devstack.topic)
     produce(cli, devstack, range(1, 5))
     one_line(lag(cli, devstack, "--group-id", GROUP, "--json"), 2, f"consumer group {GROUP} does not exist")
@@ -101,6 +101,56 @@ def test_a_group_that_never_committed_does_not_exist(devstack, cli):
     one_line(lag(cli, devstack), 2, "consumer group academy-consumer does not exist")
     one_line(lag(cli, devstack, env={"ACADEMY_CONSUMER_GROUP_ID": "from-setting"}), 2,
              "consumer group from-setting does not exist")
+
+
+class _Listing:
+    """
+    A broker's ListGroups answer, stood in: the mock cluster has no ListGroups (the test above is its answer), so
+    what real Kafka answers is given to ``_group_listed`` as confluent-kafka hands it over (``valid``, ``errors``).
+    """
+
+    def __init__(self, groups, errors):
+        from types import SimpleNamespace  # pylint: disable=import-outside-toplevel
+
+        self.valid = [SimpleNamespace(group_id=group) for group in groups]
+        self.errors = errors
+
+    def admin(self):
+        return self
+
+    def list_consumer_groups(self, request_timeout):
+        assert 0 < request_timeout <= 10
+        return self
+
+    def result(self):
+        return self
+
+    timeout, last_error = 10.0, None
+
+    @staticmethod
+    def remaining():
+        return 10.0
+
+    def unavailable(self, reason):
+        from academy_consumer.lag import _Client  # pylint: disable=import-outside-toplevel
+
+        return _Client.unavailable(self, reason)  # the real client's error, with this one's bound
+
+
+def test_a_group_exists_when_a_broker_lists_it():
+    # pylint: disable=import-outside-toplevel,protected-access
+    from confluent_kafka import KafkaError
+
+    from academy_consumer.errors import KafkaUnavailable
+    from academy_consumer.lag import _group_listed
+
+    refused = KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED)
+    assert _group_listed(_Listing(["other", GROUP], []), GROUP) is True
+    assert _group_listed(_Listing(["other", GROUP], [refused]), GROUP) is True  # one broker's answer is enough
+    assert _group_listed(_Listing(["other"], []), GROUP) is False  # every broker answered: nobody knows it
+    assert _group_listed(_Listing(["other"], [refused]), GROUP) is None  # a broker that did not say
+    with pytest.raises(KafkaUnavailable, match="Kafka did not answer"):
+        _group_listed(_Listing([], [KafkaError(KafkaError._TIMED_OUT)]), GROUP)
 
 
 @pytest.mark.slow

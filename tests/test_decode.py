@@ -1,9 +1,11 @@
 """
 ``academy_consumer.decode``: one message -> an academy event or the reason it can never be one.
 
-Real parts: the dev stack's schema registry over HTTP, confluent-kafka's ``SchemaRegistryClient`` and its
-``AvroSerializer`` framing the values exactly as edx-event-bus-kafka's producer does, and real
-confluent-kafka ``Message`` objects (built directly: no broker is needed to decode).
+Real parts: the dev stack's schema registry over HTTP, and confluent-kafka's ``SchemaRegistryClient`` and its
+``AvroSerializer`` framing the values exactly as edx-event-bus-kafka's producer does. The messages are
+``tests.kafka_messages.KafkaMessage`` stand-ins (no broker is needed to decode; confluent-kafka builds a
+``Message`` directly only from 2.13, newer than the floor), checked against real consumed messages in
+``tests/test_kafka_messages.py``.
 """
 
 import datetime
@@ -13,7 +15,6 @@ import uuid
 
 import fastavro
 import pytest
-from confluent_kafka import Message
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -26,6 +27,7 @@ from academy_consumer.decode import AcademyEvent, Decoder, Rejection, _compile_r
 from academy_consumer.errors import TransientError, UndecodableValueError, UnusableMessageError
 from academy_consumer_signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_from_dict
 from academy_devstack.schema_registry import SchemaRegistryServer
+from tests.kafka_messages import KafkaMessage
 
 TOPIC = "dev-academy-events"
 UUID = "6f1c1f3a-2b1e-4c55-9a57-1c7d3f1e8a01"
@@ -59,7 +61,7 @@ def message(value, *, event_type=ACADEMY_UPDATED.event_type, time=TIME, headers=
     if headers is None:
         headers = [("ce_type", event_type.encode()), ("ce_id", str(uuid.uuid4()).encode()),
                    ("ce_source", b"openedx/enterprise-catalog/web"), ("ce_time", time.encode())]
-    return Message(topic=TOPIC, partition=2, offset=offset, key=UUID.encode(), value=value, headers=headers)
+    return KafkaMessage(topic=TOPIC, partition=2, offset=offset, key=UUID.encode(), value=value, headers=headers)
 
 
 def test_an_event_decodes_to_its_action_academy_time_and_position(client):

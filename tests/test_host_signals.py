@@ -29,6 +29,7 @@ from academy_consumer.monitoring import Monitor
 from academy_consumer.producer import encode, send_academy_events
 from academy_consumer_signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_SIGNALS, ACADEMY_UPDATED, AcademyData
 from tests.helpers import GroupOffsets, point_producer_at
+from tests.kafka_messages import KafkaMessage
 from tests.test_event_bus import IDLE, academy, academy_uuid
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
@@ -317,21 +318,11 @@ def test_dead_letters_are_not_sent_and_a_redrive_sends_those_it_applies(stack, c
 # --- unit tests: send_applied itself --------------------------------------------------------------------------
 
 
-class Message:
-    """A stand-in for a consumed Kafka message: what ``send_applied`` reads of one (its headers)."""
-
-    def __init__(self, headers):
-        self._headers = headers
-
-    def headers(self):
-        return self._headers
-
-
 def applied(number=1, *, when=T0, action="updated", headers=None, **fields):
     """One applied ``(message, AcademyEvent)`` pair as the consumer hands it to ``send_applied``."""
     event_id = str(uuid.uuid4())
     event_type = f"org.openedx.enterprise.academy.{action}.v1"
-    message = Message(headers if headers is not None else [
+    message = KafkaMessage(topic="academies", partition=0, offset=number, headers=headers if headers is not None else [
         ("ce_type", event_type.encode()), ("ce_id", event_id.encode()), ("ce_time", when.isoformat().encode()),
         ("ce_source", b"openedx/catalog/web"), ("sourcehost", b"catalog-1"), ("ce_minorversion", b"0")])
     event = AcademyEvent(event_type, action, academy(number, **fields), when, "academies", 0, number, event_id)
@@ -398,8 +389,9 @@ def test_under_debug_the_raising_receiver_is_named_and_the_next_events_are_sent(
 @pytest.mark.django_db
 def test_an_event_whose_metadata_cannot_be_built_is_counted_as_not_sent(connect, caplog):
     recorder = connect(Recorder())
-    bad_version = applied(1)
-    bad_version[0].headers().append(("ce_minorversion", b"1"))  # twice: the stock consumer refuses it too
+    message, event = applied(1)  # ce_minorversion twice: the stock consumer refuses it too
+    bad_version = (KafkaMessage(topic="academies", partition=0, offset=1,
+                                headers=message.headers() + [("ce_minorversion", b"1")]), event)
     other_zone = applied(2, when=T0.astimezone(datetime.timezone(datetime.timedelta(hours=2))))
     watched = monitor()
     with caplog.at_level(logging.ERROR, logger="academy_consumer.host_signals"):

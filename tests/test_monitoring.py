@@ -177,6 +177,28 @@ def test_healthz_turns_503_while_the_database_is_away_longer_than_the_bound_and_
         consumer.stop()
 
 
+def test_without_prometheus_client_health_and_readiness_are_served_and_metrics_names_the_extra(
+        bus, devstack, cli_popen, tmp_path):
+    """A host service without the `metrics` extra: the consumer consumes, probes answer, /metrics says why not."""
+    from academy_consumer.models import EnterpriseAcademy  # pylint: disable=import-outside-toplevel
+    from tests.helpers import without_packages  # pylint: disable=import-outside-toplevel
+
+    bus.produce("created", [academy(1), academy(2)])
+    consumer = Running(cli_popen, devstack, env=without_packages(tmp_path, "prometheus_client"))
+    wait_for(lambda: EnterpriseAcademy.objects.count() == 2, 30, "the 2 events applied")
+    wait_for(lambda: get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200")
+    status, body = get(consumer.base + "/healthz")
+    assert status == 200 and body.startswith("ok"), body
+    status, body = get(consumer.base + "/metrics")
+    assert status == 501, body
+    assert body == ("/metrics needs prometheus-client, which is not installed: "
+                    "pip install 'academy-consumer[metrics]'\n")
+    consumer.stop()
+    said = [line for line in consumer.process.stderr.splitlines() if "prometheus-client" in line]
+    assert len(said) == 1 and " WARNING " in said[0], consumer.process.stderr
+    assert "pip install 'academy-consumer[metrics]'" in said[0]
+
+
 def test_the_kill_switch_stops_the_consumer_before_it_consumes(bus, devstack, cli):
     bus.produce("created", [academy(1)])
     done = cli("consume_academy_events", "--until-idle", IDLE,

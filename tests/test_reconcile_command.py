@@ -112,7 +112,10 @@ def test_bad_arguments_exit_2_with_one_line(cli, args, message):
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
-@pytest.mark.parametrize("text", ["{", "[" * 100_000 + "]" * 100_000, "not json at all"])
+# Named ids: pytest puts the test's id in PYTEST_CURRENT_TEST, and pytest before 9.2 (enterprise-access pins 9.0.2)
+# makes the 200,000-character string itself the id: the command run as a subprocess then cannot start (E2BIG).
+@pytest.mark.parametrize("text", ["{", "[" * 100_000 + "]" * 100_000, "not json at all"],
+                         ids=["truncated", "nested-100000-deep", "not-json"])
 def test_unreadable_input_exits_2(cli, text):
     done = cli("reconcile_academies", "--from-file", "-", "--deactivate-missing", input=text)
     assert done.returncode == 2

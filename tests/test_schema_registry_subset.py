@@ -6,9 +6,15 @@ The server serves only the endpoints those clients and this project call (see it
 each of them is exercised here through the client method that calls it, with the error codes the
 client and our code read. The endpoints left out answer the registry's JSON 404 for an unknown endpoint.
 No Kafka, no database.
+
+What only newer clients than the floor of setup.cfg call (confluent-kafka 2.6 has no
+``register_schema_full_response``, ``deleted=`` lookups, ``get_config`` or the associations API, and no
+``close()``) is sent as those clients send it, over plain HTTP (``rest``), and their answers are checked
+field by field; the clients are closed through their context manager, which every supported version has.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -44,17 +50,22 @@ def server_fixture():
 def registry_fixture(server):
     """A fresh registry (state reset) and a client on it; ``registry.fresh()`` gives one with cold caches."""
     server.reset()
-    clients = []
+    with contextlib.ExitStack() as clients:
 
-    def fresh():
-        clients.append(SchemaRegistryClient({"url": server.url}))
-        return clients[-1]
+        def fresh():
+            return clients.enter_context(SchemaRegistryClient({"url": server.url}))
 
-    client = fresh()
-    client.fresh = fresh
-    yield client
-    for c in clients:
-        c.close()
+        client = fresh()
+        client.fresh = fresh
+        yield client
+
+
+def rest(server, method, path, body=None):
+    """``(status, JSON answer)`` of one request as a confluent-kafka client sends it (``body`` as JSON)."""
+    response = requests.request(method, f"{server.url}{path}", json=body, timeout=5,
+                                headers={"Accept": "application/vnd.schemaregistry.v1+json"})
+    assert response.headers["Content-Type"] == CONTENT_TYPE
+    return response.status_code, response.json()
 
 
 def raised(call, *args, **kwargs):
@@ -64,10 +75,11 @@ def raised(call, *args, **kwargs):
     return excinfo.value.http_status_code, excinfo.value.error_code
 
 
-def test_register_lookup_versions_and_schema_by_id(registry):
+def test_register_lookup_versions_and_schema_by_id(registry, server):
     assert registry.get_subjects() == []
-    first = registry.register_schema_full_response("academy-value", avro(V1))
-    assert (first.schema_id, first.version) == (1, 1) and first.guid
+    # What register_schema_full_response (2.10+) posts and reads: the id, the version and the guid.
+    status, first = rest(server, "POST", "/subjects/academy-value/versions?normalize=False", {"schema": json.dumps(V1)})
+    assert status == 200 and (first["id"], first["version"]) == (1, 1) and first["guid"]
 
     other = registry.fresh()
     # The same schema, formatted otherwise, under the same or another subject: the same global id.
@@ -81,9 +93,15 @@ def test_register_lookup_versions_and_schema_by_id(registry):
     latest = other.get_latest_version("academy-value")
     assert (latest.subject, latest.version, latest.schema_id) == ("academy-value", 2, 2)
     assert json.loads(latest.schema.schema_str) == V2
-    assert other.get_version("academy-value", 1, deleted=True).schema_id == 1
-    looked_up = other.lookup_schema("academy-value", avro(V1), deleted=True)
+    assert other.get_version("academy-value", 1).schema_id == 1
+    looked_up = other.lookup_schema("academy-value", avro(V1))
     assert (looked_up.subject, looked_up.version, looked_up.schema_id) == ("academy-value", 1, 1)
+    # The same two as newer clients send them (deleted=, 2.10+): the query is accepted and answered alike.
+    status, version = rest(server, "GET", "/subjects/academy-value/versions/1?deleted=True")
+    assert status == 200 and (version["subject"], version["version"], version["id"]) == ("academy-value", 1, 1)
+    status, found = rest(server, "POST", "/subjects/academy-value?normalize=False&deleted=True",
+                         {"schema": json.dumps(V1)})
+    assert status == 200 and (found["subject"], found["version"], found["id"]) == ("academy-value", 1, 1)
     assert json.loads(other.get_schema(2).schema_str) == V2
     assert other.get_schema(1).schema_type == "AVRO"
 
@@ -106,7 +124,7 @@ def test_errors_the_client_and_our_code_read(registry, server):
     assert response.headers["Content-Type"] == CONTENT_TYPE
 
 
-def test_compatibility_is_checked_and_configurable(registry):
+def test_compatibility_is_checked_and_configurable(registry, server):
     registry.register_schema("academy-value", avro(V1))
     assert registry.get_compatibility() == "BACKWARD"
     assert raised(registry.register_schema, "academy-value", avro(BREAKING)) == (409, 409)
@@ -121,17 +139,23 @@ def test_compatibility_is_checked_and_configurable(registry):
     assert registry.get_compatibility() == "FORWARD"
     registry.register_schema("forward-value", avro(V1))
     assert registry.register_schema("forward-value", avro(BREAKING)) == 2
-    assert registry.get_config("academy-value").compatibility_level.value == "NONE"
+    # What get_config (2.10+) reads: the subject's own level.
+    assert rest(server, "GET", "/config/academy-value") == (200, {"compatibilityLevel": "NONE"})
 
 
-def test_serializer_and_deserializer_round_trip(registry):
-    """The default subject strategy asks for associations (none here) and falls back to ``<topic>-value``."""
+def test_serializer_and_deserializer_round_trip(registry, server):
+    """
+    The default subject strategy of newer clients (2.14+) asks for associations (none here) and falls back to
+    ``<topic>-value``; older ones take ``<topic>-value`` at once.
+    """
     topic = "academies"
     context = SerializationContext(topic, MessageField.VALUE)
     payload = AvroSerializer(registry, json.dumps(V1))({"uuid": "u", "seq": 1}, context)
     assert payload[0] == 0 and int.from_bytes(payload[1:5], "big") == 1
     assert registry.get_subjects() == [f"{topic}-value"]
-    assert registry.get_associations_by_resource_name(topic, "-", "topic", ["value"], 0, -1) == []
+    # What get_associations_by_resource_name asks and reads: no association.
+    assert rest(server, "GET", f"/associations/resources/-/{topic}?resourceType=topic&associationType=value") == (
+        200, [])
     assert AvroDeserializer(registry.fresh())(payload, context) == {"uuid": "u", "seq": 1}
     # A v2 reader of v1 data, and a serializer using the latest registered version instead of its own.
     registry.register_schema(f"{topic}-value", avro(V2))

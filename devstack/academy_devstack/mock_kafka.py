@@ -205,6 +205,8 @@ _SIGNATURES = {
     "rd_kafka_mock_request_api_key": (_i16, [_vp]),
     "rd_kafka_mock_request_timestamp": (ctypes.c_int64, [_vp]),
     "rd_kafka_mock_request_destroy_array": (None, [ctypes.POINTER(_vp), _size]),
+    "rd_kafka_mock_request_destroy": (None, [_vp]),  # and rd_kafka_mem_free: librdkafka before 2.4 (no _array)
+    "rd_kafka_mem_free": (None, [_vp, _vp]),
 }
 
 _REQUIRED = (
@@ -480,7 +482,6 @@ class MockKafkaCluster:
     def get_requests(self) -> list[MockRequest]:
         """The requests received since tracking started (or was last cleared)."""
         get = self._fn("rd_kafka_mock_get_requests")
-        destroy = self._fn("rd_kafka_mock_request_destroy_array")
         count = _size(0)
         with self._lock:
             array = get(self._cluster(), ctypes.byref(count))
@@ -496,4 +497,14 @@ class MockKafkaCluster:
                 for i in range(count.value)
             ]
         finally:
-            destroy(array, count.value)
+            self._destroy_requests(array, count.value)
+
+    def _destroy_requests(self, array, count):
+        """Free what ``rd_kafka_mock_get_requests`` returned: in one call where the library has it (2.4+)."""
+        if getattr(self._lib, "rd_kafka_mock_request_destroy_array", None) is not None:
+            self._lib.rd_kafka_mock_request_destroy_array(array, count)
+            return
+        destroy = self._fn("rd_kafka_mock_request_destroy")
+        for i in range(count):
+            destroy(array[i])
+        self._fn("rd_kafka_mem_free")(None, ctypes.cast(array, _vp))
