@@ -2,8 +2,14 @@
 Shared test set-up.
 
 The database is chosen by ``DATABASE_URL`` (see ``academy_consumer/settings.py``); the default is SQLite.
-``.ci/run`` runs the suite once per database. A database that is configured but unreachable makes
-the run fail: pytest-django's test-database creation raises, it is never turned into a skip.
+``.ci/run`` runs the whole suite on SQLite and the tests marked ``database`` (below) on PostgreSQL and
+MariaDB. A database that is configured but unreachable makes the run fail: pytest-django's test-database
+creation raises, it is never turned into a skip.
+
+``make test`` runs the suite on parallel workers (pytest-xdist, ``-n``): each worker has its own test
+database (pytest-django adds the worker id to its name, after ``DATABASE_TEST_NAME``: ``test_ci_gw0``), its
+own temporary folder (the SQLite file that subprocess commands share with the test lives there), and each
+test its own dev stack on ports the system picks. Nothing a test writes goes into the checkout.
 """
 
 import itertools
@@ -30,16 +36,31 @@ STACK_FIXTURES = frozenset({
 })
 
 
+# A test is a database test (marked ``database`` at collection) when it uses the database: through pytest-django's
+# fixtures (directly or through another fixture: ``cli`` and ``cli_popen`` run commands on the test database) or
+# its ``django_db`` marker. pytest-django refuses database access to any other test, so the rest cannot depend on
+# the database: `make test` runs only the database tests on PostgreSQL and MariaDB (``-m database``), all on SQLite.
+DATABASE_FIXTURES = frozenset({
+    "db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback", "live_server",
+})
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "stack: needs the dev stack, a subprocess or an HTTP server (left out by `make test-fast`); set "
                    "from STACK_FIXTURES, or by hand on a test that starts one itself")
+    config.addinivalue_line(
+        "markers", "database: uses the database (run on SQLite, PostgreSQL and MariaDB; the other tests on SQLite "
+                   "only); set from DATABASE_FIXTURES and the django_db marker")
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = getattr(item, "fixturenames", ())
+        if STACK_FIXTURES.intersection(fixtures):
             item.add_marker(pytest.mark.stack)
+        if DATABASE_FIXTURES.intersection(fixtures) or item.get_closest_marker("django_db"):
+            item.add_marker(pytest.mark.database)
 
 
 @pytest.fixture(autouse=True)
@@ -107,10 +128,15 @@ def catalog_env(catalog_server):
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(tmp_path_factory):
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
     """
     On SQLite, put the test database in a file instead of memory, so that ``academy-consumer``
-    commands run as subprocesses (the way users run them) see the same database as the test.
+    commands run as subprocesses (the way users run them) see the same database as the test: a file in the
+    session's temporary folder, which is the worker's own under pytest-xdist.
+
+    On PostgreSQL and MariaDB, pytest-django's ``django_db_modify_db_settings_parallel_suffix`` (which this
+    fixture replaces, so it asks for it) adds the xdist worker id (and tox's ``TOX_PARALLEL_ENV``) to the test
+    database's name: ``DATABASE_TEST_NAME=test_ci`` gives ``test_ci_gw0``, ``test_ci_gw1``...
     """
     from django.conf import settings  # pylint: disable=import-outside-toplevel
 

@@ -6,6 +6,7 @@ import decimal
 import hashlib
 import json
 import pathlib
+import re
 import uuid
 
 import pytest
@@ -51,6 +52,7 @@ def short_id(value):
         text = repr(value)
     except (RecursionError, ValueError):  # too deep, or holds an int too large for repr()
         return type(value).__name__
+    text = re.sub(r" at 0x[0-9a-f]+>", ">", text)  # the same id in every pytest-xdist worker, whatever the address
     return text if len(text) <= 40 else f"{text[:30]}...({len(text)})"
 
 
