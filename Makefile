@@ -95,11 +95,11 @@ quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --
 
 FAULT_DATABASES ?= sqlite://:memory: postgres://root@127.0.0.1:5432/test mysql://root@127.0.0.1:3306/test
 
-fault: requirements ## the fault-injection suite on each of FAULT_DATABASES, then the Guarantees table
+fault: requirements ## the fault-injection suite on each of FAULT_DATABASES (on TEST_WORKERS workers), then the Guarantees table
 	@rm -f .fault-results.jsonl; set -e; for url in $(FAULT_DATABASES); do \
 		echo "== fault suite with DATABASE_URL=$$url"; \
 		DATABASE_URL=$$url ACADEMY_FAULT_SUITE=1 ACADEMY_FAULT_RESULTS=$(CURDIR)/.fault-results.jsonl \
-			$(BIN)/pytest tests/fault $(PYTEST_ARGS); \
+			$(BIN)/pytest tests/fault $(XDIST_ARGS) $(PYTEST_ARGS); \
 	done; \
 	echo "== Guarantees"; $(BIN)/python -m tests.fault.report .fault-results.jsonl
 
