@@ -4,12 +4,21 @@ subprocess on the test database, producing events through the real producer path
 summary line. (Waiting on conditions is in ``tests/waiting.py``.)
 """
 
+import contextlib
 import os
 import re
+import socket
 import sys
 
 # ``academy-consumer ARGS`` as users run it: the console script's module, with this interpreter.
 CLI = (sys.executable, "-m", "academy_consumer.cli")
+
+# The consumer's environment in the tests: it waits up to ACADEMY_CONSUMER_BATCH_WAIT_SECONDS (1 s by default) to
+# fill a batch, which with the handful of events a test produces is idle time.
+CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
+# Where faults are injected: transient failures retried at most 2 s apart, so a scenario does not wait out the
+# backoff of its last fault.
+FAULT_CONSUMER_ENV = {**CONSUMER_ENV, "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "2"}
 
 
 def subprocess_database_url():
@@ -111,3 +120,15 @@ def produce_events(events, chunk=5000):
 
     for start in range(0, len(events), chunk):
         send_academy_events([(*encode(e.action, e.academy), e.time) for e in events[start:start + chunk]])
+
+
+@contextlib.contextmanager
+def refused_port():
+    """
+    A loopback port that refuses connections for the duration of the ``with`` block: bound but never listening, so
+    that no other process (another test worker's server, say) can take it meanwhile, as it could a port found free
+    and closed again.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
