@@ -13,6 +13,8 @@ import random
 
 import pytest
 
+from tests.helpers import point_producer_at
+
 RESULTS = []
 
 
@@ -71,6 +73,13 @@ def pytest_runtest_logreport(report):
     if rows and path:
         with open(path, "a", encoding="utf-8") as handle:
             handle.writelines(json.dumps(dataclasses.asdict(row)) + "\n" for row in rows)
+
+
+@pytest.fixture
+def producing(settings, devstack):
+    """Point ``academy_consumer.producer`` (openedx-events' cached producer) at the dev stack."""
+    point_producer_at(settings, devstack)
+    return devstack
 
 
 @pytest.fixture

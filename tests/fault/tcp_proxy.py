@@ -10,6 +10,8 @@ import socket
 import threading
 import time
 
+from tests.helpers import subprocess_database_url
+
 
 class TcpProxy:
     """Forward ``127.0.0.1:<port>`` to ``target_host:target_port``; see the module docstring."""
@@ -102,3 +104,19 @@ class TcpProxy:
         self._closed = True
         self._listener.close()
         self.cut(0)
+
+
+def database_proxy():
+    """A ``TcpProxy`` in front of the test database's server (PostgreSQL or MariaDB); close it after use."""
+    from django.db import connection  # pylint: disable=import-outside-toplevel
+
+    db = connection.settings_dict
+    return TcpProxy(db["HOST"] or "127.0.0.1", db["PORT"] or (5432 if connection.vendor == "postgresql" else 3306))
+
+
+def proxied_database_url(proxy):
+    """``subprocess_database_url()`` with the proxy in place of the server."""
+    from django.db import connection  # pylint: disable=import-outside-toplevel
+
+    settings = connection.settings_dict
+    return subprocess_database_url().replace(f"@{settings['HOST']}:{settings['PORT']}/", f"@127.0.0.1:{proxy.port}/")
