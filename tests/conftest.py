@@ -55,6 +55,7 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
+    """Mark each test ``stack`` and ``database`` from the fixtures it uses (STACK_FIXTURES, DATABASE_FIXTURES)."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if STACK_FIXTURES.intersection(fixtures):
