@@ -5,6 +5,7 @@ commit. Each step is a call into its own module, and their results are read here
     message --decode.Decoder.decode--> AcademyEvent | Rejection
     events  --apply_batch.apply_changes--> one apply.Outcome per event, in one transaction
     skipped outcomes and rejections --dlq.send--> the dead-letter topic (before the offsets are committed)
+    applied events --host_signals.send_applied--> the host's own receivers (before the offsets are committed)
     where to start --replay.plan--> start offsets; which exceptions mean what --errors
 
 The delivery guarantees:
@@ -18,8 +19,10 @@ The delivery guarantees:
   dead-letter topic with headers naming the original topic, partition, offset, error class and message;
 * a transient failure (database unreachable, deadlock, lock timeout, schema registry or dead-letter topic
   unreachable) rolls the batch back and retries it with capped exponential backoff -- never skipped;
-* offsets are committed only after the batch's transaction committed and its dead letters were
-  acknowledged (at-least-once; re-applying is harmless: upserts are idempotent and stale-guarded); a
+* once the batch's transaction committed and its dead letters were acknowledged, each applied event is sent
+  to the host's own receivers of its openedx-events signal (``host_signals``; skipped when there are none);
+* offsets are committed only after the batch's transaction committed, its dead letters were acknowledged
+  and its events were sent (at-least-once; re-applying is harmless: upserts are idempotent and stale-guarded); a
   failed commit does not hold the loop up: its offsets are committed with the next batch or after the
   next poll, and on a clean stop;
 * a group with no committed offset starts at the earliest retained event; replay: see ``replay``;
@@ -32,9 +35,10 @@ The delivery guarantees:
 * librdkafka's own log lines and errors go through one Python logger, one line per distinct error per 30 s;
 * ``stop()`` (SIGTERM/SIGINT) lets the batch in hand finish and commit; fatal errors raise.
 
-The consumer uses confluent-kafka directly and edx-event-bus-kafka only for its settings (see
-``_bus_config``). The openedx-events signals stay the event contract: the stock ``consume_events`` command
-applies the same events through ``academy_consumer.receivers``, which call the same apply functions.
+The consumer uses confluent-kafka directly and edx-event-bus-kafka for its settings (see ``_bus_config``) and
+its header -> metadata mapping (``host_signals``). The openedx-events signals stay the event contract: the stock
+``consume_events`` command applies the same events through ``academy_consumer.receivers``, which call the same
+apply functions, and this consumer sends the events it applied to the host's other receivers of those signals.
 """
 
 import datetime
@@ -53,7 +57,7 @@ from django.db import DatabaseError, close_old_connections, connections, transac
 # major version may move or rename them.
 from edx_event_bus_kafka.internal.config import get_full_topic, get_schema_registry_client, load_common_settings
 
-from academy_consumer import conf, dlq, monitoring, preflight, replay
+from academy_consumer import conf, dlq, host_signals, monitoring, preflight, replay
 from academy_consumer.apply import ERRORS, SKIPPED
 from academy_consumer.apply_batch import apply_changes
 from academy_consumer.decode import Decoder, Rejection
@@ -129,12 +133,14 @@ def kafka_client(kind, config):
 @dataclass
 class AppliedBatch:
     """What ``_apply_batch`` did: the outcome name of each applied event and the ``DeadLetter`` s, in offset
-    order; the newest event time (ce_time) among the applied events (None if none) and the batch's event types."""
+    order; the newest event time (ce_time) among the applied events (None if none), the batch's event types,
+    and the applied ``(message, AcademyEvent)`` pairs in offset order (for ``host_signals``)."""
 
     outcomes: list
     dead: list
     newest_time: datetime.datetime | None = None
     event_types: set = field(default_factory=set)
+    events: list = field(default_factory=list)
 
 
 @dataclass
@@ -435,6 +441,8 @@ class AcademyEventConsumer:
             log.warning("dead-lettered %s[%d]@%d (ce_id %s, academy %s): %s: %s", message.topic(),
                         message.partition(), message.offset(), dlq.header_text(message, "ce_id"),
                         letter.academy or "-", type(letter.error).__name__, letter.error)
+        # Committed rows and acknowledged dead letters, offsets not yet committed: at least once to the host.
+        host_signals.send_applied(applied.events, self.monitor)
         batch = Stats()
         for outcome in outcomes:
             batch.add(outcome)
@@ -488,6 +496,7 @@ class AcademyEventConsumer:
                             academy=outcome.uuid or result.who))
                     else:
                         outcomes.append(outcome.outcome)
+                        applied.events.append((message, result))
                         if applied.newest_time is None or result.time > applied.newest_time:
                             applied.newest_time = result.time
                     applied.event_types.add(result.event_type)

@@ -22,8 +22,11 @@ transaction and error classification) that reads the dead-letter topic instead o
   redrive position is moved back to it.
 * A transient failure (database down, dead-letter topic unreachable) re-dead-letters nothing: the batch is
   retried a few times with backoff, then the run stops (exit 1) with that batch uncommitted.
+* The letters a run applies are sent to the host's own receivers of their signal, as the consumer sends the
+  events it applies (``host_signals``: after the batch's transaction and re-dead-lettering, before its
+  commit), when they are applied: out of their original order.
 * Dry run: every matching letter is applied inside one transaction that is rolled back; nothing is
-  re-dead-lettered, nothing committed.
+  re-dead-lettered, nothing committed, nothing sent to the host's receivers.
 """
 
 import dataclasses
@@ -36,7 +39,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from django.db import transaction
 from edx_event_bus_kafka.internal.config import get_full_topic, load_common_settings
 
-from academy_consumer import conf, errors, preflight
+from academy_consumer import conf, errors, host_signals, preflight
 from academy_consumer.consumer import (
     AcademyEventConsumer,
     TransientError,
@@ -379,6 +382,7 @@ class Redrive(AcademyEventConsumer):
             if self._passed(letter):
                 key = (self.dlq_topic, letter.partition)
                 self._uncommitted[key] = max(self._uncommitted.get(key, 0), letter.offset + 1)
+        host_signals.send_applied(applied.events, self.monitor)  # as the consumer: applied, not yet committed
         self._commit_uncommitted()
 
     def _passed(self, letter):

@@ -14,8 +14,9 @@ each step and reads nothing back: nothing here changes what is applied, dead-let
 
 * **Open edX monitoring**, per batch, as edx-event-bus-kafka's consumer does per message: edx-django-utils'
   ``set_custom_attribute`` (topic, partitions, first and last offsets, event types, counts by outcome,
-  dead letters), ``function_trace`` around the batch, and ``record_exception`` for each dead letter and
-  for a fatal error. The backends are the host's (``OPENEDX_TELEMETRY``); none by default.
+  dead letters), ``function_trace`` around the batch, and ``record_exception`` for each dead letter,
+  each exception of a host receiver (``host_signals``) and a fatal error. The backends are the host's
+  (``OPENEDX_TELEMETRY``); none by default.
 
 * **Progress**: one INFO line every ``PROGRESS_SECONDS`` while events are applied (events applied, events/s
   over the interval, lag left), so a replay or a backfill shows how far it is.
@@ -42,7 +43,8 @@ DEFAULT_MAX_POLL_INTERVAL_MS = 300_000  # librdkafka's default max.poll.interval
 READY_CHECK_SECONDS = 2.0  # /readyz asks the database at most this often
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-__all__ = ["CannotServe", "Monitor", "function_trace", "record_batch_attributes", "record_exception", "serve"]
+__all__ = ["CannotServe", "Monitor", "function_trace", "record_batch_attributes", "record_error", "record_exception",
+           "serve"]
 
 
 class CannotServe(Exception):
@@ -59,8 +61,9 @@ class Metrics:
                               "stale, deactivated, dead_lettered, before_replay_time).", ["outcome"], registry=r)
         self.batches = Counter("academy_consumer_batches", "Batches applied and committed (or queued to commit).",
                                registry=r)
-        self.batch_seconds = Histogram("academy_consumer_batch_duration_seconds", "Time to decode, apply and "
-                                       "dead-letter one batch, retries included.", buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("academy_consumer_batch_duration_seconds", "Time to decode, apply, "
+                                       "dead-letter one batch and send its events to the host's receivers, retries "
+                                       "included.", buckets=BATCH_BUCKETS, registry=r)
         self.dead_letters = Counter("academy_consumer_dead_letters", "Events dead-lettered, by error class.",
                                     ["error_class"], registry=r)
         self.retries = Counter("academy_consumer_transient_retries", "Retries of a batch after a transient failure "
@@ -75,6 +78,11 @@ class Metrics:
                                  "successful offset commit; 0 before the first.", registry=r)
         self.assigned = Gauge("academy_consumer_assigned_partitions", "Partitions assigned to this consumer.",
                               registry=r)
+        self.host_signals = Counter("academy_consumer_host_signals", "Applied events sent to the host's own "
+                                    "receivers of their openedx-events signal (host_signals).", registry=r)
+        self.host_receiver_errors = Counter("academy_consumer_host_receiver_errors", "Exceptions of the host's own "
+                                            "receivers of the academy signals, by receiver ('(not sent)': the event "
+                                            "could not be sent).", ["receiver"], registry=r)
 
 
 class Monitor:
@@ -155,6 +163,14 @@ class Monitor:
 
     def committed(self):
         self.metrics.last_commit.set(time.time())
+
+    def host_signals_sent(self, n):
+        """``n`` applied events were sent to the host's own receivers."""
+        self.metrics.host_signals.inc(n)
+
+    def host_receiver_failed(self, receiver):
+        """A host receiver (``module.qualname``) raised on an event."""
+        self.metrics.host_receiver_errors.labels(receiver).inc()
 
     def commit_failed(self):
         self.metrics.commit_failures.inc()
@@ -259,10 +275,15 @@ def record_batch_attributes(topic, messages, counts, dead, event_types):
         set_custom_attribute(f"academy_outcome_{outcome}", n)
     set_custom_attribute("academy_dead_letters", len(dead))
     for letter in dead:
-        try:  # record_exception() records the exception being handled: hand it the dead letter's
-            raise letter.error
-        except Exception:  # pylint: disable=broad-except
-            record_exception()
+        record_error(letter.error)
+
+
+def record_error(error):
+    """edx-django-utils' ``record_exception`` of ``error`` (it records the exception being handled: hand it one)."""
+    try:
+        raise error
+    except Exception:  # pylint: disable=broad-except
+        record_exception()
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -175,6 +175,9 @@ def consumer(env, group, idle, label):
                 batches.append((when, float(counts[2]), events))
     final = re.search(r"consumed (\d+) event", stdout)
     events = int(final[1]) if final else sum(b[2] for b in batches)
+    host = re.search(r"^bench host receiver: (\d+) event", stderr, re.M)  # (line 5h: bench/host_receiver.py)
+    if host:
+        result["host_receiver_events"] = int(host[1])
     if batches:
         start = assigned if assigned is not None else batches[0][0] - batches[0][1]
         seconds = max(batches[-1][0] - start, 1e-3)

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.*, when
 from bench import commands, history  # noqa: E402  pylint: disable=wrong-import-position
 from bench.commands import WORK  # noqa: E402  pylint: disable=wrong-import-position
 
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results.json"
 BYTES_PER_EVENT = 1000  # stored size of one history event (value ~430 B, key, CloudEvents headers), rounded up
 PARTITION_BUDGET = 4 * 1024 * 1024  # of the mock's 5 MiB per partition
@@ -182,6 +183,12 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
             db["consumer"]["table"] = commands.diff(expected, commands.table(url)) or "as expected"
             print(f"   consumer: {db['consumer']}", flush=True)
             commands.empty_table(url)
+            db["consumer_host_receiver"] = commands.consumer(
+                {**env, "DJANGO_SETTINGS_MODULE": "bench.host_receiver", "PYTHONPATH": str(ROOT)},
+                f"bench-host-receiver-{name}-{stamp}", IDLE, f"{name}-host-receiver")
+            db["consumer_host_receiver"]["table"] = commands.diff(expected, commands.table(url)) or "as expected"
+            print(f"   consumer + 1 no-op host receiver: {db['consumer_host_receiver']}", flush=True)
+            commands.empty_table(url)
             if ref:
                 db["consumer_ref"] = commands.consumer({**env, "PYTHONPATH": ref[1]}, f"bench-ref-{name}-{stamp}",
                                                        IDLE, f"{name}-ref-{ref[0]}")
@@ -226,6 +233,8 @@ def ratios(results):
             "consumer_vs_stock": consumer and stock and round(consumer / stock, 2),
             "consumer_vs_confluent_decode_loop": consumer and round(consumer / kafka["confluent"]["events_per_s"], 3),
         }
+        hosted = db.get("consumer_host_receiver", {}).get("events_per_s")
+        results["ratios"][name]["host_receiver_vs_none"] = consumer and hosted and round(hosted / consumer, 3)
         before = db.get("consumer_ref", {}).get("events_per_s")
         if before:
             results["ratios"][name]["consumer_vs_ref"] = consumer and round(consumer / before, 2)
@@ -245,7 +254,7 @@ def number(value, digits=0):
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 
-def report(results):  # pylint: disable=too-many-locals
+def report(results):  # pylint: disable=too-many-locals,too-many-statements
     """The report's table of ``results``, as text."""
     kafka, ratio = results["kafka"], results["ratios"]
     rows = [("measurement", "database", "events", "seconds", "events/s", "peak RSS MB", "notes")]
@@ -284,6 +293,11 @@ def report(results):  # pylint: disable=too-many-locals
         consumer = db["consumer"]
         row("5 consume_academy_events", name, consumer, consumer.get("peak_rss_mb"),
             notes=f"table {consumer.get('table')}; {consumer.get('batches', '?')} batches")
+        hosted = db.get("consumer_host_receiver")
+        if hosted:
+            row("  5h consume_academy_events + 1 no-op host receiver", name, hosted, hosted.get("peak_rss_mb"),
+                notes=f"table {hosted.get('table')}; the receiver got {number(hosted.get('host_receiver_events'))} "
+                      f"events of {number(hosted.get('events'))}")
         if "consumer_ref" in db:
             before = db["consumer_ref"]
             row(f"  5' consume_academy_events @{results['consumer_ref']}", name, before, before.get("peak_rss_mb"),
@@ -297,6 +311,9 @@ def report(results):  # pylint: disable=too-many-locals
                          f"confluent decode-only {number(entry['consumer_vs_confluent_decode_loop'], 3)}x"
                          + (f"; consumer / consumer @{results['consumer_ref']} {number(entry['consumer_vs_ref'], 2)}x"
                             if entry.get("consumer_vs_ref") else ""))
+            if entry.get("host_receiver_vs_none"):
+                lines.append(f"  {name}: consumer with 1 no-op host receiver / with none (5h / 5): "
+                             f"{number(entry['host_receiver_vs_none'], 3)}x")
     rec = [("reconcile (8)", "database", "pass", "items", "seconds", "items/s", "statements", "outcomes")]
     for name, db in results["databases"].items():
         for run, entry in (db.get("reconcile") or {}).items():
