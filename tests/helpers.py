@@ -1,10 +1,12 @@
 """
 Helpers shared by the tests and the fault suite (``tests/fault``): running ``academy-consumer`` as a
-subprocess on the test database, producing events through the real producer path, reading the consumer's
-summary line. (Waiting on conditions is in ``tests/waiting.py``.)
+subprocess on the test database, producing and consuming through the real commands (``Bus``) or the real
+producer path, reading the consumer's summary line and the table. (Test data is made in ``tests/factories.py``,
+waiting on conditions is in ``tests/waiting.py``, the fixtures are in ``tests/conftest.py``.)
 """
 
 import contextlib
+import json
 import os
 import re
 import socket
@@ -13,6 +15,9 @@ import sys
 # ``academy-consumer ARGS`` as users run it: the console script's module, with this interpreter.
 CLI = (sys.executable, "-m", "academy_consumer.cli")
 
+# ``--until-idle`` of the consumer runs in the tests: the dev stack answers in milliseconds, so 2 s without events
+# means "done".
+IDLE = "2"
 # The consumer's environment in the tests: it waits up to ACADEMY_CONSUMER_BATCH_WAIT_SECONDS (1 s by default) to
 # fill a batch, which with the handful of events a test produces is idle time.
 CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
@@ -41,6 +46,42 @@ def cli_env(env=None):
     full_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), **(env or {})}
     full_env.pop("DJANGO_SETTINGS_MODULE", None)
     return full_env
+
+
+class Bus:
+    """
+    ``produce_academy_event`` and ``consume_academy_events`` run as subprocesses (the ``cli`` fixture) against a
+    dev stack (the ``devstack`` fixture); each asserts a zero exit status. The ``bus`` fixture makes one.
+    """
+
+    def __init__(self, devstack, cli):
+        self.devstack = devstack
+        self.cli = cli
+
+    def produce(self, action, items, event_time=None):
+        """Produce one event per item (JSON lines on stdin); ``event_time`` is ``--time`` (ISO 8601)."""
+        args = ["produce_academy_event", "--action", action, "--file", "-"]
+        if event_time is not None:
+            args += ["--time", event_time]
+        lines = "\n".join(json.dumps(item) for item in items) + "\n"
+        done = self.cli(*args, env=self.devstack.env, input=lines)
+        assert done.returncode == 0, done.stderr
+        assert f"produced {len(items)} " in done.stdout
+        return done
+
+    def consume(self, *args, group="academy-test", extra_env=None):
+        """Consume until idle for ``IDLE`` seconds with consumer group ``group``."""
+        done = self.cli("consume_academy_events", "--group-id", group, "--until-idle", IDLE, *args,
+                        env={**self.devstack.env, **CONSUMER_ENV, **(extra_env or {})})
+        assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+        return done
+
+
+def academy_table():
+    """The academy table as a user sees it: uuid -> (name, is_active)."""
+    from academy_consumer.models import EnterpriseAcademy  # pylint: disable=import-outside-toplevel
+
+    return {str(row.uuid): (row.name, row.is_active) for row in EnterpriseAcademy.objects.all()}
 
 
 def consumer_counts(stdout):
@@ -113,7 +154,7 @@ def point_producer_at(settings, devstack):
 
 def produce_events(events, chunk=5000):
     """
-    Produce ``events`` (anything with ``action``, ``academy`` and ``time``: ``tests.fault.history.Event``) in
+    Produce ``events`` (anything with ``action``, ``academy`` and ``time``: ``tests.factories.Event``) in
     order through the real producer path, each with its own time, ``chunk`` per ``send_academy_events`` call.
     """
     from academy_consumer.producer import encode, send_academy_events  # pylint: disable=import-outside-toplevel

@@ -16,7 +16,8 @@ import random
 import pytest
 
 from academy_devstack.schema_registry import SchemaRegistryServer
-from tests.fault.history import check_table, expected_state, generate
+from tests.factories import generate
+from tests.fault.history import check_table, expected_state
 from tests.helpers import FAULT_CONSUMER_ENV, GroupOffsets, consumer_counts, produce_events
 
 GROUP = "configuration-faults"

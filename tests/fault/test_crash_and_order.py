@@ -37,16 +37,8 @@ import typing
 
 import pytest
 
-from tests.fault.history import (
-    Event,
-    academy_uuid,
-    check_all_read,
-    check_table,
-    expected_state,
-    final_progress,
-    generate,
-    progress,
-)
+from tests.factories import Event, academy_uuid, generate
+from tests.fault.history import check_all_read, check_table, expected_state, final_progress, progress
 from tests.helpers import CONSUMER_ENV, GroupOffsets, point_producer_at, produce_events
 from tests.waiting import seeded_wait_for as wait_for
 

@@ -43,17 +43,8 @@ import pytest
 from django.db import connection
 
 from academy_consumer.models import EnterpriseAcademy
-from tests.fault.history import (
-    Event,
-    academy_uuid,
-    check_all_read,
-    check_table,
-    expected_state,
-    final_progress,
-    generate,
-    progress,
-    versioned_academy,
-)
+from tests.factories import Event, academy_uuid, generate, versioned_academy
+from tests.fault.history import check_all_read, check_table, expected_state, final_progress, progress
 from tests.fault.tcp_proxy import database_proxy, proxied_database_url
 from tests.helpers import CONSUMER_ENV, GroupOffsets, point_producer_at, produce_events
 from tests.waiting import seeded_wait_for as wait_for

@@ -19,7 +19,8 @@ import pytest
 from django.db import connection
 
 from academy_consumer.models import EnterpriseAcademy
-from tests.fault.history import T0, check_table, expected_state, generate, progress
+from tests.factories import T0, generate
+from tests.fault.history import check_table, expected_state, progress
 from tests.fault.tcp_proxy import database_proxy, proxied_database_url
 from tests.helpers import FAULT_CONSUMER_ENV, consumer_counts, produce_events
 from tests.waiting import seeded_wait_for
