@@ -21,7 +21,7 @@ import pytest
 from edx_django_utils.cache import TieredCache
 
 from tests.catalog_server import CatalogServer
-from tests.helpers import CLI, cli_env
+from tests.helpers import CLI, Bus, cli_env
 
 # The fault suite (tests/fault) runs on its own: `make fault`, which sets ACADEMY_FAULT_SUITE=1.
 collect_ignore = [] if os.environ.get("ACADEMY_FAULT_SUITE") else ["fault"]
@@ -367,3 +367,9 @@ def devstack():
         # The mock evicts the oldest events past 5 MiB per partition: no test may pass on a log with a hole.
         evicted = stack.evicted()
         assert not evicted, f"the embedded broker evicted events (low watermarks {evicted}): produce less per test"
+
+
+@pytest.fixture
+def bus(devstack, cli):
+    """A ``tests.helpers.Bus``: the producer and the consumer commands against this test's dev stack."""
+    return Bus(devstack, cli)
