@@ -24,8 +24,6 @@ class TcpProxy:
         self._pairs = []
         self._down_until = 0.0
         self._closed = False
-        self.cuts = 0
-        self.connections = 0
         self._thread = threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True)
         self._thread.start()
 
@@ -48,7 +46,6 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._pairs.append((client, upstream))
-                self.connections += 1
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
@@ -75,7 +72,6 @@ class TcpProxy:
         self._down_until = time.monotonic() + seconds
         with self._lock:
             pairs, self._pairs = self._pairs, []
-            self.cuts += 1
         for pair in pairs:
             for sock in pair:
                 try:
@@ -95,10 +91,6 @@ class TcpProxy:
     def restore(self):
         """End a cut now: accept connections again."""
         self._down_until = 0.0
-
-    @property
-    def is_down(self):
-        return time.monotonic() < self._down_until
 
     def close(self):
         self._closed = True
