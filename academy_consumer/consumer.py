@@ -3,7 +3,7 @@ The consumer loop: poll a batch of academy events, decode it, apply it, dead-let
 commit. Each step is a call into its own module, and their results are read here as values:
 
     message --decode.Decoder.decode--> AcademyEvent | Rejection
-    events  --apply_batch.apply_changes--> one apply.Outcome per event, in one transaction
+    events  --apply.apply_changes--> one apply.Outcome per event, in one transaction
     skipped outcomes and rejections --dlq.send--> the dead-letter topic (before the offsets are committed)
     applied events --host_signals.send_applied--> the host's own receivers (before the offsets are committed)
     where to start --replay.plan--> start offsets; which exceptions mean what --errors
@@ -11,9 +11,8 @@ commit. Each step is a call into its own module, and their results are read here
 The delivery guarantees:
 
 * a batch is applied in ONE database transaction, in offset order (events with the same key -- the
-  academy uuid, hence the same partition -- apply in order): set-wise by ``apply_batch`` (its writes in
-  one savepoint), or, for what it cannot decide, event by event with a savepoint each (``apply``);
-  the outcomes are the same either way (docs/decisions/0001);
+  academy uuid, hence the same partition -- apply in order), by ``apply.apply_changes``: the one
+  implementation of the apply rules, whose outcomes do not depend on the batch size (docs/decisions/0001);
 * an event that can never apply (undecodable value, missing/unknown/duplicated ``ce_type``, missing
   ``ce_time``, a payload the normalizer rejects, a key conflict, a time too far ahead) goes to the
   dead-letter topic with headers naming the original topic, partition, offset, error class and message;
@@ -58,8 +57,7 @@ from django.db import DatabaseError, close_old_connections, connections, transac
 from edx_event_bus_kafka.internal.config import get_full_topic, get_schema_registry_client, load_common_settings
 
 from academy_consumer import conf, dlq, host_signals, monitoring, preflight, replay
-from academy_consumer.apply import ERRORS, SKIPPED
-from academy_consumer.apply_batch import apply_changes
+from academy_consumer.apply import ERRORS, SKIPPED, apply_changes
 from academy_consumer.decode import Decoder, Rejection
 from academy_consumer.dlq import DeadLetter
 from academy_consumer.errors import (

@@ -12,7 +12,10 @@ the Avro record ``{"academy": AcademyData}`` of ``signals/schemas``).
   read again by fastavro, whose result or error is then the answer, so the compiled reader only ever
   speeds up what fastavro reads the same. Otherwise fastavro resolves the writer schema against the
   academy schema (a field added by a newer producer is dropped, a type change is a schema mismatch).
-* The academy dict keeps ``False``, ``0`` and ``""`` (openedx-events' stock deserializer turns falsy values of
+* The event carries the typed Avro record (``AcademyEvent.academy``: the fields of ``AcademyData``, of the
+  types the schema gives them) as it was read, not a catalog-shaped guess: ``AcademyEvent.change`` hands it
+  to the apply layer as an ``EVENT`` change, which maps it field by field (``normalize.normalize_event``).
+  The record keeps ``False``, ``0`` and ``""`` (openedx-events' stock deserializer turns falsy values of
   optional fields into "absent"), and drops ``None`` (absent means "keep" to the apply rules).
 * A message that can never be an academy event comes back as a ``Rejection`` (dead-lettered with its
   reason); a registry that cannot answer now raises ``TransientError`` (the batch is retried). A schema id
@@ -34,7 +37,7 @@ import fastavro
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from fastavro.read import SchemaResolutionError
 
-from academy_consumer.apply import DELETE, UPSERT, Change
+from academy_consumer.apply import DELETE, EVENT, UPSERT, Change
 from academy_consumer.errors import (
     PermanentError,
     TransientError,
@@ -61,7 +64,7 @@ class AcademyEvent:
 
     event_type: str  # the ce_type, e.g. org.openedx.enterprise.academy.updated.v1
     action: str  # created, updated or deleted
-    academy: dict  # catalog-shaped academy fields, ``None`` dropped, falsy values kept
+    academy: dict  # the typed Avro record: AcademyData's fields as the schema types them, ``None`` dropped
     time: datetime.datetime  # ce_time, timezone-aware
     topic: str
     partition: int
@@ -70,8 +73,8 @@ class AcademyEvent:
 
     @property
     def change(self) -> Change:
-        """What the apply layer is asked to do."""
-        return Change(DELETE if self.action == "deleted" else UPSERT, self.academy, self.time)
+        """What the apply layer is asked to do: the record, read by the event mapping (``normalize_event``)."""
+        return Change(DELETE if self.action == "deleted" else UPSERT, self.academy, self.time, EVENT)
 
     @property
     def who(self) -> str:

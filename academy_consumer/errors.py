@@ -20,9 +20,7 @@ import json
 
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, InterfaceError
-
-from academy_consumer.apply import is_connection_lost, is_transient
+from django.db import DatabaseError, InterfaceError, OperationalError
 
 __all__ = [
     "AcademyEventRejected", "BadKafkaConfig", "FatalError", "KafkaUnavailable", "NoGroup", "NoTopic",
@@ -93,6 +91,39 @@ def registry_unavailable(exc):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def is_connection_lost(exc):
+    """True for database errors that mean the connection is gone (server down, killed, unreachable)."""
+    if isinstance(exc, InterfaceError):
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    code = getattr(cause, "pgcode", None)
+    if code is not None:
+        return code.startswith("08") or code.startswith("57P")
+    args = getattr(cause, "args", ()) or exc.args
+    if args and isinstance(args[0], int):
+        return args[0] in {2002, 2003, 2006, 2013, 2055, 4031}
+    message = str(exc).lower()
+    return any(text in message for text in ("connection", "server closed", "terminating"))
+
+
+def is_transient(exc):
+    """True for database errors that go away when retried: deadlocks, lock timeouts, lost connections."""
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__
+    code = getattr(cause, "pgcode", None)
+    if code is not None:  # PostgreSQL: serialization failure, deadlock, lock timeout, connection classes
+        return code in {"40001", "40P01", "55P03"} or code.startswith("08") or code.startswith("57P")
+    args = getattr(cause, "args", ()) or exc.args
+    if args and isinstance(args[0], int):  # MySQL/MariaDB error numbers
+        return args[0] in {1205, 1213, 2002, 2003, 2006, 2013, 2055, 4031}
+    # psycopg2 connection errors carry no pgcode; SQLite says "database is locked".
+    message = str(exc).lower()
+    return any(text in message for text in ("locked", "connection", "server closed", "terminating"))
 
 
 def database_failure(exc: DatabaseError):

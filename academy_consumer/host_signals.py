@@ -138,14 +138,18 @@ def _failed(receiver, exc, event, monitor, *, detail="", traceback=False):
     monitoring.record_error(exc)
 
 
+# The app's own receivers: ``academy_consumer.receivers`` adds them when it is imported (``apps.ready``), so that
+# this module needs no import of it (it imports this one: no import cycle).
+OWN_RECEIVERS = []
+
+
 def _has_host_receivers(signal):
     """
     Whether ``signal`` has a live receiver other than the app's own (``academy_consumer.receivers``) and
     openedx-events' producer handler (connected by ``EVENT_BUS_PRODUCER_CONFIG``; it declines events sent from
     the event bus, as these are: ``from_event_bus=True``).
     """
-    from academy_consumer import receivers  # pylint: disable=import-outside-toplevel  # (receivers import us)
-    own = (receivers.upsert_academy_from_event, receivers.deactivate_academy_from_event, general_signal_handler)
+    own = (*OWN_RECEIVERS, general_signal_handler)
     for entry in list(signal.receivers):  # (lookup key, receiver or weak reference[, is_async]) per Django version
         target = entry[1]() if isinstance(entry[1], weakref.ReferenceType) else entry[1]
         if target is not None and target not in own:

@@ -1,24 +1,40 @@
 """
 Normalization of academy payloads: pure functions, no Django, no Kafka.
 
-``normalize_academy(item)`` turns one item from any source (catalog REST API, event bus, fixtures,
-hand-written files) into a :class:`NormalizedAcademy`, or raises :class:`Rejected` with a one-line
-reason. ``fields`` holds what the payload carries (applied on create and on update); ``defaults``
-holds values used only when a row is created (on update an absent field keeps its stored value).
-The two dicts never share a key.
+A payload becomes a :class:`NormalizedAcademy`, or raises :class:`Rejected` with a one-line reason, in two
+steps: **the source's shape** says where each value is, then **one set of value rules** says what the value
+must be. ``fields`` holds what the payload carries (applied on create and on update); ``defaults`` holds
+values used only when a row is created (on update an absent field keeps its stored value). The two dicts
+never share a key.
 
-Rules, one function each:
+Two shapes, one entry point each:
 
-- item: must be a dict, else rejected ("item is not a JSON object").
-- name (``_name``): first non-empty of ``name``, ``title``, ``short_name``; a string, a rich-text dict
-  (``rendered`` preferred, then ``raw``) or another scalar via ``str()``; stripped, inner whitespace runs
-  collapsed. Missing, longer than 255 characters, or containing a control character (or an unpaired
-  surrogate) -> rejected. Always in ``fields``.
-- uuid (``_academy_uuid``): first non-None of ``uuid``, ``academy_uuid``, parsed by :func:`parse_uuid`.
-  Absent/None -> no uuid; anything else unparseable (an int, a bool, ``""``, junk) -> rejected.
-- catalog_query_uuid (:func:`find_catalog_query_uuid`): first valid UUID found in ``catalog_query_uuid``,
-  ``catalog_query``, ``enterprise_catalog_query``, ``catalogs``, ``enterprise_catalogs``, recursing into
-  lists and dicts. Invalid values are ignored; nothing found -> key absent (keep the stored value).
+- ``normalize_academy(item)``: a catalog item from any source (catalog REST API, fixtures, hand-written
+  files, ``reconcile_academies``). It finds each value among the catalog's envelopes and aliases: the name
+  in ``name``/``title``/``short_name`` as a string, rich text (``rendered``, then ``raw``) or another
+  scalar; the uuid in ``uuid``/``academy_uuid``; the catalog query anywhere in ``catalog_query_uuid``,
+  ``catalog_query``, ``enterprise_catalog_query``, ``catalogs``, ``enterprise_catalogs``
+  (:func:`find_catalog_query_uuid`); the description in ``short_description`` then ``description``, the
+  image in ``image`` (a string or a dict with ``url``/``src``) then ``thumbnail_url``; tags as strings or
+  ``{"title": ...}`` dicts. Not a dict -> rejected ("item is not a JSON object").
+- ``normalize_event(record)``: the typed Avro record of an academy event (the fields of
+  ``academy_consumer_signals.data.AcademyData``, as ``decode.py`` reads them and ``academy_data_to_dict``
+  writes them: uuids as text, ``None`` dropped), mapped field by field: ``title`` is the name, ``uuid``
+  the uuid, ``short_description``, ``long_description`` and ``image`` the texts, ``tags`` the tag titles.
+  It gives what ``normalize_academy`` gives for the same record, rejection reasons included
+  (``tests/test_normalize.py`` checks it on generated records).
+
+The value rules (``_academy``, one function per rule, applied in this order, which is also the order a
+rejection is found in):
+
+- name (``_name``): stripped, inner whitespace runs collapsed. Missing, longer than 255 characters, or
+  containing a control character (or an unpaired surrogate) -> rejected. Always in ``fields``.
+- uuid (``_academy_uuid``): parsed by :func:`parse_uuid`. Absent/None -> no uuid; anything else unparseable
+  (an int, a bool, ``""``, junk) -> rejected.
+- is_active (``_is_active``): a bool or "true"/"false" -> ``fields``; absent/None -> True (always in
+  ``fields``: a listed or announced academy is live); anything else -> rejected.
+- catalog_query_uuid: a valid UUID -> ``fields``; invalid values are ignored; nothing -> key absent
+  (keep the stored value).
 - slug (``_slug``): a valid payload slug -> ``fields``; a non-empty invalid one -> ``fields`` gets
   :func:`default_slug`; absent/None/blank -> ``defaults`` gets :func:`default_slug`.
 - stripe_price_lookup_key (``_lookup_key``): a non-empty payload string (stripped, <= 255) -> ``fields``;
@@ -29,18 +45,16 @@ Rules, one function each:
   ``defaults`` gets ``""``; a non-string -> rejected.
 - display_order (``_display_order``): an int, an integer-looking string or a whole float, 0..2**31-1 ->
   ``fields``; absent/None -> ``defaults`` gets 0; anything else -> rejected.
-- is_active (``_is_active``): a bool or "true"/"false" -> ``fields``; absent/None -> True (always in
-  ``fields``: a listed or announced academy is live); anything else -> rejected.
-- description / long_description / thumbnail_url (``_text_field``): from ``short_description`` then
-  ``description``; ``long_description``; ``image`` (a string or a dict with ``url``/``src``) then
-  ``thumbnail_url``. Present -> ``fields`` (stripped, may be empty); too long, not text, or holding a
+- description / long_description / thumbnail_url (``_text_field``): present -> ``fields`` (stripped, may be
+  empty); longer than 100,000 characters (descriptions) or 2,048 (the image URL), not text, or holding a
   control character other than tab/newline/CR -> rejected.
-- tags (``_tags``): a list of strings or ``{"title": ...}`` dicts -> ``fields`` (stripped titles, order
-  kept, duplicates and unusable entries dropped); not a list, more than 1,000 distinct titles, or a title
-  over 255 characters or with a control character -> rejected; absent/None -> not in ``fields``.
+- tags (``_tags``): tag titles -> ``fields`` (stripped, order kept, duplicates and empty titles dropped);
+  not a list, more than 1,000 distinct titles, or a title over 255 characters or with a control character
+  -> rejected; absent/None -> not in ``fields``.
 - envelope (:func:`extract_items`): see its docstring.
 
 Uniqueness of slug and lookup key across rows is the apply layer's job (``apply.py``), not this module's.
+docs/reference/rules.md lists every rule with the function that implements it.
 """
 
 from __future__ import annotations
@@ -79,11 +93,9 @@ _UUID_KEYS = ("uuid", "academy_uuid")
 _QUERY_KEYS = ("catalog_query_uuid", "catalog_query", "enterprise_catalog_query", "catalogs", "enterprise_catalogs")
 _NESTED_QUERY_KEYS = ("catalog_query_uuid", "catalog_query", "enterprise_catalog_query", "uuid")
 _ENVELOPE_KEYS = ("results", "items", "academies", "catalogs")
-_TEXT_FIELDS = (  # field, payload keys in order, longest text
-    ("description", ("short_description", "description"), MAX_TEXT_LENGTH),
-    ("long_description", ("long_description",), MAX_TEXT_LENGTH),
-    ("thumbnail_url", ("image", "thumbnail_url"), MAX_URL_LENGTH),
-)
+_TEXT_FIELDS = ("description", "long_description", "thumbnail_url")
+_TEXT_LIMITS = (MAX_TEXT_LENGTH, MAX_TEXT_LENGTH, MAX_URL_LENGTH)
+_CATALOG_TEXT_KEYS = (("short_description", "description"), ("long_description",), ("image", "thumbnail_url"))
 _LOOKUP_PREFIX, _LOOKUP_SUFFIX = "essentials_", "_academy_yearly"
 
 
@@ -291,58 +303,43 @@ def is_valid_slug(value) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# normalize_academy and its rules
+# The two shapes: a catalog item, an event's typed record
 # ---------------------------------------------------------------------------------------------------
 
 def normalize_academy(item) -> NormalizedAcademy:
-    """Normalize one academy item (see the module docstring for the rules); raises :class:`Rejected`."""
+    """Normalize one catalog item, in any of the catalog's shapes (module docstring); raises :class:`Rejected`."""
     if not isinstance(item, dict):
         raise Rejected("item is not a JSON object")
-    try:
-        return _normalize(item)
-    except Rejected as exc:
-        raise Rejected(exc.reason, _identity(item)) from None
+    uuid_key, uuid_value = _first_present(item, _UUID_KEYS)
+    return _academy(
+        _candidate_name(item), uuid_key, uuid_value, is_active=item.get("is_active"),
+        query_uuid=find_catalog_query_uuid(item), slug=item.get("slug"),
+        lookup_key=item.get("stripe_price_lookup_key"), product_key=item.get("product_key"),
+        product_id=item.get("stripe_product_id"), display_order=item.get("display_order"),
+        texts=tuple(_catalog_text(item, keys) for keys in _CATALOG_TEXT_KEYS), tags=_catalog_tags(item.get("tags")))
 
 
-def _normalize(item):
-    """One catalog item -> ``NormalizedAcademy``; raises ``Rejected`` at the first rule it breaks."""
-    # (The rules one after the other, in this order, which is also the order a rejection is found in. Written
-    # out rather than looped over: this runs for every event, and the loops cost a third of it.)
-    name = _name(item)
-    academy_uuid = _academy_uuid(item)
-    fallback = academy_uuid if academy_uuid is not None else _name_hash(name)  # (a UUID: str() in the caches)
-    fields = {"name": name, "is_active": _is_active(item)}
-    defaults = {}
-    if academy_uuid is not None:
-        fields["uuid"] = academy_uuid
-    query_uuid = find_catalog_query_uuid(item)
-    if query_uuid is not None:
-        fields["catalog_query_uuid"] = query_uuid
-    value, carried = _slug(item, name, fallback)
-    (fields if carried else defaults)["slug"] = value
-    value, carried = _lookup_key(item, name, fallback)
-    (fields if carried else defaults)["stripe_price_lookup_key"] = value
-    value, carried = _product_id(item)
-    (fields if carried else defaults)["stripe_product_id"] = value
-    value, carried = _display_order(item)
-    (fields if carried else defaults)["display_order"] = value
-    for field, keys, limit in _TEXT_FIELDS:
-        text = _text_field(item, field, keys, limit)
-        if text is not None:
-            fields[field] = text
-    tags = _tags(item)
-    if tags is not None:
-        fields["tags"] = tags
-    return NormalizedAcademy(name=name, uuid=academy_uuid, fields=fields, defaults=defaults)
+def normalize_event(record) -> NormalizedAcademy:
+    """
+    Normalize the typed record of an academy event (``AcademyData``'s fields: module docstring), field by
+    field; raises :class:`Rejected`. The values have the types of the event schema (text, whole numbers,
+    booleans, a list of texts); this function reads no other shape.
+    """
+    get = record.get
+    title, academy_uuid, tags = get("title"), get("uuid"), get("tags")
+    return _academy(
+        (" ".join(title.split()) or None) if title is not None else None,
+        "uuid" if academy_uuid is not None else None, academy_uuid, is_active=get("is_active"),
+        query_uuid=parse_uuid(get("catalog_query_uuid")), slug=get("slug"),
+        lookup_key=get("stripe_price_lookup_key"), product_key=get("product_key"),
+        product_id=get("stripe_product_id"), display_order=get("display_order"),
+        texts=(_stripped(get("short_description")), _stripped(get("long_description")), _stripped(get("image"))),
+        tags=None if tags is None else [tag.strip() for tag in tags])
 
 
-def _identity(item):
-    """The uuid string if the payload's uuid is valid, else the (collapsed, cut) name, else None."""
-    parsed = parse_uuid(_first_present(item, _UUID_KEYS)[1])
-    if parsed is not None:
-        return str(parsed)
-    name = _candidate_name(item)
-    return name[:MAX_NAME_LENGTH] if name else None
+def _stripped(text):
+    """A text field of an event record, stripped (``None``: not carried)."""
+    return None if text is None else text.strip()
 
 
 def _candidate_name(item):
@@ -356,9 +353,95 @@ def _candidate_name(item):
     return None
 
 
-def _name(item):
+def _catalog_text(item, keys):
+    """
+    The first non-empty text among ``keys`` (stripped); ``""`` if the only present ones are empty; None if all
+    are absent/None. A present value that is not text gives the :class:`Rejected` to raise (not raised here:
+    the value rules raise it in their turn). An ``image`` may be a dict with ``url``/``src``; other dicts are
+    rich text (``rendered``, then ``raw``).
+    """
+    found = None
+    for key in keys:
+        value = item.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            text = value.strip()
+        else:
+            text = _text(value, ("url", "src") if key == "image" else ("rendered", "raw"))
+        if text is None:
+            return Rejected(f"{key} is not text, got {_preview(value)}")
+        found = text
+        if text:
+            break
+    return found
+
+
+def _catalog_tags(value):
+    """
+    The titles of a catalog ``tags`` list (strings, or dicts with a ``title``; other entries give None), None
+    when absent, or the :class:`Rejected` of a value that is no list (raised by the value rules in their turn).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        return Rejected(f"tags must be a list, got {_preview(value)}")
+    return (entry.strip() if isinstance(entry, str) else _text(entry.get("title")) if isinstance(entry, dict)
+            else None for entry in value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The value rules, one set for both shapes
+# ---------------------------------------------------------------------------------------------------
+
+def _academy(name, uuid_key, uuid_value, *, is_active, query_uuid, slug, lookup_key, product_key, product_id,
+             display_order, texts, tags):
+    """
+    The value rules, in order, over the values a shape found: ``name`` is the candidate name (whitespace
+    collapsed, not validated; None: missing), ``uuid_key`` the key the uuid came from (None: absent),
+    ``query_uuid`` the catalog query uuid found (or None), ``texts`` the description, long description and
+    image texts (stripped; None: absent; or a shape's :class:`Rejected`), ``tags`` the tag titles (or None,
+    or a :class:`Rejected`); the others are the payload's values as carried (None: absent).
+    """
+    # (Written out rather than looped over: this runs for every event, and loops cost a third of it.)
+    try:
+        name = _name(name)
+        academy_uuid = _academy_uuid(uuid_key, uuid_value)
+        fallback = academy_uuid if academy_uuid is not None else _name_hash(name)  # (a UUID: str() in the caches)
+        fields = {"name": name, "is_active": _is_active(is_active)}
+        defaults = {}
+        if academy_uuid is not None:
+            fields["uuid"] = academy_uuid
+        if query_uuid is not None:
+            fields["catalog_query_uuid"] = query_uuid
+        value, carried = _slug(slug, name, fallback)
+        (fields if carried else defaults)["slug"] = value
+        value, carried = _lookup_key(lookup_key, product_key, name, fallback)
+        (fields if carried else defaults)["stripe_price_lookup_key"] = value
+        value, carried = _product_id(product_id)
+        (fields if carried else defaults)["stripe_product_id"] = value
+        value, carried = _display_order(display_order)
+        (fields if carried else defaults)["display_order"] = value
+        for field, text, limit in zip(_TEXT_FIELDS, texts, _TEXT_LIMITS):
+            if text is not None:
+                fields[field] = _text_field(field, text, limit)
+        if tags is not None:
+            fields["tags"] = _tags(tags)
+    except Rejected as exc:
+        raise Rejected(exc.reason, _identity(uuid_value, name)) from None
+    return NormalizedAcademy(name=name, uuid=academy_uuid, fields=fields, defaults=defaults)
+
+
+def _identity(uuid_value, name):
+    """The uuid string if the payload's uuid is valid, else the (collapsed, cut) name, else None."""
+    parsed = parse_uuid(uuid_value)
+    if parsed is not None:
+        return str(parsed)
+    return name[:MAX_NAME_LENGTH] if name else None
+
+
+def _name(name):
     """The validated name: present, <= 255 characters, no control characters."""
-    name = _candidate_name(item)
     if name is None:
         raise Rejected("missing name")
     if len(name) > MAX_NAME_LENGTH:
@@ -368,9 +451,8 @@ def _name(item):
     return name
 
 
-def _academy_uuid(item):
-    """The first non-None of uuid/academy_uuid as a UUID; None when both are absent/None."""
-    key, value = _first_present(item, _UUID_KEYS)
+def _academy_uuid(key, value):
+    """The academy uuid carried under ``key`` as a UUID; None when absent (``key`` None)."""
     if key is None:
         return None
     parsed = parse_uuid(value)
@@ -384,9 +466,8 @@ def _name_hash(name):
     return hashlib.sha1(name.encode("utf-8"), usedforsecurity=False).hexdigest()[:12]
 
 
-def _slug(item, name, fallback):
+def _slug(value, name, fallback):
     """(slug, carried): a valid payload slug, else the default; carried unless the payload slug is absent/blank."""
-    value = item.get("slug")
     if value is None or (isinstance(value, str) and not value.strip()):
         return default_slug(name, fallback), False
     if isinstance(value, str) and is_valid_slug(value.strip()):
@@ -394,11 +475,9 @@ def _slug(item, name, fallback):
     return default_slug(name, fallback), True
 
 
-def _lookup_key(item, name, fallback):
+def _lookup_key(value, product_key, name, fallback):
     """(key, carried): the payload stripe_price_lookup_key, else the default built from product_key/name."""
-    value = item.get("stripe_price_lookup_key")
     if value is None:
-        product_key = item.get("product_key")
         if isinstance(product_key, str):
             _check_line("product_key", product_key, MAX_KEY_LENGTH)
         return default_lookup_key(product_key, name, fallback), False
@@ -407,9 +486,8 @@ def _lookup_key(item, name, fallback):
     return _check_line("stripe_price_lookup_key", value.strip(), MAX_KEY_LENGTH), True
 
 
-def _product_id(item):
+def _product_id(value):
     """(id, carried): the payload stripe_product_id string (may be empty), else "" for new rows."""
-    value = item.get("stripe_product_id")
     if value is None:
         return "", False
     if not isinstance(value, str):
@@ -417,12 +495,11 @@ def _product_id(item):
     return _check_line("stripe_product_id", value.strip(), MAX_KEY_LENGTH), True
 
 
-def _display_order(item):
+def _display_order(value):
     """
     (order, carried): a whole number 0..2**31-1 from an int, a whole float (``2.0``) or an integer-looking
     string (optional sign and ASCII digits, surrounding whitespace ignored; ``"2.0"`` is text, not a number).
     """
-    value = item.get("display_order")
     if value is None:
         return 0, False
     if type(value) is int and 0 <= value <= MAX_DISPLAY_ORDER:  # pylint: disable=unidiomatic-typecheck
@@ -445,9 +522,8 @@ def _display_order(item):
     return number, True
 
 
-def _is_active(item):
+def _is_active(value):
     """A bool or "true"/"false" (any case, stripped); absent/None is True."""
-    value = item.get("is_active")
     if value is None:
         return True
     if isinstance(value, bool):
@@ -457,57 +533,33 @@ def _is_active(item):
     raise Rejected(f"is_active must be true or false, got {_preview(value)}")
 
 
-def _text_field(item, field, keys, limit):
+def _text_field(field, text, limit):
     """
-    The first non-empty text among ``keys`` (stripped); ``""`` if the only present ones are empty; None if
-    all are absent/None. A present value that is not text rejects the item, as do an over-long text and a
-    control character other than tab, newline and carriage return. An ``image`` may be a dict with
-    ``url``/``src``; other dicts are rich text (``rendered``, then ``raw``).
+    A stripped text (or the shape's :class:`Rejected`, raised here): at most ``limit`` characters, no control
+    character but tab, newline and carriage return.
     """
-    found = None
-    for key in keys:
-        value = item.get(key)
-        if value is None:
-            continue
-        if isinstance(value, str):
-            text = value.strip()
-        else:
-            text = _text(value, ("url", "src") if key == "image" else ("rendered", "raw"))
-        if text is None:
-            raise Rejected(f"{key} is not text, got {_preview(value)}")
-        found = text
-        if text:
-            break
-    if found is None:
-        return None
-    if len(found) > limit:
-        raise Rejected(f"{field} is too long ({len(found)} characters, at most {limit})")
-    if _BAD_IN_TEXT_RE.search(found):
+    if isinstance(text, Rejected):
+        raise text
+    if len(text) > limit:
+        raise Rejected(f"{field} is too long ({len(text)} characters, at most {limit})")
+    if _BAD_IN_TEXT_RE.search(text):
         raise Rejected(f"{field} contains a control character or an unpaired surrogate")
-    return found
+    return text
 
 
-def _tags(item):
-    """Stripped tag titles from a list of strings or {"title"} dicts, in order, without duplicates."""
-    value = item.get("tags")
-    if value is None:
-        return None
-    if not isinstance(value, list):
-        raise Rejected(f"tags must be a list, got {_preview(value)}")
-    titles, seen = [], set()
-    for entry in value:
-        if isinstance(entry, str):
-            title = entry.strip()
-        elif isinstance(entry, dict):
-            title = _text(entry.get("title"))
-        else:
-            continue
+def _tags(titles):
+    """The stripped tag titles (or the shape's :class:`Rejected`, raised here): in order, duplicates and empty
+    ones dropped, at most ``MAX_TAGS``, each a line of at most 255 characters."""
+    if isinstance(titles, Rejected):
+        raise titles
+    kept, seen = [], set()
+    for title in titles:
         if title and title not in seen:
-            if len(titles) == MAX_TAGS:
+            if len(kept) == MAX_TAGS:
                 raise Rejected(f"tags has more than {MAX_TAGS} distinct titles")
             seen.add(title)
-            titles.append(_check_line("tag title", title, MAX_NAME_LENGTH))
-    return titles
+            kept.append(_check_line("tag title", title, MAX_NAME_LENGTH))
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 Signal receivers: academy events from the event bus -> the apply layer.
 
 They run for every academy signal sent in this process: openedx-events' stock ``consume_events`` (and
-any in-process sender) applies academy events through them, with the same ``apply.apply_change`` that
-this project's ``consume_academy_events`` reaches through its set-based batch apply. A receiver that cannot
-apply its event raises ``AcademyEventRejected``, which the stock consumer logs.
+any in-process sender) applies academy events through them, each a batch of one of the same
+``apply.apply_changes`` that this project's ``consume_academy_events`` applies its batches with, the event's
+``AcademyData`` read by the same event mapping (``normalize.normalize_event``). A receiver that cannot apply
+its event raises ``AcademyEventRejected``, which the stock consumer logs.
 
 ``consume_academy_events`` applies events itself, then sends each applied one to the host's own receivers
 (``host_signals``): these receivers then return at once, without touching the database, for that very event
@@ -15,9 +16,9 @@ import logging
 
 from django.dispatch import receiver
 
-from academy_consumer.apply import DELETE, ERRORS, SKIPPED, UPSERT, Change, apply_change
+from academy_consumer.apply import DELETE, ERRORS, EVENT, SKIPPED, UPSERT, Change, apply_change
 from academy_consumer.errors import AcademyEventRejected
-from academy_consumer.host_signals import applied_here
+from academy_consumer.host_signals import OWN_RECEIVERS, applied_here
 from academy_consumer_signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_to_dict
 
 __all__ = ["AcademyEventRejected", "deactivate_academy_from_event", "upsert_academy_from_event"]
@@ -38,7 +39,8 @@ def upsert_academy_from_event(sender, signal, academy, metadata, **kwargs):  # p
     """A created or updated academy: normalize and upsert it, stale-guarded by the event's own time."""
     if applied_here(metadata):
         return None
-    return _checked(apply_change(Change(UPSERT, academy_data_to_dict(academy), metadata.time)), signal.event_type)
+    change = Change(UPSERT, academy_data_to_dict(academy), metadata.time, EVENT)
+    return _checked(apply_change(change), signal.event_type)
 
 
 @receiver(ACADEMY_DELETED)
@@ -46,5 +48,8 @@ def deactivate_academy_from_event(sender, signal, academy, metadata, **kwargs): 
     """A deleted academy: deactivate its row (never a hard delete), stale-guarded by the event time."""
     if applied_here(metadata):
         return None
-    outcome = apply_change(Change(DELETE, academy_data_to_dict(academy), metadata.time))
-    return _checked(outcome, signal.event_type)
+    change = Change(DELETE, academy_data_to_dict(academy), metadata.time, EVENT)
+    return _checked(apply_change(change), signal.event_type)
+
+
+OWN_RECEIVERS.extend([upsert_academy_from_event, deactivate_academy_from_event])

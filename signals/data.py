@@ -9,8 +9,8 @@ what openedx-events' Avro tooling (``openedx_events.event_bus.avro``) can serial
 * A field with ``default=None`` becomes an Avro union ``["null", <type>]`` with default ``null``
   (openedx-events ADR 7), which is what makes it optional and lets it be added later compatibly.
 * ``tags`` is a ``List[str]`` of tag titles: the tooling only supports lists of simple types
-  (``bool``, ``int``, ``float``, ``bytes``, ``str``), not lists of attrs records. ``AcademyTagData``
-  describes the catalog's tag objects but is not part of the event payload.
+  (``bool``, ``int``, ``float``, ``bytes``, ``str``), not lists of attrs records (the catalog's tag
+  objects, ``{"id", "title", "description"}``, are reduced to their titles by ``academy_data_from_dict``).
 """
 from typing import List
 from uuid import UUID
@@ -18,24 +18,6 @@ from uuid import UUID
 import attr
 
 _AVRO_LONG_MIN, _AVRO_LONG_MAX = -(2 ** 63), 2 ** 63 - 1
-
-
-@attr.s(frozen=True)
-class AcademyTagData:
-    """
-    A tag of an academy, as the Enterprise Catalog API returns it.
-
-    Not carried by the academy events (see the module docstring): the events carry tag titles only.
-
-    Attributes:
-        id (int): the catalog's tag id.
-        title (str): tag title.
-        description (str): tag description (optional).
-    """
-
-    id = attr.ib(type=int)
-    title = attr.ib(type=str)
-    description = attr.ib(type=str, default=None)
 
 
 @attr.s(frozen=True)

@@ -5,12 +5,12 @@ import threading
 import uuid
 
 import pytest
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import DatabaseError, IntegrityError, connection, connections, transaction
 from django.utils import timezone
 
-from academy_consumer.apply import DELETE, Change, apply_change, apply_item, deactivate_academy, sync_academies
-from academy_consumer.apply_batch import apply_changes
+from academy_consumer.apply import DELETE, UPSERT, Change, apply_change, apply_changes
 from academy_consumer.models import EnterpriseAcademy
+from academy_consumer.sync import sync_academies
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +29,16 @@ def academy(uuid_=U1, title="Data Academy", **extra):
 
 def row(uuid_=U1):
     return EnterpriseAcademy.objects.get(uuid=uuid_)
+
+
+def apply_item(item, time=None):
+    """One catalog item applied on its own (a batch of one)."""
+    return apply_change(Change(UPSERT, item, time))
+
+
+def deactivate(uuid_=None, title=None, time=None):
+    """One delete applied on its own."""
+    return apply_change(Change(DELETE, {"uuid": uuid_, "title": title}, time))
 
 
 class TestCreate:
@@ -165,7 +175,7 @@ class TestStaleGuardAndDelete:
 
     def test_delete_deactivates_and_newer_update_reactivates(self):
         apply_item(academy(), at(0))
-        assert deactivate_academy(uuid.UUID(U1), source_time=at(1)).outcome == "deactivated"
+        assert deactivate(U1, time=at(1)).outcome == "deactivated"
         assert row().is_active is False
         assert EnterpriseAcademy.objects.count() == 1  # never hard-deleted
         assert apply_item(academy(), at(0)).outcome == "stale"  # the create replayed does not revive it
@@ -175,7 +185,7 @@ class TestStaleGuardAndDelete:
 
     def test_stale_delete_is_ignored(self):
         apply_item(academy(), at(5))
-        assert deactivate_academy(uuid.UUID(U1), source_time=at(1)).outcome == "stale"
+        assert deactivate(U1, time=at(1)).outcome == "stale"
         assert row().is_active is True
 
     @pytest.mark.parametrize("batched", [False, True])
@@ -189,7 +199,7 @@ class TestStaleGuardAndDelete:
         assert row().is_active is False
 
     def test_delete_of_unknown_academy_changes_nothing(self):
-        outcome = deactivate_academy(uuid.UUID(U2), source_time=at(1))
+        outcome = deactivate(U2, time=at(1))
         assert outcome.outcome == "unchanged"
         assert "no such academy" in outcome.reason
         assert EnterpriseAcademy.objects.count() == 0
@@ -289,6 +299,28 @@ def test_row_failing_in_the_database_does_not_abort_the_others(exploding_trigger
     assert "explode trigger" in result.items[1]["reason"]
     expected = set() if dry_run else {"Data Academy", "Cloud Academy"}
     assert set(EnterpriseAcademy.objects.values_list("name", flat=True)) == expected
+
+
+@pytest.mark.parametrize("errors_as_outcomes", [True, False])
+def test_a_row_the_database_refuses_in_a_batch_is_that_change_alone(exploding_trigger, errors_as_outcomes):
+    """
+    One fold's INSERT is refused by the trigger: the batch is folded again, fewer changes at a time, and only the
+    refused change is ``errors``, with the database's reason (reconcile); the consumer gets the error (no
+    errors_as_outcomes) unless it is an IntegrityError, as SQLite's RAISE(ABORT) is: that is ``errors`` too.
+    """
+    changes = [Change(UPSERT, academy(u, name), at(0)) for u, name in (
+        (U1, "Data Academy"), (U2, "Explode Academy"), (U3, "Cloud Academy"))]
+    refused_as_integrity_error = connection.vendor == "sqlite"
+    if errors_as_outcomes or refused_as_integrity_error:
+        with transaction.atomic():
+            outcomes = apply_changes(changes, errors_as_outcomes=errors_as_outcomes)
+        assert [o.outcome for o in outcomes] == ["created", "errors", "created"]
+        assert "explode trigger" in outcomes[1].reason and outcomes[1].uuid == U2
+        assert set(EnterpriseAcademy.objects.values_list("name", flat=True)) == {"Data Academy", "Cloud Academy"}
+    else:
+        with pytest.raises(DatabaseError, match="explode trigger"), transaction.atomic():
+            apply_changes(changes)
+        assert not EnterpriseAcademy.objects.exists()
 
 
 @pytest.mark.skipif("connection.vendor == 'sqlite'", reason="SQLite serializes writers; no race to lose")

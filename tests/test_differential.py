@@ -1,16 +1,17 @@
 """
-Differential tests: the batch path ``apply_batch.apply_changes`` must agree with the per-event reference
-``apply.apply_change``, outcome for outcome and row for row.
+Differential tests: ``apply.apply_changes`` gives the same outcomes and the same table whatever the batch
+size, and the same as the test oracle (``tests/apply_oracle.py``: the per-event implementation the product
+had before it had one), outcome for outcome and row for row.
 
-The same history (a starting table, then a list of changes) is applied twice, from the same starting
-table: (a) per event, ``[apply_change(c) for c in changes]`` in one transaction; (b) in consecutive
-batches of random sizes, ``list(apply_changes(batch))`` in one transaction per batch (as the consumer
-does). Both must give the same per-change ``Outcome.as_dict()`` and the same final table (every column
-but ``id``/``created``/``modified``, plus whether each row's ``modified`` moved since the start).
+The same history (a starting table, then a list of changes) is applied from the same starting table: (a) by
+the oracle, change by change, in one transaction; (b) in consecutive batches of random sizes,
+``apply_changes(batch)`` in one transaction per batch (as the consumer does); (c) in batches of one (as the
+stock receivers do). All must give the same per-change ``Outcome.as_dict()`` and the same final table (every
+column but ``id``/``created``/``modified``, plus whether each row's ``modified`` moved since the start).
 
 The table is emptied with an ORM delete before each run (``transactional_db``: the batches commit, as
 the consumer's do), which works the same on SQLite, PostgreSQL and MariaDB. ``future_bound`` is pinned
-to a fixed time in both modules, since the reasons of a time beyond the bound include it.
+to a fixed time, since the reasons of a time beyond the bound include it.
 
 ``ACADEMY_DIFF_MAX_EXAMPLES`` overrides the number of generated histories (default: 150 on SQLite, 80 on
 the servers).
@@ -27,9 +28,10 @@ from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from academy_consumer import apply, apply_batch
-from academy_consumer.apply import DELETE, UPSERT, Change, apply_change
+from academy_consumer import apply, writes
+from academy_consumer.apply import DELETE, EVENT, UPSERT, Change, apply_changes
 from academy_consumer.models import EnterpriseAcademy
+from tests import apply_oracle
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 FIXED_BOUND = T0 + datetime.timedelta(days=1)
@@ -77,16 +79,8 @@ def delete(item, time=None):
 
 @pytest.fixture(autouse=True)
 def fixed_bound(monkeypatch):
-    """Pin ``future_bound`` where it is looked up: in ``apply`` and under any name in ``apply_batch``."""
-    original = apply.future_bound
-
-    def fixed():
-        return FIXED_BOUND
-
-    for name, value in list(vars(apply_batch).items()):
-        if value is original:
-            monkeypatch.setattr(apply_batch, name, fixed)
-    monkeypatch.setattr(apply, "future_bound", fixed)
+    """Pin ``apply.future_bound`` (the oracle looks it up there too)."""
+    monkeypatch.setattr(apply, "future_bound", lambda: FIXED_BOUND)
 
 
 def _reset():
@@ -95,7 +89,7 @@ def _reset():
 
 def _set_up(start):
     """
-    The starting table: each ``(change, stored_beyond)`` applied with ``apply_change``; then every row's
+    The starting table: each ``(change, stored_beyond)`` applied by the oracle; then every row's
     ``modified`` set to ``OLD_MODIFIED`` (so a write shows), and the rows flagged ``stored_beyond`` given
     a stored time beyond the bound.
     """
@@ -103,7 +97,7 @@ def _set_up(start):
     with transaction.atomic():
         beyond = []
         for change, stored_beyond in start:
-            outcome = apply_change(change)
+            outcome = apply_oracle.apply_change(change)
             if stored_beyond and outcome.row is not None:
                 beyond.append(outcome.row.pk)
         EnterpriseAcademy.objects.update(modified=OLD_MODIFIED)
@@ -122,14 +116,14 @@ def _table():
     return rows
 
 
-def run_per_event(start, changes):
-    """Outcomes and final table; or ``("raised", exception type)`` when a change raised."""
+def run_oracle(start, changes):
+    """The oracle's outcomes and final table; or ``[{"raised": exception type}], None`` when a change raised."""
     _set_up(start)
     try:
         with transaction.atomic():
-            outcomes = [apply_change(change).as_dict() for change in changes]
+            outcomes = [apply_oracle.apply_change(change).as_dict() for change in changes]
     except Exception as exc:  # pylint: disable=broad-except  # the batch path must raise the same
-        return ("raised", type(exc).__name__), None
+        return [{"raised": type(exc).__name__}], None
     return outcomes, _table()
 
 
@@ -142,11 +136,9 @@ def run_batched(start, changes, sizes, errors_as_outcomes=False):
         position += size
         try:
             with transaction.atomic():
-                # looked up on the module at call time (a scratch run may replace it)
-                outcomes.extend(o.as_dict() for o in apply_batch.apply_changes(
-                    batch, errors_as_outcomes=errors_as_outcomes))
+                outcomes.extend(o.as_dict() for o in apply_changes(batch, errors_as_outcomes=errors_as_outcomes))
         except Exception as exc:  # pylint: disable=broad-except
-            return ("raised", type(exc).__name__), None
+            return [{"raised": type(exc).__name__}], None
     assert position == len(changes)
     return outcomes, _table()
 
@@ -160,15 +152,17 @@ def _describe(start, changes, sizes):
     return "\n".join(lines)
 
 
-def assert_agree(start, changes, sizes, errors_as_outcomes=False):
-    """Apply the history both ways and assert the same outcomes and the same final table."""
-    expected_outcomes, expected_table = run_per_event(start, changes)
+def assert_agree(start, changes, sizes, errors_as_outcomes=False, expected=None):
+    """
+    Apply the history in batches of ``sizes`` and assert the outcomes and final table of ``expected`` (the
+    oracle's when not given; returned, to compare more splittings with).
+    """
+    expected_outcomes, expected_table = expected or run_oracle(start, changes)
     outcomes, table = run_batched(start, changes, sizes, errors_as_outcomes)
     history = _describe(start, changes, sizes)
-    if isinstance(expected_outcomes, tuple) or isinstance(outcomes, tuple):
-        # A change the per-event path cannot apply at all (e.g. a delete whose title holds NUL, on
-        # PostgreSQL: ValueError) must make the batch path raise the same, not apply something else.
-        assert outcomes == expected_outcomes, f"per-event {expected_outcomes}, batched {outcomes}\n{history}"
+    if expected_table is None or table is None:
+        # A change the oracle cannot apply at all must make the batches raise the same, not apply something else.
+        assert outcomes == expected_outcomes, f"expected {expected_outcomes}, batched {outcomes}\n{history}"
         return expected_outcomes, expected_table
     for number, (want, got) in enumerate(zip(expected_outcomes, outcomes)):
         assert got == want, f"outcome of change {number} differs\n{history}"
@@ -189,9 +183,11 @@ def splittings(count):
 
 
 def check_all_splittings(start, changes):
-    results = [assert_agree(start, changes, sizes, errors_as_outcomes=bool(n % 2))
-               for n, sizes in enumerate(splittings(len(changes)))]
-    return results[0]
+    """The oracle's outcomes and table, which every splitting must give; returned."""
+    expected = run_oracle(start, changes)
+    for number, sizes in enumerate(splittings(len(changes))):
+        assert_agree(start, changes, sizes, errors_as_outcomes=bool(number % 2), expected=expected)
+    return expected
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -233,6 +229,30 @@ def upsert_items(draw, uuid_pool=None, legacy=0.15):
     item[draw(st.sampled_from(["title", "title", "name", "short_name"]))] = draw(names)
     item.update(draw(st.fixed_dictionaries({}, optional=OPTIONAL_FIELDS)))
     return item
+
+
+EVENT_FIELDS = {  # the typed fields of an event record (AcademyData's, as decode reads them)
+    "slug": st.sampled_from(SLUGS + [""]),
+    "stripe_price_lookup_key": st.sampled_from(LOOKUP_KEYS),
+    "product_key": st.sampled_from(["cloud", "data", "  "]),
+    "display_order": st.sampled_from([0, 1, 2, -1]),
+    "is_active": st.booleans(),
+    "short_description": st.sampled_from(["", "learn", " learn more "]),
+    "long_description": st.sampled_from(["", "long"]),
+    "image": st.sampled_from(["http://img/1", ""]),
+    "catalog_query_uuid": st.sampled_from([CQ1, CQ2, "not-a-uuid"]),
+    "stripe_product_id": st.sampled_from(["", "prod_1"]),
+}
+
+
+@st.composite
+def event_changes(draw, time):
+    """An upsert or delete as an event carries it: the typed record of ``decode`` (``EVENT`` shape)."""
+    record = {"uuid": draw(st.sampled_from(UUIDS)), "title": draw(names | st.just(" ")),
+              "tags": draw(st.sampled_from([[], ["x"], [" y ", "x", "x"]]))}
+    record.update(draw(st.fixed_dictionaries({}, optional=EVENT_FIELDS)))
+    action = draw(st.sampled_from([UPSERT, UPSERT, UPSERT, DELETE]))
+    return Change(action, record, time, EVENT)
 
 
 @st.composite
@@ -306,10 +326,12 @@ def histories(draw, max_changes=18):
     changes = []
     for _ in range(draw(st.integers(0, max_changes))):
         kind = draw(st.sampled_from(["upsert"] * 6 + ["delete"] * 2
-                                    + ["poison", "repeat", "rename", "swap", "reactivate"]))
+                                    + ["poison", "repeat", "rename", "swap", "reactivate", "event", "event"]))
         time = tick()
         if kind == "upsert":
             changes.append(upsert(draw(upsert_items()), time))
+        elif kind == "event":
+            changes.append(draw(event_changes(time)))
         elif kind == "delete":
             changes.append(delete(draw(delete_items(known_uuids())), time))
         elif kind == "poison":
@@ -346,8 +368,8 @@ def _max_examples():
     return 150 if connection.vendor == "sqlite" else 80
 
 
-def test_batches_agree_with_per_event_apply(transactional_db):
-    """Random histories: the batch path gives the per-event path's outcomes and final table."""
+def test_batches_of_any_size_agree_with_the_oracle(transactional_db):
+    """Random histories: random batches and batches of one give the oracle's outcomes and final table."""
 
     # report_multiple_bugs=False: one failure shrunk (several take minutes of shrinking on a server)
     @settings(max_examples=_max_examples(), deadline=None, database=None, derandomize=False,
@@ -355,12 +377,13 @@ def test_batches_agree_with_per_event_apply(transactional_db):
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                      HealthCheck.data_too_large])
     # shapes: how many sets of changed columns get an UPDATE of their own before the rest share one of
-    # every column (apply_batch.SHAPES); small values send most histories through that shared statement.
-    @given(histories(), st.integers(min_value=1, max_value=apply_batch.SHAPES))
+    # every column (writes.SHAPES); small values send most histories through that shared statement.
+    @given(histories(), st.integers(min_value=1, max_value=writes.SHAPES))
     def differential(history, shapes):
         start, changes, sizes, errors_as_outcomes = history
-        with mock.patch.object(apply_batch, "SHAPES", shapes):
-            assert_agree(start, changes, sizes, errors_as_outcomes)
+        with mock.patch.object(writes, "SHAPES", shapes):
+            expected = assert_agree(start, changes, sizes, errors_as_outcomes)
+            assert_agree(start, changes, [1] * len(changes), not errors_as_outcomes, expected=expected)
 
     differential()  # pylint: disable=no-value-for-parameter  # hypothesis's @given supplies both
 
@@ -442,6 +465,26 @@ def test_create_whose_slug_is_taken_gets_a_suffix():
     assert [o["outcome"] for o in outcomes] == ["created", "created", "created", "created", "unchanged"]
     assert sorted(row["slug"] for row in table) == [
         "data-academy", "data-academy-2", "data-academy-3", "shared", "shared-2"]
+
+
+def test_a_slug_probe_past_the_suffixes_read_at_once():
+    """
+    "shared" and "shared-2" to "shared-11" are held: a create asking for "shared" probes past the suffixes a fold
+    reads at once (apply.SLUG_PROBE), and so do the next ones, each finding the next free suffix.
+    """
+    start = [(upsert(academy(None, f"Holder {n}", slug="shared" if n == 1 else f"shared-{n}",
+                             stripe_price_lookup_key=f"key_{n}"), None), False) for n in range(1, 12)]
+    assert apply.SLUG_PROBE < 10
+    outcomes, table = check_all_splittings(start, [
+        upsert(academy(U1, "Data Academy", slug="shared"), at(1)),
+        upsert(academy(U2, "Cloud Academy", slug="shared"), at(1)),
+        upsert(academy(U1, "Data Academy", slug="shared"), at(2)),  # keeps its suffix
+        upsert(academy(U3, "AI Academy", slug="shared", stripe_price_lookup_key="key_3"), at(2)),  # skipped
+        upsert(academy(U4, "Web Academy", slug="Not a slug!"), at(2)),  # the default slug, carried
+    ])
+    assert [o["outcome"] for o in outcomes] == ["created", "created", "unchanged", "skipped", "created"]
+    assert {row["name"]: row["slug"] for row in table if row["uuid"]} == {
+        "Data Academy": "shared-12", "Cloud Academy": "shared-13", "Web Academy": "web-academy"}
 
 
 def test_case_only_rename_and_legacy_row_matched_by_name():
@@ -541,7 +584,7 @@ def test_poison_and_duplicates_between_good_changes():
 def test_many_sets_of_changed_columns_write_in_a_bounded_number_of_updates(caplog):
     """
     Twelve academies each change a different set of columns: ``SHAPES`` UPDATEs of their own sets and one of
-    every column for the rest, no per-event fallback, and the same table as the per-event path.
+    every column for the rest, in one fold, and the same table as the oracle.
     """
     uuids = [str(uuid.UUID(int=0xB00 + n)) for n in range(12)]
     start = [(upsert(academy(u, f"Academy {n}"), at(-1)), False) for n, u in enumerate(uuids)]
@@ -551,14 +594,14 @@ def test_many_sets_of_changed_columns_write_in_a_bounded_number_of_updates(caplo
     for n, u in enumerate(uuids):  # n's binary digits pick the edits: no two academies change the same set
         chosen = {key: value for bit, edit in enumerate(edits) if (n + 1) >> bit & 1 for key, value in edit.items()}
         changes.append(upsert(academy(u, f"Academy {n}", **chosen), at(1)))
-    expected_outcomes, expected_table = run_per_event(start, changes)
+    expected_outcomes, expected_table = run_oracle(start, changes)
     _set_up(start)
-    with caplog.at_level("DEBUG", logger="academy_consumer.apply_batch"), CaptureQueriesContext(connection) as queries:
+    with caplog.at_level("DEBUG", logger="academy_consumer.apply"), CaptureQueriesContext(connection) as queries:
         with transaction.atomic():
-            outcomes = [o.as_dict() for o in apply_batch.apply_changes(changes)]
-    assert not [r for r in caplog.records if "one by one" in r.getMessage()], "the batch fell back"
+            outcomes = [o.as_dict() for o in apply_changes(changes)]
+    assert not [r for r in caplog.records if "fewer at a time" in r.getMessage()], "the fold was refused"
     updates = [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("UPDATE")]
-    assert len(updates) == apply_batch.SHAPES + 1, updates
+    assert len(updates) == writes.SHAPES + 1, updates
     assert outcomes == expected_outcomes
     assert _table() == expected_table
 

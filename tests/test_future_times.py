@@ -12,10 +12,11 @@ import pytest
 from django.utils import timezone
 from openedx_events.data import EventsMetadata
 
-from academy_consumer.apply import apply_item, deactivate_academy, sync_academies
+from academy_consumer.apply import DELETE, UPSERT, Change, apply_change
 from academy_consumer.models import EnterpriseAcademy
 from academy_consumer.producer import encode
 from academy_consumer.receivers import AcademyEventRejected, deactivate_academy_from_event, upsert_academy_from_event
+from academy_consumer.sync import sync_academies
 
 U1, U2 = (str(uuid.UUID(int=n)) for n in (0xF1, 0xF2))
 FAR = datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc)
@@ -23,6 +24,16 @@ FAR = datetime.datetime(9999, 12, 31, tzinfo=datetime.timezone.utc)
 
 def academy(uuid_=U1, title="Data Academy", **extra):
     return {"uuid": uuid_, "title": title, **extra}
+
+
+def apply_item(item, time):
+    """One catalog item applied on its own (a batch of one)."""
+    return apply_change(Change(UPSERT, item, time))
+
+
+def deactivate(uuid_, title, time):
+    """One delete applied on its own."""
+    return apply_change(Change(DELETE, {"uuid": uuid_, "title": title}, time))
 
 
 def row(uuid_=U1):
@@ -47,7 +58,7 @@ class TestApplyLayer:
 
     def test_future_delete_is_skipped(self):
         apply_item(academy(), timezone.now())
-        outcome = deactivate_academy(uuid.UUID(U1), "Data Academy", FAR)
+        outcome = deactivate(U1, "Data Academy", FAR)
         assert outcome.outcome == "skipped" and "9999-12-31" in outcome.reason
         assert row().is_active
 
@@ -80,7 +91,7 @@ class TestApplyLayer:
         apply_item(academy(), timezone.now())
         freeze()
         now = timezone.now()
-        assert deactivate_academy(uuid.UUID(U1), None, now).outcome == "deactivated"
+        assert deactivate(U1, None, now).outcome == "deactivated"
         assert not row().is_active and row().source_timestamp == now
 
     def test_reconcile_and_deactivate_missing_are_not_blocked(self):

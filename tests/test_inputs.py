@@ -168,7 +168,7 @@ def _kill_default_connection():
 
 @pytest.mark.skipif("connection.vendor == 'sqlite'", reason="a SQLite connection cannot be lost")
 def test_connection_lost_mid_sync_stops_at_the_first_error(transactional_db, caplog):
-    from academy_consumer.apply import DatabaseUnavailable, sync_academies  # pylint: disable=import-outside-toplevel
+    from academy_consumer.sync import DatabaseUnavailable, sync_academies  # pylint: disable=import-outside-toplevel
 
     pulled = []
 

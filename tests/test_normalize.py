@@ -10,6 +10,8 @@ import re
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from academy_consumer import normalize
 from academy_consumer.normalize import (
@@ -26,6 +28,7 @@ from academy_consumer.normalize import (
     is_valid_slug,
     lookup_token,
     normalize_academy,
+    normalize_event,
     parse_uuid,
 )
 
@@ -1053,3 +1056,75 @@ def test_hostile_helpers(value):
     assert isinstance(lookup_token(value), str)
     assert isinstance(is_valid_slug(value), bool)
     assert find_catalog_query_uuid({"catalogs": value}) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# normalize_event: the typed record of an event, field by field, gives what the catalog path gives
+# --------------------------------------------------------------------------------------------------
+
+def test_event_record_maps_field_by_field():
+    record = {"uuid": U1.upper(), "title": "  Data \t Academy ", "short_description": " Learn ", "long_description": "",
+              "image": "https://img/d.png", "tags": [" Data ", "", "Data", "SQL"], "slug": "data",
+              "product_key": "data", "stripe_product_id": " prod_1 ", "display_order": 0, "is_active": False,
+              "catalog_query_uuid": U2}
+    assert normalize_event(record) == NormalizedAcademy(
+        name="Data Academy", uuid=UUID1,
+        fields={"name": "Data Academy", "uuid": UUID1, "is_active": False, "catalog_query_uuid": UUID2,
+                "slug": "data", "stripe_product_id": "prod_1", "display_order": 0, "description": "Learn",
+                "long_description": "", "thumbnail_url": "https://img/d.png", "tags": ["Data", "SQL"]},
+        defaults={"stripe_price_lookup_key": "essentials_data_academy_yearly"})
+
+
+def test_event_record_with_only_the_required_fields():
+    result = normalize_event({"uuid": U1, "title": "Data Academy", "tags": []})
+    assert result.fields == {"name": "Data Academy", "uuid": UUID1, "is_active": True, "tags": []}
+    assert set(result.defaults) == {"slug", "stripe_price_lookup_key", "stripe_product_id", "display_order"}
+
+
+@parametrize("record, reason, identity", [
+    ({"uuid": U1, "title": "  ", "tags": []}, "missing name", U1),
+    ({"uuid": "not-a-uuid", "title": "Data", "tags": []}, "invalid uuid 'not-a-uuid' in uuid", "Data"),
+    ({"uuid": U1, "title": "Data", "tags": [], "display_order": -1}, "display_order must not be negative", U1),
+    ({"uuid": U1, "title": "Data", "tags": ["a\x00"]}, "tag title 'a\\x00' contains a control character", U1),
+    ({"uuid": U1, "title": "Data", "tags": [], "image": "x" * (MAX_URL_LENGTH + 1)}, "thumbnail_url is too long", U1),
+])
+def test_event_record_rejections(record, reason, identity):
+    with pytest.raises(Rejected) as info:
+        normalize_event(record)
+    assert info.value.reason.startswith(reason) and info.value.identity == identity
+
+
+# What an event record can hold: the types of the event schema (text, whole numbers of an Avro long, booleans,
+# a list of texts), with the values the rules care about over-represented: blanks, control characters and
+# lone surrogates, lengths around the limits, UUID spellings, slugs, numbers around the bounds.
+_UUID_TEXTS = st.one_of(st.uuids().map(str), st.uuids().map(lambda u: u.hex.upper()),
+                        st.uuids().map(lambda u: "{%s}" % u), st.uuids().map(lambda u: f" urn:uuid:{u} "))
+_ANY_TEXT = st.text(st.characters(codec=None, categories=None, exclude_categories=()), max_size=20)
+_TEXTS = st.one_of(
+    _ANY_TEXT, st.sampled_from(["", " ", " \t\n", "\x00", "a\x1fb", "\ud800", "x\x85y", "Data Academy", "data-academy",
+                                "bad slug", "true", "False", "12", "-3", "2.0"]),
+    st.integers(250, 260).map(lambda n: "k" * n), st.integers(2040, 2055).map(lambda n: "u" * n),
+    st.integers(99_998, 100_002).map(lambda n: "d" * n), _UUID_TEXTS)
+_LONGS = st.one_of(st.integers(-2 ** 63, 2 ** 63 - 1), st.sampled_from([0, -1, 1, 2 ** 31 - 1, 2 ** 31, -2 ** 63]))
+_RECORDS = st.fixed_dictionaries(
+    {},
+    optional={"uuid": st.one_of(_UUID_TEXTS, st.uuids(), _TEXTS), "title": _TEXTS,
+              "tags": st.lists(_TEXTS, max_size=6) | st.integers(999, 1002).map(lambda n: [str(i) for i in range(n)]),
+              **{name: _TEXTS for name in ("short_description", "long_description", "image", "slug", "product_key",
+                                           "stripe_product_id", "stripe_price_lookup_key")},
+              "catalog_query_uuid": st.one_of(_UUID_TEXTS, _TEXTS), "display_order": _LONGS,
+              "is_active": st.booleans()})
+
+
+def _verdict(normalizer, record):
+    try:
+        return normalizer(record)
+    except Rejected as exc:
+        return ("rejected", exc.reason, exc.identity)
+
+
+@settings(max_examples=int(__import__("os").environ.get("ACADEMY_NORMALIZE_EXAMPLES", 1500)), deadline=None)
+@given(_RECORDS)
+def test_event_mapping_and_catalog_path_agree_on_every_typed_record(record):
+    """The event mapping gives the catalog path's ``NormalizedAcademy``, or its rejection reason and identity."""
+    assert _verdict(normalize_event, record) == _verdict(normalize_academy, dict(record))

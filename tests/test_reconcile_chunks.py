@@ -1,22 +1,24 @@
 """
 Reconcile in chunks (``sync_academies(..., chunk_size=k)``): any chunk size gives the very same result and
 table as one item per transaction; statements are bounded per chunk, not per item; ``--chunk-size``
-through the real command; transient errors retry the whole chunk; a lost connection names the chunk.
+through the real command; a real lock (SQLite's) retries the whole chunk; a lost connection names the chunk.
 """
 
 import datetime
+import itertools
 import json
+import logging
+import sqlite3
 import uuid
 
 import pytest
-from django.db import OperationalError, connection
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from academy_consumer import apply_batch
-from academy_consumer.apply import DatabaseUnavailable, sync_academies
 from academy_consumer.models import EnterpriseAcademy, name_key
+from academy_consumer.sync import DatabaseUnavailable, SyncResult, _deactivate_missing, sync_academies
 from tests.test_apply import academy, at
 
 UUIDS = [str(uuid.UUID(int=0xB00 + n)) for n in range(4)]
@@ -144,7 +146,6 @@ def test_deactivate_missing_is_one_read_and_one_update():
     EnterpriseAcademy.objects.update(modified=OLD)
     kept = EnterpriseAcademy.objects.get(name="Gone 0")
     with CaptureQueriesContext(connection) as captured:
-        from academy_consumer.apply import SyncResult, _deactivate_missing  # pylint: disable=import-outside-toplevel
         result = SyncResult()
         count = _deactivate_missing({"x"}, {kept.name_key}, at(5), result)
     statements = [q["sql"] for q in captured if not q["sql"].upper().startswith(("SAVEPOINT", "RELEASE", "BEGIN"))]
@@ -159,44 +160,79 @@ def test_deactivate_missing_is_one_read_and_one_update():
     assert EnterpriseAcademy.objects.filter(is_active=True, modified=OLD).count() == 2
 
 
-# --- transient errors retry the whole chunk ------------------------------------------------------
+# --- a real lock retries the whole chunk ----------------------------------------------------------
 
-def flaky_apply_changes(failures, calls):
-    """``apply_changes`` that raises a lock error ``failures`` times per chunk of more than one item."""
-    real = apply_batch.apply_changes
+class _OnWarning(logging.Handler):
+    """Calls ``action`` once, at the ``count``-th WARNING of ``academy_consumer.sync`` that holds ``text``."""
 
-    def fake(changes, **kwargs):
-        calls.append(len(changes))
-        if len(changes) > 1 and failures and failures[0] > 0:
-            failures[0] -= 1
-            raise OperationalError("database is locked")
-        return real(changes, **kwargs)
+    def __init__(self, text, count, action):
+        super().__init__(logging.WARNING)
+        self.text, self.count, self.action, self.messages = text, count, action, []
 
-    return fake
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+        if sum(self.text in message for message in self.messages) == self.count and self.action:
+            self.action()
+            self.action = None
 
 
-@pytest.mark.django_db
-def test_a_lock_error_retries_the_whole_chunk(monkeypatch):
-    calls = []
-    monkeypatch.setattr(apply_batch, "apply_changes", flaky_apply_changes([2], calls))
-    monkeypatch.setattr("academy_consumer.apply.time.sleep", lambda seconds: None)
-    items = [academy(UUIDS[n], f"Academy {n}") for n in range(4)]
-    result = sync_academies(items, source_time=at(0), chunk_size=3)
-    assert calls == [3, 3, 3, 1]  # the first chunk twice more, then the rest
+@pytest.fixture
+def locked_sqlite(transactional_db):
+    """
+    The test database's write lock held by a second SQLite connection (``BEGIN IMMEDIATE``, as any other writer
+    would), and ``release()`` to give it up; the test's own connection waits for no lock (busy timeout 0), so a
+    write fails at once with SQLite's own "database is locked".
+    """
+    if connection.vendor != "sqlite":
+        pytest.skip("a SQLite write lock (the servers' row locks are waited on, see the fault suite)")
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout = 0")
+    holder = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        yield lambda: holder.execute("ROLLBACK")
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA busy_timeout = 5000")
+
+
+def _watch(handler):
+    logger = logging.getLogger("academy_consumer.sync")
+    logger.addHandler(handler)
+    return handler
+
+
+def test_a_lock_retries_the_whole_chunk(locked_sqlite):
+    handler = _watch(_OnWarning("retrying chunk", 2, locked_sqlite))  # the lock goes after two failed attempts
+    try:
+        items = [academy(UUIDS[n], f"Academy {n}") for n in range(4)]
+        result = sync_academies(items, source_time=at(0), chunk_size=3)
+    finally:
+        logging.getLogger("academy_consumer.sync").removeHandler(handler)
+    assert handler.messages == [
+        "transient database error (database is locked); retrying chunk of 3 item(s) (attempt 1)",
+        "transient database error (database is locked); retrying chunk of 3 item(s) (attempt 2)"]
     assert result.counts["created"] == 4 and result.counts["errors"] == 0
-    assert EnterpriseAcademy.objects.count() == 4
+    assert sorted(EnterpriseAcademy.objects.values_list("name", flat=True)) == [f"Academy {n}" for n in range(4)]
 
 
-@pytest.mark.django_db
-def test_a_chunk_that_keeps_failing_is_applied_one_item_per_transaction(monkeypatch):
-    calls = []
-    monkeypatch.setattr(apply_batch, "apply_changes", flaky_apply_changes([99], calls))
-    monkeypatch.setattr("academy_consumer.apply.time.sleep", lambda seconds: None)
-    items = [academy(UUIDS[n], f"Academy {n}") for n in range(3)]
-    result = sync_academies(items, source_time=at(0), chunk_size=3)
-    assert calls == [3] * 5 + [1, 1, 1]  # TRANSIENT_RETRIES attempts, then each item on its own
+def test_a_chunk_that_stays_locked_is_applied_one_item_per_transaction(locked_sqlite):
+    handler = _watch(_OnWarning("one per transaction", 1, locked_sqlite))  # the lock outlasts the chunk's attempts
+    try:
+        items = [academy(UUIDS[n], f"Academy {n}") for n in range(3)]
+        result = sync_academies(items, source_time=at(0), chunk_size=3)
+    finally:
+        logging.getLogger("academy_consumer.sync").removeHandler(handler)
+    assert handler.messages == [
+        f"transient database error (database is locked); retrying chunk of 3 item(s) (attempt {n})"
+        for n in range(1, 5)] + ["chunk of items 1-3 failed (database is locked); applying them one per transaction"]
     assert result.counts["created"] == 3 and [entry["name"] for entry in result.items] == [
         "Academy 0", "Academy 1", "Academy 2"]
+    assert EnterpriseAcademy.objects.count() == 3
 
 
 @pytest.mark.django_db
@@ -267,3 +303,7 @@ def test_chunk_size_is_documented_and_applied(cli, tmp_path):
     report = json.loads(done.stdout)
     assert (report["created"], report["skipped"]) == (5, 1)
     assert [entry["outcome"] for entry in report["items"]] == ["created"] * 5 + ["skipped"]
+    # The rows a chunk creates are one INSERT in one transaction, with one `created` time: three chunks of 2.
+    rows = EnterpriseAcademy.objects.order_by("pk").values_list("name", "created")
+    chunks = [[name for name, _ in rows] for _, rows in itertools.groupby(rows, key=lambda row: row[1])]
+    assert chunks == [["Academy 0", "Academy 1"], ["Academy 2", "Academy 3"], ["Academy 4"]]

@@ -200,3 +200,16 @@ def test_unusable_catalog_setting_is_one_line_exit_2(cli, name, value, words):
     done = cli("reconcile_academies", "--enterprise-customer", CUSTOMER, env={name: value})
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
     assert words in done.stderr and "nothing was written" in done.stderr
+
+
+def test_list_academies_active_only_leaves_out_the_inactive_rows(cli):
+    """What a reconcile left (an academy deactivated, one live): ``--active-only`` lists the live one only."""
+    EnterpriseAcademy.objects.create(name="Live Academy", slug="live", stripe_price_lookup_key="live")
+    EnterpriseAcademy.objects.create(name="Gone Academy", slug="gone", stripe_price_lookup_key="gone", is_active=False)
+    every = cli("list_academies", "--json")
+    active = cli("list_academies", "--json", "--active-only")
+    table = cli("list_academies", "--active-only")
+    assert (every.returncode, active.returncode, table.returncode) == (0, 0, 0), every.stderr + active.stderr
+    assert sorted(row["name"] for row in json.loads(every.stdout)) == ["Gone Academy", "Live Academy"]
+    assert [(row["name"], row["is_active"]) for row in json.loads(active.stdout)] == [("Live Academy", True)]
+    assert "Live Academy" in table.stdout and "Gone Academy" not in table.stdout and "(1 academies)" in table.stdout

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from academy_consumer.apply import apply_item, deactivate_academy, sync_academies
+from academy_consumer.apply import DELETE, EVENT, UPSERT, Change, apply_change
 from academy_consumer.inputs import read_items
 from academy_consumer.models import EnterpriseAcademy
 from academy_consumer.producer import encode
+from academy_consumer.sync import sync_academies
 from academy_consumer_signals import academy_data_to_dict
 
 pytestmark = pytest.mark.django_db
@@ -36,11 +37,8 @@ def apply_demo_events():
     for action, name in (("created", "academies.jsonl"), ("updated", "changes.jsonl"), ("deleted", "deleted.json")):
         for item in read_items(str(SAMPLES / name), envelopes=False):
             signal, data = encode(action, item)
-            academy = data["academy"]
-            if action == "deleted":
-                outcome = deactivate_academy(academy.uuid, academy.title, timezone.now())
-            else:
-                outcome = apply_item(academy_data_to_dict(academy), timezone.now())
+            record = academy_data_to_dict(data["academy"])
+            outcome = apply_change(Change(DELETE if action == "deleted" else UPSERT, record, timezone.now(), EVENT))
             assert outcome.outcome in ("created", "updated", "unchanged", "deactivated"), (signal, outcome)
 
 

@@ -20,7 +20,7 @@ from academy_consumer import conf
 from academy_consumer.management.json_output import stdout_for_json_only
 from academy_consumer.preflight import NotReady, check_database
 
-EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE = 0, 1, 2
+EXIT_ROW_ERRORS, EXIT_USAGE = 1, 2
 EXIT_NOT_READY = 1
 
 

@@ -17,8 +17,9 @@ Tests:
 1. ``test_unreadable_input_exits_2_and_writes_nothing``: a dozen unreadable files, on stdin and as files.
 2. ``test_wrong_types_corpus``: every field of an academy replaced by each value of a junk corpus (nulls,
    booleans, numbers, NaN, strings, control characters, lone surrogates, lists, objects, 400-level nesting).
-   The expected outcome of each item comes from the normalizer plus the apply layer's uniqueness rules, and
-   the table must hold exactly the applied items, with exactly their normalized values.
+   The expected outcome of each item comes from the rules as this test states them, junk value by junk value
+   (``expect``: not from the normalizer under test), plus the apply layer's identity and uniqueness rules, and
+   the table must hold exactly the applied items, with exactly the values the rules give them.
 3. ``test_ten_thousand_items_with_bad_ones_mixed_in``: exact counts; prints the timing.
 4. ``test_multi_megabyte_strings``: 3 MB descriptions, titles, uuids, tag lists...: per-item reasons,
    and a report that does not echo megabytes back.
@@ -42,13 +43,13 @@ import os
 import random
 import re
 import time
+import unicodedata
 import uuid
 
 import pytest
 from django.db import connection
 
 from academy_consumer.models import EnterpriseAcademy, name_key
-from academy_consumer.normalize import Rejected, normalize_academy
 from tests.fault.history import check_table
 
 SEED = int(os.environ.get("ACADEMY_FAULT_SEED") or random.SystemRandom().randrange(2 ** 32))
@@ -277,20 +278,172 @@ MODEL_DEFAULTS = {"catalog_query_uuid": None, "stripe_product_id": "", "display_
                   "description": "", "long_description": "", "thumbnail_url": "", "tags": []}
 
 
+# ---------------------------------------------------------------------------------------------------
+# What the normalization rules make of each junk value: stated here from the rules (docs/reference/rules.md),
+# label by label, not asked of academy_consumer.normalize (the code under test)
+# ---------------------------------------------------------------------------------------------------
+
+NOT_TEXT = "not text"  # what the text rule refuses: lists, objects without rendered/raw (an image: url/src)
+TEXT_OF = {  # junk label -> the text rule's reading: a string stripped, a number (a boolean too) as it prints
+    "null": None, "true": "True", "false": "False", "0": "0", "1": "1", "-1": "-1", "1.5": "1.5", "2.0": "2.0",
+    "2**31": "2147483648", "2**64": "18446744073709551616", "1e300": "1e+300", "Infinity": "inf", "NaN": "nan",
+    '""': "", '"   "': "", '"x"': "x", '"-1"': "-1", '"1.5"': "1.5", '"true"': "true", "NUL": "x\x00y",
+    "ANSI escape": "\x1b[2J", "newline": "a\nb", "lone surrogate": "\ud800 x", "emoji": "🎓 é",
+    "rich junk": "7", "rich text": "Rich  Text", "uuid as int": str(uuid.UUID(QUERY).int % 2 ** 63),
+}
+RICH = {"rich junk", "rich text"}  # rich text objects: text for a name or a description, not for an image
+IN_NO_LINE = {"NUL", "ANSI escape", "lone surrogate", "newline"}  # a control character (or surrogate) in one line
+IN_NO_TEXT = {"NUL", "ANSI escape", "lone surrogate"}  # ... in a text (tab, newline, carriage return allowed)
+QUERY_FOUND = {"uuid in a list", "uuid object", "shallow catalog_query"}  # the query uuid within 20 levels
+SLUGS = {'"x"': "x", '"-1"': "-1", '"true"': "true"}  # the valid slugs among the junk
+ORDERS = {"0": 0, "1": 1, "2.0": 2}  # the usable display orders
+NEGATIVE, TOO_LARGE = {"-1", '"-1"'}, {"2**31", "2**64", "1e300", "uuid as int"}
+ACTIVE = {"null": True, "true": True, "false": False, '"true"': True}
+TAGS = {"[]": [], "[junk]": ["x"], "uuid in a list": [QUERY], "deep list": [], "deep catalog_query": [],
+        "shallow catalog_query": []}  # the lists: titles of their strings and {"title"} objects
+TEXT_FIELD = {"short_description": "description", "description": "description",
+              "long_description": "long_description", "image": "thumbnail_url", "thumbnail_url": "thumbnail_url"}
+QUERY_FIELDS = ("catalog_query_uuid", "catalog_query", "enterprise_catalog_query", "catalogs", "enterprise_catalogs")
+
+
+class Skip(Exception):
+    """The item is skipped: ``words`` are in its reason."""
+
+    def __init__(self, words):
+        super().__init__(words)
+        self.words = words
+
+
+def _token(text):
+    """A lookup token of the ASCII-foldable names of this corpus: lowercase, other runs to ``_``."""
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    return re.sub("[^a-z0-9]+", "_", folded).strip("_")
+
+
+def _name(field, label, item):
+    """The name rule: the first non-empty text of name/title/short_name, whitespace runs collapsed."""
+    if field in ("title", "title (no uuid)", "name", "short_name"):
+        text = TEXT_OF.get(label, NOT_TEXT)
+        if text not in (None, NOT_TEXT) and text.strip():
+            if label in IN_NO_TEXT:
+                raise Skip("contains a control character")
+            return " ".join(text.split())
+        if field != "name":
+            raise Skip("missing name")
+    return " ".join(item["title"].split())
+
+
+def _line(field, label, what):
+    """A string field of one line (lookup key, product key, product id): the junk string, or ``Skip``."""
+    if label in IN_NO_LINE:
+        raise Skip(f"{what} ")  # "<field> '...' contains a control character"
+    return TEXT_OF[label]
+
+
+def expect(label, item):
+    """The normalized academy the rules make of one corpus item, as ``(uuid, name, fields, defaults)``; ``Skip``."""
+    field, _, junk = label.partition(" = ")
+    if field == "item":
+        raise Skip("not a JSON object")
+    if field.startswith("control"):
+        field = junk = None
+    name = _name(field, junk, item)
+    if field in ("uuid", "academy_uuid") and junk != "null":
+        raise Skip("invalid uuid")
+    academy_uuid = None if field in ("uuid", "academy_uuid", "title (no uuid)") else uuid.UUID(item["uuid"])
+    fields = {"name": name, "is_active": True, "display_order": 0, "description": "v0",
+              "long_description": item.get("long_description"), "thumbnail_url": item.get("image"),
+              "tags": ["Data", "SQL"]}
+    defaults = {"slug": re.sub("[^a-z0-9]+", "-", _token(name)).strip("-"), "stripe_product_id": ""}
+    lookup_source = name
+    if academy_uuid is not None:
+        fields["uuid"] = academy_uuid
+    if field == "is_active":
+        if junk not in ACTIVE:
+            raise Skip("is_active must be true or false")
+        fields["is_active"] = ACTIVE[junk]
+    if field in QUERY_FIELDS and junk in QUERY_FOUND:
+        fields["catalog_query_uuid"] = uuid.UUID(QUERY)
+    if field == "slug" and junk not in ("null", '""', '"   "'):  # carried: valid, or the default in its place
+        default = defaults.pop("slug")
+        fields["slug"] = SLUGS.get(junk, default)
+    if field == "stripe_price_lookup_key" and junk != "null":
+        if junk not in STRING_LABELS or not TEXT_OF[junk]:
+            raise Skip("stripe_price_lookup_key must be a non-empty string")
+        fields["stripe_price_lookup_key"] = _line(field, junk, "stripe_price_lookup_key")
+    if field == "product_key" and junk in STRING_LABELS:
+        text = _line(field, junk, "product_key")
+        lookup_source = text if text.strip() else name
+    if "stripe_price_lookup_key" not in fields:
+        token = _token(lookup_source).removesuffix("_academy")
+        defaults["stripe_price_lookup_key"] = f"essentials_{token}_academy_yearly"
+    if field == "stripe_product_id" and junk != "null":
+        if junk not in STRING_LABELS:
+            raise Skip("stripe_product_id must be a string")
+        fields["stripe_product_id"] = _line(field, junk, "stripe_product_id")
+        defaults.pop("stripe_product_id")
+    if field == "display_order":
+        _display_order(junk, fields)
+    if field in TEXT_FIELD:
+        _text(field, junk, fields)
+    if field == "tags":
+        if junk not in TAGS and junk != "null":
+            raise Skip("tags must be a list")
+        if junk == "null":
+            del fields["tags"]
+        else:
+            fields["tags"] = TAGS[junk]
+    return academy_uuid, name, fields, defaults
+
+
+STRING_LABELS = {label for label, value in JUNK.items() if isinstance(value, str)}
+
+
+def _display_order(junk, fields):
+    """The display order rule: a whole number 0..2**31-1 (an int, a whole float, an integer-looking string)."""
+    if junk == "null":
+        del fields["display_order"]
+    elif junk in NEGATIVE:
+        raise Skip("display_order must not be negative")
+    elif junk in TOO_LARGE:
+        raise Skip("display_order is too large")
+    elif junk not in ORDERS:
+        raise Skip("display_order must be a whole number")
+    else:
+        fields["display_order"] = ORDERS[junk]
+
+
+def _text(field, junk, fields):
+    """The text rules of the descriptions and the image (stripped, may be empty; ``None``: not carried)."""
+    target = TEXT_FIELD[field]
+    text = TEXT_OF.get(junk, NOT_TEXT)
+    if field == "image" and junk in RICH:
+        text = NOT_TEXT
+    if text is NOT_TEXT:
+        raise Skip(f"{field} is not text")
+    if junk in IN_NO_TEXT:
+        raise Skip(f"{target} contains a control character")
+    if text is None:
+        del fields[target]
+    else:
+        fields[target] = text
+
+
 class Oracle:
     """
-    What the normalization and apply rules make of each item, in order: the normalizer's verdict, then identity and
-    uniqueness (name and lookup key held by another academy skip the item). Independent of the database.
+    What the normalization and apply rules make of each item, in order: the rules' verdict on its fields (``expect``,
+    written here from the rules), then identity and uniqueness (name and lookup key held by another academy skip
+    the item). Independent of the database and of the code under test.
     """
 
     def __init__(self):
         self.rows = []  # dicts of the expected values of each row (normalized fields + defaults)
         self.touched = {}  # id(row) -> outcomes of this pass ("created", "updated", "unchanged")
 
-    def run(self, items):
-        """The expected (outcome, reason) of each item of one sync of ``items``."""
+    def run(self, labelled):
+        """The expected (outcome, words of the reason) of each ``(label, item)`` of one sync of the items."""
         self.touched = {}
-        return [self.apply(item) for item in items]
+        return [self.apply(label, item) for label, item in labelled]
 
     def rows_only_unchanged(self):
         """The rows that no item of the last pass created or updated."""
@@ -299,20 +452,20 @@ class Oracle:
     def _holder(self, field, value, row):
         return next((r for r in self.rows if r is not row and r[field] == value), None)
 
-    def apply(self, item):
-        """Apply one catalog item to the oracle's rows by the rules; returns ``(outcome, reason)``."""
+    def apply(self, label, item):
+        """Apply one catalog item to the oracle's rows by the rules; returns ``(outcome, words of the reason)``."""
         try:
-            academy_ = normalize_academy(item)
-        except Rejected as exc:
-            return "skipped", exc.reason
-        row = next((r for r in self.rows if academy_.uuid and r["uuid"] == academy_.uuid), None)
+            academy_uuid_, name, fields, defaults = expect(label, item)
+        except Skip as skip:
+            return "skipped", skip.words
+        row = next((r for r in self.rows if academy_uuid_ and r["uuid"] == academy_uuid_), None)
         matched_by = "uuid" if row else None
         if row is None:
-            row = next((r for r in self.rows if r["name_key"] == name_key(academy_.name)), None)
-            if row is not None and academy_.uuid and row["uuid"] and row["uuid"] != academy_.uuid:
+            row = next((r for r in self.rows if r["name_key"] == name_key(name)), None)
+            if row is not None and academy_uuid_ and row["uuid"] and row["uuid"] != academy_uuid_:
                 return "skipped", "already used"
             matched_by = "name" if row else None
-        values = dict(academy_.fields) if row else {**academy_.defaults, **academy_.fields}
+        values = dict(fields) if row else {**defaults, **fields}
         if matched_by == "name":
             values.pop("name")
         if "name" in values and self._holder("name_key", name_key(values["name"]), row):
@@ -321,7 +474,7 @@ class Oracle:
         if key is not None and self._holder("stripe_price_lookup_key", key, row):
             return "skipped", "already used"
         if row is None:
-            self.rows.append({**MODEL_DEFAULTS, **values, "name_key": name_key(values["name"]), "uuid": academy_.uuid})
+            self.rows.append({**MODEL_DEFAULTS, **values, "name_key": name_key(values["name"]), "uuid": academy_uuid_})
             self.touched[id(self.rows[-1])] = ["created"]
             return "created", ""
         # (a slug may have been suffixed on create: the apply layer compares it with its own suffix again)
@@ -372,7 +525,7 @@ def test_wrong_types_corpus(reconcile, tmp_path, guarantee):
     items = [item for _, item in labelled]
     path = write(tmp_path, "corpus.json", json.dumps({"results": items}))  # NaN/Infinity as Python writes them
     oracle = Oracle()
-    expected = oracle.run(items)
+    expected = oracle.run(labelled)
     bad = sum(outcome == "skipped" for outcome, _ in expected)
     assert 100 < bad < len(items) - 100, seeded(f"a corpus that tests little: {bad} of {len(items)} rejected")
 
@@ -396,7 +549,7 @@ def test_wrong_types_corpus(reconcile, tmp_path, guarantee):
     # The same file again: outcomes as the oracle says (unchanged, except rows two items share, e.g. an
     # item without uuid matched by name), and rows no item changes are not written (`modified` stays).
     before = snapshot(STABLE_COLUMNS)
-    expected = oracle.run(items)
+    expected = oracle.run(labelled)
     again = reconcile("--from-file", path, "--json")
     assert again.returncode == 0 and quiet(again.stderr), seeded(repr(again))
     assert again.report["created"] == 0 and again.report["errors"] == 0, seeded(repr(again))

@@ -33,12 +33,13 @@ from django.db import close_old_connections, transaction
 from django.utils import timezone
 
 from academy_consumer import conf
-from academy_consumer.apply import ERRORS, OUTCOMES, DatabaseUnavailable, sync_academies
+from academy_consumer.apply import ERRORS, OUTCOMES
 from academy_consumer.catalog import CatalogClient, CatalogError
 from academy_consumer.inputs import InputError, read_items
 from academy_consumer.management.base import EXIT_NOT_READY, EXIT_ROW_ERRORS, AcademyCommand, fail
 from academy_consumer.normalize import parse_uuid
 from academy_consumer.redact import mask_url
+from academy_consumer.sync import DatabaseUnavailable, sync_academies
 
 
 def uuid_argument(value):
