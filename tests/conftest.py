@@ -373,3 +373,38 @@ def devstack():
 def bus(devstack, cli):
     """A ``tests.helpers.Bus``: the producer and the consumer commands against this test's dev stack."""
     return Bus(devstack, cli)
+
+
+# A trigger that makes the database itself refuse one row (the ``exploding_trigger`` fixture).
+TRIGGER_SQL = {
+    "sqlite": ["""CREATE TRIGGER explode BEFORE INSERT ON academy_consumer_enterpriseacademy
+                  WHEN NEW.name = 'Explode Academy' BEGIN SELECT RAISE(ABORT, 'explode trigger'); END"""],
+    "postgresql": [
+        """CREATE OR REPLACE FUNCTION explode() RETURNS trigger AS $$ BEGIN
+             IF NEW.name = 'Explode Academy' THEN RAISE EXCEPTION 'explode trigger'; END IF; RETURN NEW;
+           END $$ LANGUAGE plpgsql""",
+        """CREATE TRIGGER explode BEFORE INSERT ON academy_consumer_enterpriseacademy
+           FOR EACH ROW EXECUTE FUNCTION explode()"""],
+    "mysql": ["""CREATE TRIGGER explode BEFORE INSERT ON academy_consumer_enterpriseacademy FOR EACH ROW
+                 BEGIN IF NEW.name = 'Explode Academy' THEN
+                 SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'explode trigger'; END IF; END"""],
+}
+DROP_SQL = {"sqlite": ["DROP TRIGGER explode"], "mysql": ["DROP TRIGGER explode"],
+            "postgresql": ["DROP TRIGGER explode ON academy_consumer_enterpriseacademy", "DROP FUNCTION explode()"]}
+
+
+@pytest.fixture
+def exploding_trigger(transactional_db):
+    """
+    A trigger that makes the database itself refuse one row, named ``Explode Academy`` (a failure normalization
+    cannot see), removed at teardown.
+    """
+    from django.db import connection  # pylint: disable=import-outside-toplevel
+
+    with connection.cursor() as cursor:
+        for sql in TRIGGER_SQL[connection.vendor]:
+            cursor.execute(sql)
+    yield
+    with connection.cursor() as cursor:
+        for sql in DROP_SQL[connection.vendor]:
+            cursor.execute(sql)

@@ -173,3 +173,25 @@ def refused_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+def kill_default_connection():
+    """
+    Kill the default database connection's server session from a second connection (the server side of an outage):
+    PostgreSQL and MariaDB.
+    """
+    # pylint: disable=import-outside-toplevel
+    from django.db import DEFAULT_DB_ALIAS, connection, connections
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()" if connection.vendor == "postgresql" else "SELECT CONNECTION_ID()")
+        backend = cursor.fetchone()[0]
+    other = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        with other.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT pg_terminate_backend(%s, 10000)", [backend])  # waits until it is gone
+            else:
+                cursor.execute(f"KILL CONNECTION {int(backend)}")
+    finally:
+        other.close()

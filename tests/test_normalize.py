@@ -35,7 +35,7 @@ from academy_consumer.normalize import (
 U1 = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
 U2 = "11111111-2222-3333-4444-555555555555"
 U3 = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-UUID1, UUID2, UUID3 = uuid.UUID(U1), uuid.UUID(U2), uuid.UUID(U3)
+UUID1, UUID2 = uuid.UUID(U1), uuid.UUID(U2)
 
 
 @pytest.fixture(autouse=True)
