@@ -56,11 +56,22 @@ MATRIX_PATH := $(subst $(eval) ,:,$(strip $(dir $(wildcard $(HOME)/.pyenv/versio
 test-matrix: requirements ## the tox matrix on SQLite: Python 3.11-3.13 x Django 4.2/5.2, and min (TOX_ARGS, e.g. -e py312-django52 -- -m "not slow")
 	PATH="$(MATRIX_PATH):$$PATH" $(BIN)/tox $(TOX_ARGS)
 
-test: requirements ## run the test suite (DATABASE_URL selects the database; default SQLite)
-	$(BIN)/pytest $(PYTEST_ARGS)
+# The suite runs on TEST_WORKERS parallel workers (pytest-xdist): most of its time is spent waiting on the dev
+# stack and on commands run as subprocesses, so more workers than the 2 cores of the CI machine pay (measured in
+# docs/testing.md); TEST_WORKERS=0 runs it in this one process (for pdb). worksteal hands a worker that ran out
+# of tests some of the queue of another, so one long file does not finish alone at the end.
+TEST_WORKERS ?= 4
+XDIST_ARGS = $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist worksteal,-p no:xdist)
+# On PostgreSQL and MariaDB (a DATABASE_URL that is not sqlite), `make test` runs the tests marked `database`
+# only: those that use the database (marked at collection, tests/conftest.py); the others cannot reach the
+# database (pytest-django refuses them) and run on SQLite. TEST_MARKERS= runs them all there too.
+TEST_MARKERS ?= $(if $(filter-out sqlite%,$(DATABASE_URL)),database)
+
+test: requirements ## the test suite on TEST_WORKERS workers; DATABASE_URL selects the database (default SQLite; on PostgreSQL/MariaDB only the tests marked `database`)
+	$(BIN)/pytest $(XDIST_ARGS) $(if $(TEST_MARKERS),-m "$(TEST_MARKERS)") $(PYTEST_ARGS)
 
 test-fast: requirements ## the unit tests only, in seconds: no dev stack, no subprocess, no server (tests marked `stack` left out)
-	ACADEMY_TEST_FAST=1 ACADEMY_DIFF_MAX_EXAMPLES=$${ACADEMY_DIFF_MAX_EXAMPLES:-30} $(BIN)/pytest -m "not stack" $(PYTEST_ARGS)
+	ACADEMY_TEST_FAST=1 ACADEMY_DIFF_MAX_EXAMPLES=$${ACADEMY_DIFF_MAX_EXAMPLES:-30} $(BIN)/pytest -p no:xdist -m "not stack" $(PYTEST_ARGS)
 
 QUALITY_STAMP := $(VENV)/.quality-installed
 LINT_PATHS := academy_consumer signals devstack/academy_devstack tests bench requirements/hosts/check_installed.py
@@ -89,11 +100,11 @@ quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --
 
 FAULT_DATABASES ?= sqlite://:memory: postgres://root@127.0.0.1:5432/test mysql://root@127.0.0.1:3306/test
 
-fault: requirements ## the fault-injection suite on each of FAULT_DATABASES, then the Guarantees table
+fault: requirements ## the fault-injection suite on each of FAULT_DATABASES (on TEST_WORKERS workers), then the Guarantees table
 	@rm -f .fault-results.jsonl; set -e; for url in $(FAULT_DATABASES); do \
 		echo "== fault suite with DATABASE_URL=$$url"; \
 		DATABASE_URL=$$url ACADEMY_FAULT_SUITE=1 ACADEMY_FAULT_RESULTS=$(CURDIR)/.fault-results.jsonl \
-			$(BIN)/pytest tests/fault $(PYTEST_ARGS); \
+			$(BIN)/pytest tests/fault $(XDIST_ARGS) $(PYTEST_ARGS); \
 	done; \
 	echo "== Guarantees"; $(BIN)/python -m tests.fault.report .fault-results.jsonl
 

@@ -2,8 +2,14 @@
 Shared test set-up.
 
 The database is chosen by ``DATABASE_URL`` (see ``academy_consumer/settings.py``); the default is SQLite.
-``.ci/run`` runs the suite once per database. A database that is configured but unreachable makes
-the run fail: pytest-django's test-database creation raises, it is never turned into a skip.
+``.ci/run`` runs the whole suite on SQLite and the tests marked ``database`` (below) on PostgreSQL and
+MariaDB. A database that is configured but unreachable makes the run fail: pytest-django's test-database
+creation raises, it is never turned into a skip.
+
+``make test`` runs the suite on parallel workers (pytest-xdist, ``-n``): each worker has its own test
+database (pytest-django adds the worker id to its name, after ``DATABASE_TEST_NAME``: ``test_ci_gw0``), its
+own temporary folder (the SQLite file that subprocess commands share with the test lives there), and each
+test its own dev stack on ports the system picks. Nothing a test writes goes into the checkout.
 """
 
 import itertools
@@ -15,7 +21,7 @@ import pytest
 from edx_django_utils.cache import TieredCache
 
 from tests.catalog_server import CatalogServer
-from tests.helpers import CLI, cli_env
+from tests.helpers import CLI, Bus, cli_env
 
 # The fault suite (tests/fault) runs on its own: `make fault`, which sets ACADEMY_FAULT_SUITE=1.
 collect_ignore = [] if os.environ.get("ACADEMY_FAULT_SUITE") else ["fault"]
@@ -30,16 +36,32 @@ STACK_FIXTURES = frozenset({
 })
 
 
+# A test is a database test (marked ``database`` at collection) when it uses the database: through pytest-django's
+# fixtures (directly or through another fixture: ``cli`` and ``cli_popen`` run commands on the test database) or
+# its ``django_db`` marker. pytest-django refuses database access to any other test, so the rest cannot depend on
+# the database: `make test` runs only the database tests on PostgreSQL and MariaDB (``-m database``), all on SQLite.
+DATABASE_FIXTURES = frozenset({
+    "db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback", "live_server",
+})
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "stack: needs the dev stack, a subprocess or an HTTP server (left out by `make test-fast`); set "
                    "from STACK_FIXTURES, or by hand on a test that starts one itself")
+    config.addinivalue_line(
+        "markers", "database: uses the database (run on SQLite, PostgreSQL and MariaDB; the other tests on SQLite "
+                   "only); set from DATABASE_FIXTURES and the django_db marker")
 
 
 def pytest_collection_modifyitems(items):
+    """Mark each test ``stack`` and ``database`` from the fixtures it uses (STACK_FIXTURES, DATABASE_FIXTURES)."""
     for item in items:
-        if STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = getattr(item, "fixturenames", ())
+        if STACK_FIXTURES.intersection(fixtures):
             item.add_marker(pytest.mark.stack)
+        if DATABASE_FIXTURES.intersection(fixtures) or item.get_closest_marker("django_db"):
+            item.add_marker(pytest.mark.database)
 
 
 @pytest.fixture(autouse=True)
@@ -109,10 +131,15 @@ def catalog_env(catalog_server):
 
 
 @pytest.fixture(scope="session")
-def django_db_modify_db_settings(tmp_path_factory):
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
     """
     On SQLite, put the test database in a file instead of memory, so that ``academy-consumer``
-    commands run as subprocesses (the way users run them) see the same database as the test.
+    commands run as subprocesses (the way users run them) see the same database as the test: a file in the
+    session's temporary folder, which is the worker's own under pytest-xdist.
+
+    On PostgreSQL and MariaDB, pytest-django's ``django_db_modify_db_settings_parallel_suffix`` (which this
+    fixture replaces, so it asks for it) adds the xdist worker id (and tox's ``TOX_PARALLEL_ENV``) to the test
+    database's name: ``DATABASE_TEST_NAME=test_ci`` gives ``test_ci_gw0``, ``test_ci_gw1``...
     """
     from django.conf import settings  # pylint: disable=import-outside-toplevel
 
@@ -338,3 +365,44 @@ def devstack():
         # The mock evicts the oldest events past 5 MiB per partition: no test may pass on a log with a hole.
         evicted = stack.evicted()
         assert not evicted, f"the embedded broker evicted events (low watermarks {evicted}): produce less per test"
+
+
+@pytest.fixture
+def bus(devstack, cli):
+    """A ``tests.helpers.Bus``: the producer and the consumer commands against this test's dev stack."""
+    return Bus(devstack, cli)
+
+
+# A trigger that makes the database itself refuse one row (the ``exploding_trigger`` fixture).
+TRIGGER_SQL = {
+    "sqlite": ["""CREATE TRIGGER explode BEFORE INSERT ON academy_consumer_enterpriseacademy
+                  WHEN NEW.name = 'Explode Academy' BEGIN SELECT RAISE(ABORT, 'explode trigger'); END"""],
+    "postgresql": [
+        """CREATE OR REPLACE FUNCTION explode() RETURNS trigger AS $$ BEGIN
+             IF NEW.name = 'Explode Academy' THEN RAISE EXCEPTION 'explode trigger'; END IF; RETURN NEW;
+           END $$ LANGUAGE plpgsql""",
+        """CREATE TRIGGER explode BEFORE INSERT ON academy_consumer_enterpriseacademy
+           FOR EACH ROW EXECUTE FUNCTION explode()"""],
+    "mysql": ["""CREATE TRIGGER explode BEFORE INSERT ON academy_consumer_enterpriseacademy FOR EACH ROW
+                 BEGIN IF NEW.name = 'Explode Academy' THEN
+                 SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'explode trigger'; END IF; END"""],
+}
+DROP_SQL = {"sqlite": ["DROP TRIGGER explode"], "mysql": ["DROP TRIGGER explode"],
+            "postgresql": ["DROP TRIGGER explode ON academy_consumer_enterpriseacademy", "DROP FUNCTION explode()"]}
+
+
+@pytest.fixture
+def exploding_trigger(transactional_db):
+    """
+    A trigger that makes the database itself refuse one row, named ``Explode Academy`` (a failure normalization
+    cannot see), removed at teardown.
+    """
+    from django.db import connection  # pylint: disable=import-outside-toplevel
+
+    with connection.cursor() as cursor:
+        for sql in TRIGGER_SQL[connection.vendor]:
+            cursor.execute(sql)
+    yield
+    with connection.cursor() as cursor:
+        for sql in DROP_SQL[connection.vendor]:
+            cursor.execute(sql)

@@ -1,16 +1,30 @@
 """
 Helpers shared by the tests and the fault suite (``tests/fault``): running ``academy-consumer`` as a
-subprocess on the test database, producing events through the real producer path, reading the consumer's
-summary line. (Waiting on conditions is in ``tests/waiting.py``.)
+subprocess on the test database, producing and consuming through the real commands (``Bus``) or the real
+producer path, reading the consumer's summary line and the table. (Test data is made in ``tests/factories.py``,
+waiting on conditions is in ``tests/waiting.py``, the fixtures are in ``tests/conftest.py``.)
 """
 
+import contextlib
+import json
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 
 # ``academy-consumer ARGS`` as users run it: the console script's module, with this interpreter.
 CLI = (sys.executable, "-m", "academy_consumer.cli")
+
+# ``--until-idle`` of the consumer runs in the tests: the dev stack answers in milliseconds, so 2 s without events
+# means "done".
+IDLE = "2"
+# The consumer's environment in the tests: it waits up to ACADEMY_CONSUMER_BATCH_WAIT_SECONDS (1 s by default) to
+# fill a batch, which with the handful of events a test produces is idle time.
+CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
+# Where faults are injected: transient failures retried at most 2 s apart, so a scenario does not wait out the
+# backoff of its last fault.
+FAULT_CONSUMER_ENV = {**CONSUMER_ENV, "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "2"}
 
 
 def subprocess_database_url():
@@ -33,6 +47,42 @@ def cli_env(env=None):
     full_env = {**os.environ, "DATABASE_URL": subprocess_database_url(), **(env or {})}
     full_env.pop("DJANGO_SETTINGS_MODULE", None)
     return full_env
+
+
+class Bus:
+    """
+    ``produce_academy_event`` and ``consume_academy_events`` run as subprocesses (the ``cli`` fixture) against a
+    dev stack (the ``devstack`` fixture); each asserts a zero exit status. The ``bus`` fixture makes one.
+    """
+
+    def __init__(self, devstack, cli):
+        self.devstack = devstack
+        self.cli = cli
+
+    def produce(self, action, items, event_time=None):
+        """Produce one event per item (JSON lines on stdin); ``event_time`` is ``--time`` (ISO 8601)."""
+        args = ["produce_academy_event", "--action", action, "--file", "-"]
+        if event_time is not None:
+            args += ["--time", event_time]
+        lines = "\n".join(json.dumps(item) for item in items) + "\n"
+        done = self.cli(*args, env=self.devstack.env, input=lines)
+        assert done.returncode == 0, done.stderr
+        assert f"produced {len(items)} " in done.stdout
+        return done
+
+    def consume(self, *args, group="academy-test", extra_env=None):
+        """Consume until idle for ``IDLE`` seconds with consumer group ``group``."""
+        done = self.cli("consume_academy_events", "--group-id", group, "--until-idle", IDLE, *args,
+                        env={**self.devstack.env, **CONSUMER_ENV, **(extra_env or {})})
+        assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+        return done
+
+
+def academy_table():
+    """The academy table as a user sees it: uuid -> (name, is_active)."""
+    from academy_consumer.models import EnterpriseAcademy  # pylint: disable=import-outside-toplevel
+
+    return {str(row.uuid): (row.name, row.is_active) for row in EnterpriseAcademy.objects.all()}
 
 
 def consumer_counts(stdout):
@@ -105,7 +155,7 @@ def point_producer_at(settings, devstack):
 
 def produce_events(events, chunk=5000):
     """
-    Produce ``events`` (anything with ``action``, ``academy`` and ``time``: ``tests.fault.history.Event``) in
+    Produce ``events`` (anything with ``action``, ``academy`` and ``time``: ``tests.factories.Event``) in
     order through the real producer path, each with its own time, ``chunk`` per ``send_academy_events`` call.
     """
     from academy_consumer.producer import encode, send_academy_events  # pylint: disable=import-outside-toplevel
@@ -128,3 +178,37 @@ def without_packages(directory, *modules):
             f"raise ModuleNotFoundError({f'No module named {module!r}'!r}, name={module!r})\n", encoding="utf-8")
     paths = [str(Path(directory) / "without-packages"), os.environ.get("PYTHONPATH", "")]
     return {"PYTHONPATH": os.pathsep.join(path for path in paths if path)}
+
+
+@contextlib.contextmanager
+def refused_port():
+    """
+    A loopback port that refuses connections for the duration of the ``with`` block: bound but never listening, so
+    that no other process (another test worker's server, say) can take it meanwhile, as it could a port found free
+    and closed again.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def kill_default_connection():
+    """
+    Kill the default database connection's server session from a second connection (the server side of an outage):
+    PostgreSQL and MariaDB.
+    """
+    # pylint: disable=import-outside-toplevel
+    from django.db import DEFAULT_DB_ALIAS, connection, connections
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()" if connection.vendor == "postgresql" else "SELECT CONNECTION_ID()")
+        backend = cursor.fetchone()[0]
+    other = connections.create_connection(DEFAULT_DB_ALIAS)
+    try:
+        with other.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT pg_terminate_backend(%s, 10000)", [backend])  # waits until it is gone
+            else:
+                cursor.execute(f"KILL CONNECTION {int(backend)}")
+    finally:
+        other.close()

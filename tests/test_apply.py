@@ -1,6 +1,5 @@
 """The apply rules, against the real database selected by DATABASE_URL."""
 
-import datetime
 import threading
 import uuid
 
@@ -11,20 +10,12 @@ from django.utils import timezone
 from academy_consumer.apply import DELETE, UPSERT, Change, apply_change, apply_changes
 from academy_consumer.models import EnterpriseAcademy
 from academy_consumer.sync import sync_academies
+from tests.factories import academy, at
 
 pytestmark = pytest.mark.django_db
 
 U1, U2, U3 = (str(uuid.UUID(int=n)) for n in (0xA1, 0xA2, 0xA3))
 CQ = "3e5a6f2c-8d1b-4c4e-9f7a-2b6c0d9e1f10"
-T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
-
-
-def at(minutes):
-    return T0 + datetime.timedelta(minutes=minutes)
-
-
-def academy(uuid_=U1, title="Data Academy", **extra):
-    return {"uuid": uuid_, "title": title, **extra}
 
 
 def row(uuid_=U1):
@@ -45,7 +36,7 @@ class TestCreate:
     """A new academy and the defaults it gets."""
 
     def test_create_applies_defaults(self):
-        outcome = apply_item(academy(short_description="Learn data"), at(0))
+        outcome = apply_item(academy(U1, short_description="Learn data"), at(0))
         assert outcome.outcome == "created"
         created = row()
         assert created.name == "Data Academy"
@@ -59,21 +50,21 @@ class TestCreate:
         assert created.source_timestamp == at(0)
 
     def test_same_item_twice_is_unchanged_and_writes_nothing(self):
-        apply_item(academy(catalog_query_uuid=CQ), at(0))
+        apply_item(academy(U1, catalog_query_uuid=CQ), at(0))
         before = row().modified
-        outcome = apply_item(academy(catalog_query_uuid=CQ), at(0))
+        outcome = apply_item(academy(U1, catalog_query_uuid=CQ), at(0))
         assert outcome.outcome == "unchanged"
         assert row().modified == before
         assert EnterpriseAcademy.objects.count() == 1
 
     def test_newer_unchanged_records_time_but_not_modified(self):
-        apply_item(academy(), at(0))
+        apply_item(academy(U1), at(0))
         before = row().modified
-        assert apply_item(academy(), at(5)).outcome == "unchanged"
+        assert apply_item(academy(U1), at(5)).outcome == "unchanged"
         assert row().modified == before
         assert row().source_timestamp == at(5)
         # ... so an event from between the two is now stale
-        assert apply_item(academy(title="Between"), at(3)).outcome == "stale"
+        assert apply_item(academy(U1, title="Between"), at(3)).outcome == "stale"
         assert row().name == "Data Academy"
 
 
@@ -81,8 +72,8 @@ class TestIdentity:
     """Which row an item is: by uuid, else by name."""
 
     def test_rename_by_uuid_updates_in_place(self):
-        apply_item(academy(), at(0))
-        outcome = apply_item(academy(title="Data Science Academy"), at(1))
+        apply_item(academy(U1), at(0))
+        outcome = apply_item(academy(U1, title="Data Science Academy"), at(1))
         assert outcome.outcome == "updated"
         assert EnterpriseAcademy.objects.count() == 1
         assert row().name == "Data Science Academy"
@@ -90,7 +81,7 @@ class TestIdentity:
 
     def test_match_by_name_ignoring_case_keeps_casing_and_fills_uuid(self):
         EnterpriseAcademy.objects.create(name="DATA academy", slug="legacy", stripe_price_lookup_key="legacy_key")
-        outcome = apply_item(academy(display_order=4), at(0))
+        outcome = apply_item(academy(U1, display_order=4), at(0))
         assert outcome.outcome == "updated"
         legacy = EnterpriseAcademy.objects.get()
         assert legacy.name == "DATA academy"
@@ -120,8 +111,8 @@ class TestAbsentMeansKeep:
     """A field an update leaves out keeps its stored value."""
 
     def test_update_without_catalog_query_keeps_it(self):
-        apply_item(academy(catalog_query_uuid=CQ, display_order=3, stripe_product_id="prod_1"), at(0))
-        apply_item(academy(short_description="new text"), at(1))
+        apply_item(academy(U1, catalog_query_uuid=CQ, display_order=3, stripe_product_id="prod_1"), at(0))
+        apply_item(academy(U1, short_description="new text"), at(1))
         kept = row()
         assert str(kept.catalog_query_uuid) == CQ
         assert kept.display_order == 3
@@ -129,14 +120,14 @@ class TestAbsentMeansKeep:
         assert kept.description == "new text"
 
     def test_legacy_integer_catalog_query_does_not_erase(self):
-        apply_item(academy(catalog_query_uuid=CQ), at(0))
-        assert apply_item(academy(catalog_query_uuid=17), at(1)).outcome == "unchanged"
+        apply_item(academy(U1, catalog_query_uuid=CQ), at(0))
+        assert apply_item(academy(U1, catalog_query_uuid=17), at(1)).outcome == "unchanged"
         assert str(row().catalog_query_uuid) == CQ
 
     def test_is_active_absent_reactivates(self):
-        apply_item(academy(is_active=False), at(0))
+        apply_item(academy(U1, is_active=False), at(0))
         assert row().is_active is False
-        assert apply_item(academy(), at(1)).outcome == "updated"
+        assert apply_item(academy(U1), at(1)).outcome == "updated"
         assert row().is_active is True
 
 
@@ -168,30 +159,30 @@ class TestStaleGuardAndDelete:
     """Older events are stale; a delete deactivates."""
 
     def test_older_event_is_stale(self):
-        apply_item(academy(title="New name"), at(10))
-        outcome = apply_item(academy(title="Old name"), at(5))
+        apply_item(academy(U1, title="New name"), at(10))
+        outcome = apply_item(academy(U1, title="Old name"), at(5))
         assert outcome.outcome == "stale"
         assert row().name == "New name"
 
     def test_delete_deactivates_and_newer_update_reactivates(self):
-        apply_item(academy(), at(0))
+        apply_item(academy(U1), at(0))
         assert deactivate(U1, time=at(1)).outcome == "deactivated"
         assert row().is_active is False
         assert EnterpriseAcademy.objects.count() == 1  # never hard-deleted
-        assert apply_item(academy(), at(0)).outcome == "stale"  # the create replayed does not revive it
+        assert apply_item(academy(U1), at(0)).outcome == "stale"  # the create replayed does not revive it
         assert row().is_active is False
-        assert apply_item(academy(), at(2)).outcome == "updated"
+        assert apply_item(academy(U1), at(2)).outcome == "updated"
         assert row().is_active is True
 
     def test_stale_delete_is_ignored(self):
-        apply_item(academy(), at(5))
+        apply_item(academy(U1), at(5))
         assert deactivate(U1, time=at(1)).outcome == "stale"
         assert row().is_active is True
 
     @pytest.mark.parametrize("batched", [False, True])
     def test_delete_with_a_nul_in_its_title_matches_by_uuid_only(self, batched):
         """PostgreSQL refuses NUL in a query: such a delete must not fail its batch (no stored name has one)."""
-        apply_item(academy(), at(0))
+        apply_item(academy(U1), at(0))
         changes = [Change(DELETE, {"title": "Data\x00Academy"}, at(1)),
                    Change(DELETE, {"uuid": U1, "title": "Data Academy\x00"}, at(2))]
         outcomes = list(apply_changes(changes)) if batched else [apply_change(c) for c in changes]
@@ -261,35 +252,6 @@ class TestSync:
 
 
 # --- database-level failures and races: need real transactions ---------------------------------
-
-TRIGGER_SQL = {
-    "sqlite": ["""CREATE TRIGGER explode BEFORE INSERT ON academy_consumer_enterpriseacademy
-                  WHEN NEW.name = 'Explode Academy' BEGIN SELECT RAISE(ABORT, 'explode trigger'); END"""],
-    "postgresql": [
-        """CREATE OR REPLACE FUNCTION explode() RETURNS trigger AS $$ BEGIN
-             IF NEW.name = 'Explode Academy' THEN RAISE EXCEPTION 'explode trigger'; END IF; RETURN NEW;
-           END $$ LANGUAGE plpgsql""",
-        """CREATE TRIGGER explode BEFORE INSERT ON academy_consumer_enterpriseacademy
-           FOR EACH ROW EXECUTE FUNCTION explode()"""],
-    "mysql": ["""CREATE TRIGGER explode BEFORE INSERT ON academy_consumer_enterpriseacademy FOR EACH ROW
-                 BEGIN IF NEW.name = 'Explode Academy' THEN
-                 SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'explode trigger'; END IF; END"""],
-}
-DROP_SQL = {"sqlite": ["DROP TRIGGER explode"], "mysql": ["DROP TRIGGER explode"],
-            "postgresql": ["DROP TRIGGER explode ON academy_consumer_enterpriseacademy", "DROP FUNCTION explode()"]}
-
-
-@pytest.fixture
-def exploding_trigger(transactional_db):
-    """A trigger that makes the database itself refuse one row (a failure normalization cannot see)."""
-    with connection.cursor() as cursor:
-        for sql in TRIGGER_SQL[connection.vendor]:
-            cursor.execute(sql)
-    yield
-    with connection.cursor() as cursor:
-        for sql in DROP_SQL[connection.vendor]:
-            cursor.execute(sql)
-
 
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_row_failing_in_the_database_does_not_abort_the_others(exploding_trigger, dry_run):

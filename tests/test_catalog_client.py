@@ -1,7 +1,6 @@
 """CatalogClient against a real local HTTP server (tests/catalog_server.py)."""
 
 import logging
-import socket
 import uuid
 
 import pytest
@@ -12,6 +11,7 @@ from edx_rest_api_client.client import OAuthAPIClient
 from academy_consumer import conf
 from academy_consumer.catalog import CatalogClient, CatalogError
 from tests.catalog_server import CatalogServer
+from tests.helpers import refused_port
 
 CUSTOMER = str(uuid.uuid4())
 
@@ -25,12 +25,6 @@ def client(**kwargs):
 
 def titles(items):
     return [item["title"] for item in items]
-
-
-def unused_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_token_fetched_once_and_sent_as_jwt(catalog_server):
@@ -128,8 +122,8 @@ def test_token_endpoint_error_raises(catalog_server):
 
 
 def test_catalog_unreachable_raises(catalog_server):
-    with pytest.raises(CatalogError, match=r"unreachable: .*[Cc]onnection refused"):
-        client(catalog_url=f"http://127.0.0.1:{unused_port()}").fetch_academies()
+    with refused_port() as port, pytest.raises(CatalogError, match=r"unreachable: .*[Cc]onnection refused"):
+        client(catalog_url=f"http://127.0.0.1:{port}").fetch_academies()
 
 
 def test_server_stopped_raises(catalog_server):
@@ -233,13 +227,12 @@ def test_redirect_location_credentials_and_path_are_not_printed(catalog_server, 
 
 
 def test_credentials_in_configured_urls_are_masked(catalog_server):
-    port = unused_port()
-    with pytest.raises(CatalogError) as unreachable:
-        client(catalog_url=f"http://admin:s3cret@127.0.0.1:{port}").fetch_academies()
+    with refused_port() as port:
+        with pytest.raises(CatalogError) as unreachable:
+            client(catalog_url=f"http://admin:s3cret@127.0.0.1:{port}").fetch_academies()
+        with pytest.raises(CatalogError) as token:
+            client(provider_url=f"http://admin:s3cret@127.0.0.1:{port}/oauth2").fetch_academies()
     assert "s3cret" not in str(unreachable.value) and f"http://***@127.0.0.1:{port}" in str(unreachable.value)
-
-    with pytest.raises(CatalogError) as token:
-        client(provider_url=f"http://admin:s3cret@127.0.0.1:{port}/oauth2").fetch_academies()
     assert "s3cret" not in str(token.value) and "***@" in str(token.value)
 
 
@@ -278,10 +271,10 @@ def test_token_requested_where_the_hosts_own_client_requests_it(catalog_server, 
 
 def test_app_specific_provider_url_wins_over_the_lms_root(catalog_server, settings):
     settings.BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL = catalog_server.oauth_url
-    settings.SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT = f"http://127.0.0.1:{unused_port()}"  # nothing listens there
     catalog_server.add_academies(2)
-
-    assert len(client().fetch_academies()) == 2
+    with refused_port() as port:
+        settings.SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT = f"http://127.0.0.1:{port}"  # nothing listens there
+        assert len(client().fetch_academies()) == 2
     assert [request.path for request in catalog_server.token_requests] == ["/oauth2/access_token"]
 
 

@@ -32,16 +32,12 @@ from academy_consumer import apply, writes
 from academy_consumer.apply import DELETE, EVENT, UPSERT, Change, apply_changes
 from academy_consumer.models import EnterpriseAcademy
 from tests import apply_oracle
+from tests.factories import T0, academy, at
 
-T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 FIXED_BOUND = T0 + datetime.timedelta(days=1)
 BEYOND_BOUND = FIXED_BOUND + datetime.timedelta(hours=1)  # an event time that is never applied
 STORED_BEYOND = FIXED_BOUND + datetime.timedelta(days=2)  # a stored time no clock has reached: counts as absent
 OLD_MODIFIED = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)  # `modified` of the starting rows
-
-
-def at(minutes):
-    return T0 + datetime.timedelta(minutes=minutes)
 
 
 U1, U2, U3, U4, U5 = (str(uuid.UUID(int=0xA0 + n)) for n in range(1, 6))
@@ -56,13 +52,6 @@ SLUGS = ["data-academy", "shared", "Not a slug!"]
 
 COLUMNS = [field.name for field in EnterpriseAcademy._meta.concrete_fields
            if field.name not in ("id", "created", "modified")]
-
-
-def academy(uuid_=U1, title="Data Academy", **extra):
-    item = {"title": title, **extra}
-    if uuid_ is not None:
-        item = {"uuid": uuid_, **item}
-    return item
 
 
 def upsert(item, time=None):

@@ -28,9 +28,9 @@ from academy_consumer.models import EnterpriseAcademy
 from academy_consumer.monitoring import Monitor
 from academy_consumer.producer import encode, send_academy_events
 from academy_consumer_signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_SIGNALS, ACADEMY_UPDATED, AcademyData
-from tests.helpers import GroupOffsets, point_producer_at
+from tests.factories import academy, academy_uuid
+from tests.helpers import IDLE, GroupOffsets, point_producer_at
 from tests.kafka_messages import KafkaMessage
-from tests.test_event_bus import IDLE, academy, academy_uuid
 
 T0 = datetime.datetime(2024, 5, 1, 12, 0, tzinfo=datetime.timezone.utc)
 

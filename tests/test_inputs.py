@@ -5,7 +5,6 @@ Also: reconcile with the database down, or lost mid-run, stops at once with one 
 """
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from django.db import connection  # (also read by the skipif conditions)
 
 from academy_consumer.inputs import InputError, read_items
 from academy_consumer.models import EnterpriseAcademy
-from tests.helpers import CLI, cli_env
+from tests.helpers import CLI, cli_env, kill_default_connection, refused_port
 
 U1, U2, U3 = (str(uuid.UUID(int=n)) for n in (0xE1, 0xE2, 0xE3))
 MIB = 1024 * 1024
@@ -26,12 +25,6 @@ def write(tmp_path, text, name="input.json"):
     path = tmp_path / name
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     return str(path)
-
-
-def unused_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class TestReader:
@@ -146,30 +139,13 @@ def test_produce_reads_with_the_same_reader(cli, tmp_path):
 def test_reconcile_with_the_database_down_fails_at_once(cli, tmp_path, url):
     path = write(tmp_path, json.dumps([{"title": f"Academy {n}"} for n in range(50)]))
     started = time.monotonic()
-    done = cli("reconcile_academies", "--from-file", path, env={"DATABASE_URL": url.format(port=unused_port())})
+    with refused_port() as port:
+        done = cli("reconcile_academies", "--from-file", path, env={"DATABASE_URL": url.format(port=port)})
     elapsed = time.monotonic() - started
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "unreachable" in lines[0], done.stderr
     assert elapsed < 20, f"{elapsed:.1f} s"
-
-
-def _kill_default_connection():
-    """Kill the default connection's server session from a second connection (the server side of an outage)."""
-    from django.db import DEFAULT_DB_ALIAS, connections  # pylint: disable=import-outside-toplevel
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()" if connection.vendor == "postgresql" else "SELECT CONNECTION_ID()")
-        backend = cursor.fetchone()[0]
-    other = connections.create_connection(DEFAULT_DB_ALIAS)
-    try:
-        with other.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                cursor.execute("SELECT pg_terminate_backend(%s, 10000)", [backend])  # waits until it is gone
-            else:
-                cursor.execute(f"KILL CONNECTION {int(backend)}")
-    finally:
-        other.close()
 
 
 @pytest.mark.skipif("connection.vendor == 'sqlite'", reason="a SQLite connection cannot be lost")
@@ -182,7 +158,7 @@ def test_connection_lost_mid_sync_stops_at_the_first_error(transactional_db, cap
         for n in range(50):
             pulled.append(n)
             if n == 1:
-                _kill_default_connection()
+                kill_default_connection()
             yield {"uuid": str(uuid.UUID(int=0xD00 + n)), "title": f"Academy {n}"}
 
     try:

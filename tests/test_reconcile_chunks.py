@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 from academy_consumer.models import EnterpriseAcademy, name_key
 from academy_consumer.sync import DatabaseUnavailable, SyncResult, _deactivate_missing, sync_academies
-from tests.test_apply import academy, at
+from tests.factories import academy, at
+from tests.helpers import kill_default_connection
 
 UUIDS = [str(uuid.UUID(int=0xB00 + n)) for n in range(4)]
 # Names that clash: the same name in two casings, and names whose slugs and default lookup keys collide.
@@ -239,7 +240,7 @@ def test_a_chunk_that_stays_locked_is_applied_one_item_per_transaction(locked_sq
 @pytest.mark.parametrize("chunk_size", [0, -1, 2.5, True, "3"])
 def test_a_bad_chunk_size_is_refused(chunk_size):
     with pytest.raises(ValueError, match="chunk_size"):
-        sync_academies([academy()], chunk_size=chunk_size)
+        sync_academies([academy(UUIDS[0])], chunk_size=chunk_size)
     assert EnterpriseAcademy.objects.count() == 0
 
 
@@ -248,15 +249,13 @@ def test_a_bad_chunk_size_is_refused(chunk_size):
 @pytest.mark.skipif("connection.vendor == 'sqlite'", reason="a SQLite connection cannot be lost")
 @pytest.mark.parametrize("dry_run", [False, True], ids=["commit", "dry-run"])
 def test_connection_lost_names_the_first_item_of_the_chunk(transactional_db, caplog, dry_run):
-    from tests.test_inputs import _kill_default_connection  # pylint: disable=import-outside-toplevel
-
     pulled = []
 
     def items():
         for n in range(20):
             pulled.append(n)
             if n == 2:
-                _kill_default_connection()
+                kill_default_connection()
             yield {"uuid": str(uuid.UUID(int=0xE00 + n)), "title": f"Academy {n}"}
 
     tail = r"dry run, nothing was written" if dry_run else r"2 item\(s\) before it were applied"
@@ -283,7 +282,7 @@ def test_connection_lost_names_the_first_item_of_the_chunk(transactional_db, cap
 ])
 def test_bad_chunk_size_exits_2_with_one_line(cli, tmp_path, value, message):
     path = tmp_path / "catalog.json"
-    path.write_text(json.dumps([academy()]))
+    path.write_text(json.dumps([academy(UUIDS[0])]))
     done = cli("reconcile_academies", "--from-file", str(path), "--chunk-size", value)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()

@@ -123,21 +123,9 @@ def test_unreadable_input_exits_2(cli, text):
     assert EnterpriseAcademy.objects.count() == 0
 
 
-def test_row_errors_exit_1(cli):
-    from django.db import connection  # pylint: disable=import-outside-toplevel
-
-    from tests.test_apply import DROP_SQL, TRIGGER_SQL  # pylint: disable=import-outside-toplevel
-
-    with connection.cursor() as cursor:
-        for sql in TRIGGER_SQL[connection.vendor]:
-            cursor.execute(sql)
-    try:
-        payload = [{"title": "Data Academy"}, {"title": "Explode Academy"}]
-        done = cli("reconcile_academies", "--from-file", "-", "--json", input=json.dumps(payload))
-    finally:
-        with connection.cursor() as cursor:
-            for sql in DROP_SQL[connection.vendor]:
-                cursor.execute(sql)
+def test_row_errors_exit_1(exploding_trigger, cli):
+    payload = [{"title": "Data Academy"}, {"title": "Explode Academy"}]
+    done = cli("reconcile_academies", "--from-file", "-", "--json", input=json.dumps(payload))
     assert done.returncode == 1
     assert json.loads(done.stdout)["errors"] == 1
     assert names() == ["Data Academy"]

@@ -13,6 +13,8 @@ import random
 
 import pytest
 
+from tests.helpers import point_producer_at
+
 RESULTS = []
 
 
@@ -37,19 +39,47 @@ class Figures:
 
 @pytest.fixture
 def guarantee(request):
-    """Record a scenario's figures for the table: ``guarantee(scenario, events=..., faults=..., ...)``."""
+    """
+    Record a scenario's figures for the table: ``guarantee(scenario, events=..., faults=..., ...)``.
+
+    The row travels with the test's report (``user_properties``), so that under pytest-xdist the controller,
+    which prints the table and appends the rows to ``ACADEMY_FAULT_RESULTS``, sees the rows of every worker
+    (see ``pytest_runtest_logreport``).
+    """
     from django.db import connection  # pylint: disable=import-outside-toplevel
 
     def record(scenario, **figures):
         row = Figures(scenario=scenario, database=connection.vendor, **figures)
-        RESULTS.append(row)
-        path = os.environ.get("ACADEMY_FAULT_RESULTS")
-        if path:  # `make fault` collects the rows of its runs on each database into one table
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(dataclasses.asdict(row)) + "\n")
+        request.node.user_properties.append((GUARANTEE, dataclasses.asdict(row)))
         return row
 
     return record
+
+
+GUARANTEE = "academy_fault_guarantee"
+
+
+def pytest_runtest_logreport(report):
+    """
+    In the controller (the only process under ``-p no:xdist``), collect the rows the test recorded: for the
+    table at the end of the session and, when ``ACADEMY_FAULT_RESULTS`` names a file, appended to it (``make
+    fault`` adds up the runs on each database into one table). Workers leave it to the controller.
+    """
+    if report.when != "call" or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rows = [Figures(**value) for name, value in report.user_properties if name == GUARANTEE]
+    RESULTS.extend(rows)
+    path = os.environ.get("ACADEMY_FAULT_RESULTS")
+    if rows and path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(dataclasses.asdict(row)) + "\n" for row in rows)
+
+
+@pytest.fixture
+def producing(settings, devstack):
+    """Point ``academy_consumer.producer`` (openedx-events' cached producer) at the dev stack."""
+    point_producer_at(settings, devstack)
+    return devstack
 
 
 @pytest.fixture

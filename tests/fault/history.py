@@ -1,78 +1,17 @@
 """
-Event histories for the fault suite, and the table they must leave.
+The table an event history must leave, for the fault suite: its oracles.
 
-``generate(academies, events, seed)`` makes a random history of created / updated (with renames) /
-deleted events over ``academies`` academies. Every upsert carries the academy's full state and a
-version (``v<n>`` in ``short_description`` and in ``display_order``), and event times grow per academy,
-so the newest state of each academy is known without a database: ``expected_state(history)``.
-``check_table(expected)`` compares the EnterpriseAcademy table with it and counts what a user would
-call lost updates, duplicate rows and stale overwrites. ``check_all_read(devstack, runs, produced)``
-checks what the table cannot show: that every produced event is still on the topic and was read.
+``tests.factories.generate(academies, events, seed)`` makes a random history of created / updated (with
+renames) / deleted events; every upsert carries the academy's full state and a version (``v<n>`` in
+``short_description`` and in ``display_order``), and event times grow per academy, so the newest state of
+each academy is known without a database: ``expected_state(history)``. ``check_table(expected)`` compares
+the EnterpriseAcademy table with it and counts what a user would call lost updates, duplicate rows and stale
+overwrites. ``check_all_read(devstack, runs, produced)`` checks what the table cannot show: that every
+produced event is still on the topic and was read.
 """
 
 import dataclasses
-import datetime
-import random
 import re
-import uuid
-
-T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    """One event of a generated history: what it does, the catalog academy it carries, its event time."""
-
-    action: str  # created | updated | deleted
-    academy: dict  # the catalog academy (AcademyData fields)
-    time: datetime.datetime
-
-    @property
-    def uuid(self):
-        return self.academy["uuid"]
-
-    @property
-    def version(self):
-        return self.academy.get("display_order")
-
-
-def academy_uuid(index, namespace="fault"):
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{index}"))
-
-
-def versioned_academy(ident, index, version, rename=False, *, name="Academy", product="prod"):
-    """
-    Version ``version`` of academy ``index``: its ``display_order`` is the version (what ``check_table`` and
-    ``progress`` read), its title names it (and says ``renamed`` when ``rename``).
-    """
-    return {
-        "uuid": ident,
-        "title": f"{name} {index} {'renamed ' if rename else ''}v{version}",
-        "short_description": f"v{version}",
-        "display_order": version,
-        "tags": [f"tag{version % 5}"],
-        "stripe_product_id": f"{product}_{index}",
-    }
-
-
-def generate(academies, events, seed, namespace="fault"):
-    """A history of ``events`` events (first one per academy is ``created``), in production order."""
-    rng = random.Random(seed)
-    version = {}
-    clock = {}
-    history = []
-    for n in range(events):
-        index = n if n < academies else rng.randrange(academies)
-        ident = academy_uuid(index, namespace)
-        version[ident] = version.get(ident, -1) + 1
-        clock[ident] = clock.get(ident, T0) + datetime.timedelta(seconds=rng.randint(1, 60))
-        v = version[ident]
-        if v == 0:
-            action = "created"
-        else:
-            action = rng.choices(["updated", "deleted"], weights=[85, 15])[0]
-        history.append(Event(action, versioned_academy(ident, index, v, rng.random() < 0.3), clock[ident]))
-    return history
 
 
 def expected_state(history):

@@ -10,6 +10,8 @@ import socket
 import threading
 import time
 
+from tests.helpers import subprocess_database_url
+
 
 class TcpProxy:
     """Forward ``127.0.0.1:<port>`` to ``target_host:target_port``; see the module docstring."""
@@ -22,8 +24,6 @@ class TcpProxy:
         self._pairs = []
         self._down_until = 0.0
         self._closed = False
-        self.cuts = 0
-        self.connections = 0
         self._thread = threading.Thread(target=self._accept_loop, name="tcp-proxy", daemon=True)
         self._thread.start()
 
@@ -46,7 +46,6 @@ class TcpProxy:
             upstream.settimeout(None)
             with self._lock:
                 self._pairs.append((client, upstream))
-                self.connections += 1
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 
@@ -73,7 +72,6 @@ class TcpProxy:
         self._down_until = time.monotonic() + seconds
         with self._lock:
             pairs, self._pairs = self._pairs, []
-            self.cuts += 1
         for pair in pairs:
             for sock in pair:
                 try:
@@ -94,11 +92,23 @@ class TcpProxy:
         """End a cut now: accept connections again."""
         self._down_until = 0.0
 
-    @property
-    def is_down(self):
-        return time.monotonic() < self._down_until
-
     def close(self):
         self._closed = True
         self._listener.close()
         self.cut(0)
+
+
+def database_proxy():
+    """A ``TcpProxy`` in front of the test database's server (PostgreSQL or MariaDB); close it after use."""
+    from django.db import connection  # pylint: disable=import-outside-toplevel
+
+    db = connection.settings_dict
+    return TcpProxy(db["HOST"] or "127.0.0.1", db["PORT"] or (5432 if connection.vendor == "postgresql" else 3306))
+
+
+def proxied_database_url(proxy):
+    """``subprocess_database_url()`` with the proxy in place of the server."""
+    from django.db import connection  # pylint: disable=import-outside-toplevel
+
+    settings = connection.settings_dict
+    return subprocess_database_url().replace(f"@{settings['HOST']}:{settings['PORT']}/", f"@127.0.0.1:{proxy.port}/")

@@ -36,7 +36,8 @@ from confluent_kafka import Producer
 from academy_consumer.models import EnterpriseAcademy
 from academy_devstack import ApiKey, Err
 from tests import waiting
-from tests.fault.history import T0, check_all_read, check_table, expected_state, generate
+from tests.factories import T0, generate
+from tests.fault.history import check_all_read, check_table, expected_state
 from tests.helpers import GroupOffsets, consumer_counts, point_producer_at, produce_events
 
 SEED = int(os.environ.get("ACADEMY_FAULT_SEED") or random.SystemRandom().randrange(2 ** 32))

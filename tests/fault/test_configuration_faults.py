@@ -16,9 +16,9 @@ import random
 import pytest
 
 from academy_devstack.schema_registry import SchemaRegistryServer
-from tests.fault.history import check_table, expected_state, generate
-from tests.fault.test_broker_and_poison import CONSUMER_ENV, producing  # pylint: disable=unused-import
-from tests.helpers import GroupOffsets, consumer_counts, produce_events
+from tests.factories import generate
+from tests.fault.history import check_table, expected_state
+from tests.helpers import FAULT_CONSUMER_ENV, GroupOffsets, consumer_counts, produce_events
 
 GROUP = "configuration-faults"
 
@@ -60,7 +60,7 @@ def test_configuration_faults_commit_and_dead_letter_nothing(producing, devstack
     produce_events(history)
     offsets = GroupOffsets(devstack, GROUP)
     problems = []
-    env = {**devstack.env, **CONSUMER_ENV}
+    env = {**devstack.env, **FAULT_CONSUMER_ENV}
     try:
         empty = SchemaRegistryServer().start()
         try:
@@ -123,7 +123,7 @@ def test_future_dated_events_are_dead_lettered_and_never_freeze_a_row(producing,
     produce_events(history[half:])
 
     done = cli("consume_academy_events", "--group-id", "future-dated", "--until-idle", "3",
-               env={**devstack.env, **CONSUMER_ENV})
+               env={**devstack.env, **FAULT_CONSUMER_ENV})
     assert done.returncode == 0, done.stderr
     counts = consumer_counts(done.stdout)
     dead = devstack.read_dlq()

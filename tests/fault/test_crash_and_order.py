@@ -37,21 +37,12 @@ import typing
 
 import pytest
 
-from tests.fault.history import (
-    Event,
-    academy_uuid,
-    check_all_read,
-    check_table,
-    expected_state,
-    final_progress,
-    generate,
-    progress,
-)
-from tests.helpers import GroupOffsets, point_producer_at, produce_events
+from tests.factories import Event, academy_uuid, generate
+from tests.fault.history import check_all_read, check_table, expected_state, final_progress, progress
+from tests.helpers import CONSUMER_ENV, GroupOffsets, point_producer_at, produce_events
 from tests.waiting import seeded_wait_for as wait_for
 
 IDLE = "3"  # --until-idle of the last run
-CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
 RESTART_TIMEOUT = 90.0  # a restart (7-12 s, see above) and the next stretch of progress
 KILLS = 5  # each restart costs that wait: kill as often as the guarantee table says, no more
 PACED_SECONDS = 4.0  # how long a phase of test 2 streams in while a fault is aimed inside it

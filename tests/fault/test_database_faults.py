@@ -43,19 +43,10 @@ import pytest
 from django.db import connection
 
 from academy_consumer.models import EnterpriseAcademy
-from tests.fault.history import (
-    Event,
-    academy_uuid,
-    check_all_read,
-    check_table,
-    expected_state,
-    final_progress,
-    generate,
-    progress,
-    versioned_academy,
-)
-from tests.fault.tcp_proxy import TcpProxy
-from tests.helpers import GroupOffsets, point_producer_at, produce_events, subprocess_database_url
+from tests.factories import Event, academy_uuid, generate, versioned_academy
+from tests.fault.history import check_all_read, check_table, expected_state, final_progress, progress
+from tests.fault.tcp_proxy import database_proxy, proxied_database_url
+from tests.helpers import CONSUMER_ENV, GroupOffsets, point_producer_at, produce_events
 from tests.waiting import seeded_wait_for as wait_for
 
 pytestmark = [
@@ -66,11 +57,8 @@ pytestmark = [
                "they run on PostgreSQL and MariaDB"),
 ]
 
-CONSUMER_ENV = {
-    "ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2",
-    # The backoff cap of transient failures: 1 s keeps the retries of a several-second outage frequent.
-    "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "1",
-}
+# The backoff cap of transient failures: 1 s keeps the retries of a several-second outage frequent.
+OUTAGE_CONSUMER_ENV = {**CONSUMER_ENV, "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "1"}
 IDLE = "3"  # --until-idle: the run ends 3 s after the last event
 RETRY_LINE = re.compile(r"batch of \d+ events not applied \((\w+)")  # the consumer's warning, and the error class
 
@@ -156,13 +144,6 @@ def kill_backends(backends):
     return killed
 
 
-def proxied_database_url(proxy):
-    """``subprocess_database_url()`` with the proxy in place of the server."""
-    settings = connection.settings_dict
-    url = subprocess_database_url()
-    return url.replace(f"@{settings['HOST']}:{settings['PORT']}/", f"@127.0.0.1:{proxy.port}/")
-
-
 # --- 1. database outage -------------------------------------------------------------------------------
 
 
@@ -175,8 +156,7 @@ def test_database_outage_is_retried_never_skipped(devstack, cli_popen, settings,
     history = generate(academies=200, events=5000, seed=seed, namespace="db-outage")
     expected = expected_state(history)
     target = final_progress(expected)
-    db = connection.settings_dict
-    proxy = TcpProxy(db["HOST"] or "127.0.0.1", db["PORT"] or (5432 if connection.vendor == "postgresql" else 3306))
+    proxy = database_proxy()
     url = proxied_database_url(proxy)
     assert f":{proxy.port}/" in url, url
     started = time.monotonic()
@@ -184,7 +164,7 @@ def test_database_outage_is_retried_never_skipped(devstack, cli_popen, settings,
         produce(settings, devstack, history)
         produced_in = time.monotonic() - started
         consumer = cli_popen("consume_academy_events", "--group-id", "db-outage", "--until-idle", IDLE,
-                             env={**devstack.env, **CONSUMER_ENV, "DATABASE_URL": url,
+                             env={**devstack.env, **OUTAGE_CONSUMER_ENV, "DATABASE_URL": url,
                                   "ACADEMY_CONSUMER_BATCH_SIZE": "50"})
 
         def output():
@@ -481,7 +461,7 @@ def test_reconcile_concurrent_with_consumer_keeps_newest_state(devstack, cli_pop
     }
     # The default batch wait (1 s): a round's events, produced at once, make one batch (a long transaction).
     consumer = cli_popen("consume_academy_events", "--group-id", "reconcile-race",
-                         env={**devstack.env, **CONSUMER_ENV, **FUTURE_BOUND_ENV,
+                         env={**devstack.env, **OUTAGE_CONSUMER_ENV, **FUTURE_BOUND_ENV,
                               "ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "1", "LOG_LEVEL": "DEBUG"})
     runs = []
 

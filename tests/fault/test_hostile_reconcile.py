@@ -50,6 +50,7 @@ import pytest
 from django.db import connection
 
 from academy_consumer.models import EnterpriseAcademy, name_key
+from tests.factories import academy, academy_uuid
 from tests.fault.history import check_table
 
 SEED = int(os.environ.get("ACADEMY_FAULT_SEED") or random.SystemRandom().randrange(2 ** 32))
@@ -69,22 +70,15 @@ def seeded(message):
     return f"{message} (ACADEMY_FAULT_SEED={SEED})"
 
 
-def academy_uuid(namespace, index):
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"hostile/{namespace}/{index}"))
-
-
-def academy(namespace, index, version=0, **extra):
-    """A valid catalog item in the shape ``history.check_table`` reads (title, display_order = version)."""
-    return {
-        "uuid": academy_uuid(namespace, index),
-        "title": f"{namespace.title()} Academy {index} v{version}",
-        "short_description": f"v{version}",
-        "long_description": f"<p>{namespace} {index}</p>",
-        "image": f"https://example.com/{namespace}/{index}.png",
-        "tags": [{"id": 1, "title": "Data", "description": "d"}, "SQL"],
-        "display_order": version,
-        **extra,
-    }
+def full_item(namespace, index, version=0, **extra):
+    """
+    A valid catalog item with every field (``tests.factories.academy``, uuid namespace ``hostile/<namespace>``), in
+    the shape ``history.check_table`` reads (title, display_order = version).
+    """
+    return academy(index, f"{namespace.title()} Academy {index} v{version}", namespace=f"hostile/{namespace}",
+                   short_description=f"v{version}", long_description=f"<p>{namespace} {index}</p>",
+                   image=f"https://example.com/{namespace}/{index}.png",
+                   tags=[{"id": 1, "title": "Data", "description": "d"}, "SQL"], display_order=version, **extra)
 
 
 def expected_of(items, active=True):
@@ -173,7 +167,7 @@ def deep(levels, opening="[", closing="]", inner=""):
 
 def unreadable_inputs(rng):
     """(label, bytes, expected words in the error) of input that cannot be read as JSON."""
-    good = json.dumps({"results": [academy("unreadable", n) for n in range(3)]})
+    good = json.dumps({"results": [full_item("unreadable", n) for n in range(3)]})
     garbage = bytes(rng.randrange(256) for _ in range(4096))
     return [
         ("empty input", b"", "not valid JSON"),
@@ -194,7 +188,7 @@ def unreadable_inputs(rng):
 
 def test_unreadable_input_exits_2_and_writes_nothing(reconcile, tmp_path, guarantee):
     rng = random.Random(SEED)
-    existing = [academy("existing", n) for n in range(5)]
+    existing = [full_item("existing", n) for n in range(5)]
     first = reconcile("--from-file", "-", "--json", stdin=json.dumps(existing))
     assert first.returncode == 0 and first.report["created"] == 5, seeded(repr(first))
     before = snapshot()
@@ -263,13 +257,13 @@ def corpus():
     items = []
     for n, (field, removed) in enumerate(FIELDS.items()):
         for m, (label, value) in enumerate(JUNK.items()):
-            item = academy("corpus", n * 100 + m)
+            item = full_item("corpus", n * 100 + m)
             item["title"] = f"Corpus {n * 100 + m} {field} {label}"  # unique name and lookup key: only junk collides
             for key in removed:
                 item.pop(key, None)
             item[field.split()[0]] = value
             items.append((f"{field} = {label}", item))
-    items += [(f"control {n}", academy("control", n)) for n in range(10)]
+    items += [(f"control {n}", full_item("control", n)) for n in range(10)]
     items += [(f"item = {label}", value) for label, value in JUNK.items() if not isinstance(value, dict)]
     return items
 
@@ -596,13 +590,13 @@ def test_ten_thousand_items_with_bad_ones_mixed_in(reconcile, tmp_path, guarante
         roll = rng.random()
         if roll < 0.05:
             label, make, words = BAD_KINDS[n % len(BAD_KINDS)]
-            items.append(make(academy("bulkbad", n, version=rng.randrange(50))))
+            items.append(make(full_item("bulkbad", n, version=rng.randrange(50))))
             wanted.append(("skipped", words, label))
         elif roll < 0.06 and goods:
             items.append(dict(rng.choice(goods)))  # the same academy listed twice: the second is unchanged
             wanted.append(("unchanged", "", "repeat"))
         else:
-            goods.append(academy("bulk", n, version=rng.randrange(50)))
+            goods.append(full_item("bulk", n, version=rng.randrange(50)))
             items.append(goods[-1])
             wanted.append(("created", "", "good"))
     bad = sum(outcome == "skipped" for outcome, _, _ in wanted)
@@ -659,16 +653,16 @@ def test_multi_megabyte_strings(reconcile, tmp_path, guarantee):
     ]
     items, wanted, expected = [], [], {}
     for n, (label, fields, words) in enumerate(rejected):
-        items.append({**academy("bigbad", n), **fields})
+        items.append({**full_item("bigbad", n), **fields})
         wanted.append(("skipped", words, label))
     for n, (label, fields, name) in enumerate(applied):
-        item = {**academy("big", n), **fields}
+        item = {**full_item("big", n), **fields}
         items.append(item)
         wanted.append(("created", "", label))
         expected[item["uuid"]] = {"data": {**item, "title": name or item["title"]}, "active": True}
-    items.insert(len(items) // 2, academy("big", 99))  # a small good item among them
+    items.insert(len(items) // 2, full_item("big", 99))  # a small good item among them
     wanted.insert(len(wanted) // 2, ("created", "", "small"))
-    expected[academy_uuid("big", 99)] = {"data": academy("big", 99), "active": True}
+    expected[academy_uuid(99, "hostile/big")] = {"data": full_item("big", 99), "active": True}
     path = write(tmp_path, "big.json", json.dumps({"results": items}))
 
     done = reconcile("--from-file", path, "--json")
@@ -680,8 +674,8 @@ def test_multi_megabyte_strings(reconcile, tmp_path, guarantee):
              for (outcome, words, label), entry in zip(wanted, report["items"])
              if entry["outcome"] != outcome or words not in entry.get("reason", "")]
     assert not wrong, seeded("\n".join(wrong))
-    assert EnterpriseAcademy.objects.get(uuid=academy_uuid("big", 1)).slug == "big-academy-1-v0"
-    assert EnterpriseAcademy.objects.get(uuid=academy_uuid("big", 4)).tags == ["Data"]
+    assert EnterpriseAcademy.objects.get(uuid=academy_uuid(1, "hostile/big")).slug == "big-academy-1-v0"
+    assert EnterpriseAcademy.objects.get(uuid=academy_uuid(4, "hostile/big")).tags == ["Data"]
 
     # The human summary of the same file: short lines, same outcomes (now unchanged), exit 0.
     again = reconcile("--from-file", path)
@@ -700,28 +694,28 @@ def test_multi_megabyte_strings(reconcile, tmp_path, guarantee):
 # ---------------------------------------------------------------------------------------------------
 
 def test_mixed_run_writes_exactly_the_good_items(reconcile, guarantee):
-    existing = [academy("mixed", n) for n in range(20)]
+    existing = [full_item("mixed", n) for n in range(20)]
     first = reconcile("--from-file", "-", "--json", stdin=json.dumps(existing))
     assert first.returncode == 0 and first.report["created"] == 20, seeded(repr(first))
     rows = {str(row.uuid): row for row in EnterpriseAcademy.objects.all()}
     key_of_15 = rows[existing[15]["uuid"]].stripe_price_lookup_key
 
-    good_updates = [academy("mixed", n, version=1) for n in range(5)]
+    good_updates = [full_item("mixed", n, version=1) for n in range(5)]
     bad_updates = [  # each changes valid fields too: none of it may be written
-        ({**academy("mixed", 5, version=1), "display_order": -1}, "negative"),
-        ({**academy("mixed", 6, version=1), "tags": ["ok", "bad\x00tag"]}, "control character"),
-        ({**academy("mixed", 7, version=1), "is_active": "maybe"}, "is_active"),
-        ({**academy("mixed", 8, version=1), "stripe_price_lookup_key": key_of_15}, "already used"),
-        ({**academy("mixed", 9, version=1), "title": existing[12]["title"].upper()}, "already used"),
+        ({**full_item("mixed", 5, version=1), "display_order": -1}, "negative"),
+        ({**full_item("mixed", 6, version=1), "tags": ["ok", "bad\x00tag"]}, "control character"),
+        ({**full_item("mixed", 7, version=1), "is_active": "maybe"}, "is_active"),
+        ({**full_item("mixed", 8, version=1), "stripe_price_lookup_key": key_of_15}, "already used"),
+        ({**full_item("mixed", 9, version=1), "title": existing[12]["title"].upper()}, "already used"),
     ]
     unchanged = existing[10:15]
-    new_good = [academy("mixednew", n) for n in range(5)]
+    new_good = [full_item("mixednew", n) for n in range(5)]
     new_bad = [
-        ({k: v for k, v in academy("mixednew", 5).items() if k != "title"}, "missing name"),
-        ({**academy("mixednew", 6), "uuid": "xyz"}, "invalid uuid"),
-        ({**academy("mixednew", 7), "display_order": "ten"}, "whole number"),
-        ({**academy("mixednew", 8), "image": ["x.png"]}, "not text"),
-        ({**academy("mixednew", 9), "title": "Lone \ud800 surrogate"}, "surrogate"),
+        ({k: v for k, v in full_item("mixednew", 5).items() if k != "title"}, "missing name"),
+        ({**full_item("mixednew", 6), "uuid": "xyz"}, "invalid uuid"),
+        ({**full_item("mixednew", 7), "display_order": "ten"}, "whole number"),
+        ({**full_item("mixednew", 8), "image": ["x.png"]}, "not text"),
+        ({**full_item("mixednew", 9), "title": "Lone \ud800 surrogate"}, "surrogate"),
     ]
     junk = [(42, "not a JSON object"), ("x", "not a JSON object"), (None, "not a JSON object"),
             ([], "not a JSON object")]
@@ -794,7 +788,7 @@ def test_hostile_catalog_pages_exit_2_and_write_nothing(reconcile, catalog_serve
     args = ("--enterprise-customer", CUSTOMER, "--json")
     served = []
     for n in range(25):
-        item = academy("served", n)
+        item = full_item("served", n)
         served.append(catalog_server.add_academy(item.pop("title"), enterprise_customer=CUSTOMER, **item))
     legacy = EnterpriseAcademy.objects.create(name="Legacy Academy", slug="legacy", stripe_price_lookup_key="legacy")
     first = reconcile(*args, env=env)
@@ -838,7 +832,7 @@ def test_redirects_write_nothing_and_send_nothing_to_the_other_host(reconcile, c
     env = catalog_env
     served = []
     for n in range(25):
-        item = academy("redirected", n)
+        item = full_item("redirected", n)
         served.append(catalog_server.add_academy(item.pop("title"), enterprise_customer=CUSTOMER, **item))
     args = ("--enterprise-customer", CUSTOMER, "--json")
     first = reconcile(*args, env=env)
@@ -886,7 +880,7 @@ def test_future_dated_stored_times_are_repaired(reconcile, cli, guarantee):
     import datetime  # pylint: disable=import-outside-toplevel
 
     rng = random.Random(SEED)
-    items = [academy("future", n) for n in range(40)]
+    items = [full_item("future", n) for n in range(40)]
     first = reconcile("--from-file", "-", "--json", stdin=json.dumps(items))
     assert first.returncode == 0 and first.report["created"] == 40, seeded(repr(first))
     # What an unbounded consumer left behind: future times, from minutes past the bound to year 9999.
@@ -901,7 +895,7 @@ def test_future_dated_stored_times_are_repaired(reconcile, cli, guarantee):
     # Reconcile: every listed academy changes (a new version) and half of the frozen ones are no longer
     # listed: none may be stale, every unlisted one deactivated.
     listed = [n for n in range(40) if n not in frozen[:10]]
-    newer = [academy("future", n, version=1) for n in listed]
+    newer = [full_item("future", n, version=1) for n in listed]
     done = reconcile("--from-file", "-", "--json", "--deactivate-missing", stdin=json.dumps(newer))
     assert done.returncode == 0, seeded(repr(done))
     report = done.report
@@ -916,7 +910,7 @@ def test_future_dated_stored_times_are_repaired(reconcile, cli, guarantee):
     repaired = cli("repair_future_timestamps", "--json")
     assert repaired.returncode == 0 and json.loads(repaired.stdout)["repaired"] == 5, seeded(repr(repaired))
     assert json.loads(cli("repair_future_timestamps", "--json").stdout)["repaired"] == 0
-    latest = [academy("future", n, version=2) for n in listed]
+    latest = [full_item("future", n, version=2) for n in listed]
     done = reconcile("--from-file", "-", "--json", stdin=json.dumps(latest))
     assert done.returncode == 0 and (done.report["updated"], done.report["stale"]) == (len(listed), 0), \
         seeded(repr(done))

@@ -19,9 +19,10 @@ import pytest
 from django.db import connection
 
 from academy_consumer.models import EnterpriseAcademy
-from tests.fault.history import T0, check_table, expected_state, generate, progress
-from tests.fault.test_broker_and_poison import CONSUMER_ENV, producing  # pylint: disable=unused-import
-from tests.helpers import consumer_counts, produce_events
+from tests.factories import T0, generate
+from tests.fault.history import check_table, expected_state, progress
+from tests.fault.tcp_proxy import database_proxy, proxied_database_url
+from tests.helpers import FAULT_CONSUMER_ENV, consumer_counts, produce_events
 from tests.waiting import seeded_wait_for
 
 MISCONFIGURED = {"ACADEMY_CONSUMER_MAX_FUTURE_SECONDS": "0", "ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS": "0"}
@@ -36,7 +37,7 @@ def test_redrive_brings_back_what_a_misconfiguration_dead_lettered(producing, de
                for event in generate(academies=60, events=600, seed=seed, namespace="redrive")]
     expected = expected_state(history)
     produce_events(history)
-    env = {**devstack.env, **CONSUMER_ENV}
+    env = {**devstack.env, **FAULT_CONSUMER_ENV}
 
     wrong = cli("consume_academy_events", "--group-id", "redrive-faults", "--until-idle", "3",
                 env={**env, **MISCONFIGURED})
@@ -73,12 +74,7 @@ def test_redrive_brings_back_what_a_misconfiguration_dead_lettered(producing, de
 
 def cut_mid_redrive(cli_popen, env, seed):
     """A redrive whose database connection is cut for 3 s mid-run (through a proxy); returns the faults (1)."""
-    # pylint: disable=import-outside-toplevel
-    from tests.fault.tcp_proxy import TcpProxy
-    from tests.fault.test_database_faults import proxied_database_url
-
-    db = connection.settings_dict
-    proxy = TcpProxy(db["HOST"] or "127.0.0.1", db["PORT"] or (5432 if connection.vendor == "postgresql" else 3306))
+    proxy = database_proxy()
     try:
         before = progress()
         run = cli_popen("dead_letters", "redrive", env={**env, **FIXED, "ACADEMY_CONSUMER_BATCH_SIZE": "5",
