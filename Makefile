@@ -1,6 +1,7 @@
 # academy-consumer developer commands. Every target sets up what it needs on a fresh machine.
 .DEFAULT_GOAL := help
-.PHONY: help system-deps requirements upgrade test test-fast test-matrix quality fault demo reconcile-demo bench clean
+.PHONY: help system-deps requirements upgrade test test-fast test-matrix quality fault demo reconcile-demo bench clean \
+	settings-reference
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -58,7 +59,7 @@ test-fast: requirements ## the unit tests only, in seconds: no dev stack, no sub
 	ACADEMY_TEST_FAST=1 ACADEMY_DIFF_MAX_EXAMPLES=$${ACADEMY_DIFF_MAX_EXAMPLES:-30} $(BIN)/pytest -m "not stack" $(PYTEST_ARGS)
 
 QUALITY_STAMP := $(VENV)/.quality-installed
-LINT_PATHS := academy_consumer signals tests bench
+LINT_PATHS := academy_consumer signals tests bench docs/settings_reference.py
 # Off for tests/ only (the rest of edx-lint's pylintrc applies there as everywhere): pytest hands fixtures to
 # tests by parameter name, so a test's parameter shadows the fixture function of its module
 # (redefined-outer-name), a test asks for some fixtures only for what they set up (unused-argument), and a
@@ -72,8 +73,8 @@ $(QUALITY_STAMP): $(STAMP) requirements/quality.txt
 	$(BIN)/pip install -q -r requirements/quality.txt
 	touch $(QUALITY_STAMP)
 
-quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --check, PII and setting annotation checks
-	$(BIN)/pylint -j 2 academy_consumer signals bench
+quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --check, PII and setting annotation checks, the settings reference
+	$(BIN)/pylint -j 2 academy_consumer signals bench docs/settings_reference.py
 	$(BIN)/pylint -j 2 --disable=$(TESTS_PYLINT_DISABLE) tests
 	$(BIN)/pycodestyle $(LINT_PATHS)
 	$(BIN)/isort --check-only --diff $(LINT_PATHS)
@@ -81,6 +82,10 @@ quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --
 		--config_file .pii_annotations.yml --lint --coverage
 	$(BIN)/code_annotations static_find_annotations --config_file "$(SETTING_ANNOTATIONS)" \
 		--source_path academy_consumer --no_report
+	$(BIN)/python docs/settings_reference.py --check
+
+settings-reference: requirements ## rewrite docs/reference/settings.md from the `.. setting_name:` annotations (tests/test_settings_reference.py checks it)
+	$(BIN)/python docs/settings_reference.py
 
 FAULT_DATABASES ?= sqlite://:memory: postgres://root@127.0.0.1:5432/test mysql://root@127.0.0.1:3306/test
 
