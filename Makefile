@@ -67,13 +67,16 @@ LINT_PATHS := academy_consumer signals tests bench docs/settings_reference.py
 # too-many-arguments that edx-lint's pylintrc already turns off); and `assert x == []` checks the type and the
 # emptiness at once, where pylint's `not x` would pass for None (use-implicit-booleaness-not-comparison).
 TESTS_PYLINT_DISABLE := redefined-outer-name,unused-argument,too-many-positional-arguments,use-implicit-booleaness-not-comparison
+# No Docker engine is needed for the image's checks: hadolint lints the Dockerfile (its rules in .hadolint.yaml),
+# check-jsonschema validates docker-compose.yml against the Compose specification's JSON schema that it vendors
+# (both pinned in requirements/quality.txt); tests/test_image.py and tests/test_compose.py run the rest.
 SETTING_ANNOTATIONS = $$($(BIN)/python -c 'import code_annotations.contrib.config as c, os; print(os.path.dirname(c.__file__))')/setting_annotations.yaml
 
 $(QUALITY_STAMP): $(STAMP) requirements/quality.txt
 	$(BIN)/pip install -q -r requirements/quality.txt
 	touch $(QUALITY_STAMP)
 
-quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --check, PII and setting annotation checks, the settings reference
+quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --check, PII and setting annotation checks, the settings reference, hadolint, docker-compose.yml against the Compose schema
 	$(BIN)/pylint -j 2 academy_consumer signals bench docs/settings_reference.py
 	$(BIN)/pylint -j 2 --disable=$(TESTS_PYLINT_DISABLE) tests
 	$(BIN)/pycodestyle $(LINT_PATHS)
@@ -83,6 +86,8 @@ quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --
 	$(BIN)/code_annotations static_find_annotations --config_file "$(SETTING_ANNOTATIONS)" \
 		--source_path academy_consumer --no_report
 	$(BIN)/python docs/settings_reference.py --check
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 settings-reference: requirements ## rewrite docs/reference/settings.md from the `.. setting_name:` annotations (tests/test_settings_reference.py checks it)
 	$(BIN)/python docs/settings_reference.py
