@@ -114,13 +114,22 @@ def image(tmp_path_factory):
     return venv / "bin"
 
 
+def _image_python():
+    """The image's Python version, ``"3.11"``, from the Dockerfile's ``ARG PYTHON_IMAGE=python:3.11-...``."""
+    (argument,) = [i.text for i in deploy_files.dockerfile() if i.keyword == "ARG" and "PYTHON_IMAGE=" in i.text]
+    return re.fullmatch(r"PYTHON_IMAGE=python:(\d+\.\d+)-slim-\w+", argument).group(1)
+
+
 def image_test(test):
     """Mark a test of the image's commands: a stack test (subprocesses), slow (the image's venv is built once
-    per module, ~40 s), and run on the SQLite pass only (see the reason)."""
+    per module, ~40 s), run on the SQLite pass only, and by the image's Python version (see the reasons)."""
     marks = [pytest.mark.stack, pytest.mark.slow, pytest.mark.skipif(
         not (os.environ.get("DATABASE_URL") or "sqlite").startswith("sqlite"),
         reason="the image's commands run on a SQLite file of their own, never on DATABASE_URL: run once, on the "
-               "SQLite pass of CI (make test), not again on each database")]
+               "SQLite pass of CI (make test), not again on each database"), pytest.mark.skipif(
+        f"{sys.version_info.major}.{sys.version_info.minor}" != _image_python(),
+        reason="this interpreter stands in for the image's Python, whose version it is not (the image's pins, "
+               "requirements/base.txt, are compiled for that version)")]
     for mark in marks:
         test = mark(test)
     return test
