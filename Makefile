@@ -16,15 +16,17 @@ system-deps: ## Debian packages needed to build mysqlclient (skipped when presen
 		echo "installing libmariadb-dev and pkg-config (needed to build mysqlclient)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libmariadb-dev pkg-config >/dev/null; }
 
-$(STAMP): requirements/test.txt requirements/db.txt requirements/tox.txt setup.cfg
+# The development-only dev stack (devstack/, import name academy_devstack: `academy-consumer devstack`, the tests'
+# embedded Kafka and schema registry) is installed here and in every tox env, never with the package itself.
+$(STAMP): requirements/test.txt requirements/db.txt requirements/tox.txt setup.cfg devstack/pyproject.toml
 	$(MAKE) system-deps
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements/test.txt -r requirements/db.txt -r requirements/tox.txt
-	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/pip install -q --no-deps -e . -e ./devstack
 	touch $(STAMP)
 
-requirements: $(STAMP) ## create .venv and install the pinned requirements and the package
+requirements: $(STAMP) ## create .venv and install the pinned requirements, the package and the dev stack (devstack/)
 
 # pip-compile runs in tool venvs of its own (pip-tools pinned in requirements/pip-tools.txt), one per
 # Python line: every requirements/X.in is compiled to X.txt by Python 3.11, and the two Python 3.12 pin
@@ -59,7 +61,7 @@ test-fast: requirements ## the unit tests only, in seconds: no dev stack, no sub
 	ACADEMY_TEST_FAST=1 ACADEMY_DIFF_MAX_EXAMPLES=$${ACADEMY_DIFF_MAX_EXAMPLES:-30} $(BIN)/pytest -m "not stack" $(PYTEST_ARGS)
 
 QUALITY_STAMP := $(VENV)/.quality-installed
-LINT_PATHS := academy_consumer signals tests bench docs/settings_reference.py
+LINT_PATHS := academy_consumer signals devstack/academy_devstack tests bench docs/settings_reference.py
 # Off for tests/ only (the rest of edx-lint's pylintrc applies there as everywhere): pytest hands fixtures to
 # tests by parameter name, so a test's parameter shadows the fixture function of its module
 # (redefined-outer-name), a test asks for some fixtures only for what they set up (unused-argument), and a
@@ -77,7 +79,7 @@ $(QUALITY_STAMP): $(STAMP) requirements/quality.txt
 	touch $(QUALITY_STAMP)
 
 quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --check, PII and setting annotation checks, the settings reference, hadolint, docker-compose.yml against the Compose schema
-	$(BIN)/pylint -j 2 academy_consumer signals bench docs/settings_reference.py
+	$(BIN)/pylint -j 2 academy_consumer signals devstack/academy_devstack bench docs/settings_reference.py
 	$(BIN)/pylint -j 2 --disable=$(TESTS_PYLINT_DISABLE) tests
 	$(BIN)/pycodestyle $(LINT_PATHS)
 	$(BIN)/isort --check-only --diff $(LINT_PATHS)

@@ -12,9 +12,12 @@ the client secret (``requests`` re-POSTs the form on 307/308) or the JWT to anot
 host's list (and, with ``--deactivate-missing``, deactivate every real academy). Configure the final URLs.
 Every URL in a message or a log line goes through ``redact.mask_url`` (``user:password@`` -> ``***@``).
 
-Settings read (when a :class:`CatalogClient` is built, not at import): ``ENTERPRISE_CATALOG_URL``,
-``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL``, ``BACKEND_SERVICE_EDX_OAUTH2_KEY``,
-``BACKEND_SERVICE_EDX_OAUTH2_SECRET``.
+Settings read (through ``academy_consumer.conf.catalog_api``, when a :class:`CatalogClient` is built, not at
+import), the host's own names: ``ENTERPRISE_CATALOG_URL``, ``BACKEND_SERVICE_EDX_OAUTH2_KEY`` /
+``_SECRET``, and the OAuth2 provider as the host's API clients give it to ``OAuthAPIClient``:
+``SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT`` (the LMS root), unless ``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL`` is
+set (it wins). The token is requested where ``OAuthAPIClient`` would request it: ``<LMS root>/oauth2/access_token``.
+A setting missing or unusable is ``ImproperlyConfigured`` (one line, raised by the constructor).
 """
 
 import datetime
@@ -24,12 +27,12 @@ import uuid
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
-from django.conf import settings
 from edx_django_utils.cache import TieredCache
 from edx_rest_api_client.client import USER_AGENT, OAuthAPIClient
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from academy_consumer import conf
 from academy_consumer.normalize import extract_items
 from academy_consumer.redact import mask_url, mask_urls
 
@@ -110,7 +113,11 @@ class _Retry(Retry):
 
 
 def _token_url(provider_url):
-    """Where ``OAuthAPIClient`` posts for a token (used in error messages)."""
+    """
+    Where ``OAuthAPIClient(provider_url, ...)`` posts for a token (edx-rest-api-client's own rule, which it keeps
+    private): the URL itself when it ends in ``/access_token``, else ``/access_token`` added after ``/oauth2``,
+    else ``/oauth2/access_token`` added (an LMS root such as ``SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT``).
+    """
     url = provider_url.rstrip("/")
     if url.endswith("/access_token"):
         return url
@@ -129,9 +136,10 @@ class CatalogClient:
     """
     Reads academies from the Enterprise Catalog service.
 
-    Every argument defaults to the matching Django setting (read when the client is built):
-    ``catalog_url`` (``ENTERPRISE_CATALOG_URL``), ``provider_url``
-    (``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL``), ``client_id`` / ``client_secret``
+    Every argument defaults to the matching Django setting (read when the client is built, through
+    ``conf.catalog_api``; ``ImproperlyConfigured`` when one is missing or unusable): ``catalog_url``
+    (``ENTERPRISE_CATALOG_URL``), ``provider_url`` (the OAuth2 provider: ``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL``,
+    else ``SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT``), ``client_id`` / ``client_secret``
     (``BACKEND_SERVICE_EDX_OAUTH2_KEY`` / ``_SECRET``). ``timeout`` is ``(connect, read)`` seconds;
     ``retries`` is how many times a GET is retried after a connection error or an HTTP 429/5xx, with
     exponential backoff (``backoff_factor``) and honouring Retry-After. TLS certificates are always verified.
@@ -140,19 +148,12 @@ class CatalogClient:
     def __init__(self, catalog_url=None, *, provider_url=None, client_id=None, client_secret=None,
                  timeout=DEFAULT_TIMEOUT, retries=DEFAULT_RETRIES, backoff_factor=DEFAULT_BACKOFF_FACTOR,
                  max_pages=DEFAULT_MAX_PAGES):
-        self.catalog_url = (catalog_url or getattr(settings, "ENTERPRISE_CATALOG_URL", None) or "").rstrip("/")
-        provider_url = provider_url or getattr(settings, "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL", None) or ""
-        if not self.catalog_url or not provider_url:
-            raise CatalogError("ENTERPRISE_CATALOG_URL and BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL must be set")
-        self.token_url = _token_url(provider_url)
+        api = conf.catalog_api(catalog_url=catalog_url, oauth2_url=provider_url, key=client_id, secret=client_secret)
+        self.catalog_url = api.catalog_url.rstrip("/")
+        self.token_url = _token_url(api.oauth2_url)
         self.timeout = timeout
         self.max_pages = max_pages
-        self.session = _OAuthClient(
-            self.token_url,
-            client_id or getattr(settings, "BACKEND_SERVICE_EDX_OAUTH2_KEY", ""),
-            client_secret or getattr(settings, "BACKEND_SERVICE_EDX_OAUTH2_SECRET", ""),
-            timeout=timeout,
-        )
+        self.session = _OAuthClient(self.token_url, api.key, api.secret, timeout=timeout)
         retry = _Retry(
             total=retries, connect=retries, read=retries, status=retries,
             backoff_factor=backoff_factor, status_forcelist=RETRY_STATUSES,
@@ -213,7 +214,8 @@ class CatalogClient:
             raise CatalogError(
                 f"could not get an access token: {token_url} answered HTTP {exc.response.status_code}, a redirect to "
                 f"{_redirect_target(exc.response)}; redirects are not followed (the credentials were not sent "
-                f"there): set BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL to the final URL"
+                f"there): set SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT (or BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL) to the "
+                f"final URL"
             ) from exc
         except requests.HTTPError as exc:
             status = exc.response.status_code

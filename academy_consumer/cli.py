@@ -16,10 +16,18 @@ credentials of any URL masked, never a traceback (``--traceback`` shows it, for 
 a bad set-up from doing harm:
 
 - a setting that ``academy_consumer.settings`` could not use (a garbage ``DATABASE_URL``, a non-numeric
-  ``DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS``, an unknown ``LOG_LEVEL``) stops every command with
-  exit 2; help still works (and warns);
+  ``DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS``, an unknown ``LOG_LEVEL``), or a bad value of one of the
+  app's own settings (``academy_consumer.conf.problems()``: ``ACADEMY_CONSUMER_BATCH_SIZE=0``...), stops every
+  command with exit 2, Django's own included (``migrate`` would otherwise print the system check's report);
+  help still works (and warns), and ``check`` prints Django's report (``academy_consumer.E0NN`` per setting);
 - no command but ``migrate`` creates a SQLite database file: run elsewhere, it says "database ... does not
   exist: run `academy-consumer migrate`" (exit 1) instead of leaving an empty file behind.
+
+``academy-consumer devstack ...`` (the embedded Kafka and schema registry for development and tests) is
+not a management command of the app, so no host lists it: this script hands it to the development-only
+package ``academy_devstack`` (the repository's ``devstack/`` folder, installed by ``make requirements``)
+after the settings checks above. Where that package is not installed (any production install), it says
+so in one line and exits 2.
 """
 
 import os
@@ -30,7 +38,9 @@ from urllib.parse import quote
 PROG = "academy-consumer"
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 HELP_COMMANDS = {"help", "--help", "-h", "version", "--version"}
+DEVSTACK = "devstack"  # handed to the development-only package academy_devstack, not a management command
 CREATES_DATABASE = {"migrate"}
+REPORTS_SETTINGS = {"check"}  # Django's system check report lists the bad settings itself
 _MISSING_TABLE = re.compile(r"no such table|doesn't exist|does not exist", re.I)
 
 
@@ -54,10 +64,16 @@ def main(argv=None):
         errors, databases = [f"DJANGO_SETTINGS_MODULE {os.environ['DJANGO_SETTINGS_MODULE']!r}: {exc}"], {}
     except ImproperlyConfigured:
         errors, databases = [], {}  # Django reports these itself
+    if databases and not helping and subcommand not in REPORTS_SETTINGS:
+        from academy_consumer.conf import problems
+
+        errors += [message for _, message in problems()]
     if errors and not helping:
         _fail(f"bad setting: {'; '.join(errors)}", EXIT_USAGE)
     if errors and databases:  # help still works; Django notes an unimportable settings module itself
         sys.stderr.write(f"{PROG}: warning: bad setting: {'; '.join(errors)}\n")
+    if subcommand == DEVSTACK or argv[:2] == ["help", DEVSTACK]:
+        sys.exit(_devstack(argv[1:] if subcommand == DEVSTACK else ["--help"]))
     missing = {} if subcommand in CREATES_DATABASE else _open_sqlite_without_creating(databases)
     if not subcommand.startswith("-") and subcommand not in HELP_COMMANDS and databases:
         import django
@@ -91,6 +107,18 @@ def _handle_settings_options(argv):
     except CommandError:
         return  # Django reports it
     handle_default_options(options)
+
+
+def _devstack(args):
+    """Run ``devstack ARGS`` from the development-only package; its exit status (2 where it is not installed)."""
+    try:
+        from academy_devstack.command import main as devstack  # pylint: disable=import-outside-toplevel
+    except ModuleNotFoundError as exc:
+        if exc.name not in {"academy_devstack", "academy_devstack.command"}:
+            raise  # installed, but something it imports is missing: that traceback is the useful report
+        _fail(f"{DEVSTACK} is a development tool, installed from the repository (`make requirements`, or "
+              f"`pip install -e ./devstack`), not with the academy-consumer package", EXIT_USAGE)
+    return devstack(args, prog=f"{PROG} {DEVSTACK}")
 
 
 def _open_sqlite_without_creating(databases):

@@ -3,20 +3,31 @@ The settings academy-consumer reads, with their defaults: each setting is docume
 accessor that reads it.
 
 A host service that adds ``academy_consumer`` to ``INSTALLED_APPS`` sets these in its own Django
-settings; the standalone ``academy_consumer.settings`` sets each from the environment variable of the
-same name (as a string: the accessors below convert and check values of either kind). Event bus
+settings (environment variables do not reach them there: the host's settings decide); the standalone
+``academy_consumer.settings`` sets each from the environment variable of the same name, then
+``.devstack.env`` (as a string: the accessors below convert and check values of either kind). Event bus
 connection settings keep edx-event-bus-kafka's names (``EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS``,
-``EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL``, ``EVENT_BUS_TOPIC_PREFIX``...) and are read by that library.
+``EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL``, ``EVENT_BUS_TOPIC_PREFIX``...) and are read by that library. The
+catalog API's client uses the host's own names (``ENTERPRISE_CATALOG_URL``, ``BACKEND_SERVICE_EDX_OAUTH2_KEY``
+/ ``_SECRET``, ``SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT``), as the host's own API clients do.
 
 A value that is not what the setting takes raises ``ImproperlyConfigured`` with one line naming the
-setting, what it takes and what it got; the commands print that line and exit 2.
+setting, what it takes and what it got (never a secret); the commands print that line and exit 2, and
+``academy_consumer.checks`` reports it to Django's system checks (``manage.py check``). ``problems()``
+lists every bad value of the app's own settings at once; ``check_all()`` raises them as one line. The
+catalog API's settings are the host's and are checked where they are used (``catalog_api()``).
 """
 
 import json
 import math
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from academy_consumer.normalize import parse_uuid
+from academy_consumer.redact import mask_url
 
 
 def _raw(name, default):
@@ -41,13 +52,19 @@ def _number(name, default, kind, minimum, maximum):
     return number
 
 
-_ACCESSORS = {}  # setting name -> the accessor below that reads it (SETTING_NAMES, check_all)
+_ACCESSORS = {}  # setting name -> the accessor below that reads it (SETTING_NAMES, problems)
+_HOST_OWNED = set()  # the names of those settings that belong to the host (checked where used, see problems)
 
 
-def _reads(name):
-    """Register the decorated function as the one accessor of setting ``name``."""
+def _reads(name, host_owned=False):
+    """
+    Register the decorated function as the one accessor of setting ``name``; ``host_owned``: a setting of the
+    host's own that the app reads too (the catalog API's), not checked by ``problems()``.
+    """
     def register(accessor):
         _ACCESSORS[name] = accessor
+        if host_owned:
+            _HOST_OWNED.add(name)
         return accessor
     return register
 
@@ -71,6 +88,155 @@ def require_event_bus(registry=True):
         raise ImproperlyConfigured("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS is not set")
     if registry and not schema_registry_url():
         raise ImproperlyConfigured("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL is not set")
+
+
+def _http_url(name):
+    """Setting ``name`` as an http(s) URL without the trailing slash, or None when it is unset or empty."""
+    value = _raw(name, None)
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        parts = urlsplit(text)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in text)
+        parts.port  # pylint: disable=pointless-statement  # raises ValueError on a port that is not one
+    except ValueError:  # a bad port or IPv6 literal
+        usable = False
+    if not usable:
+        raise ImproperlyConfigured(f"{name} must be an http:// or https:// URL, not {mask_url(text)[:80]!r}")
+    return text.rstrip("/")
+
+
+def _text(name, secret=False):
+    """Setting ``name`` as a non-empty string, or None when unset or empty; a ``secret`` is never echoed."""
+    value = _raw(name, None)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        shown = "" if secret else f", not {str(value)[:80]!r}"
+        raise ImproperlyConfigured(f"{name} must be a string{shown}")
+    return value.strip()
+
+
+# --- The Enterprise Catalog API (``reconcile_academies`` without ``--from-file``) --------------------------
+# The host's names, read as its own API clients read them: ``OAuthAPIClient(SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT,
+# BACKEND_SERVICE_EDX_OAUTH2_KEY, BACKEND_SERVICE_EDX_OAUTH2_SECRET)``. They are the host's (``host_owned``): a
+# host may leave them empty or as placeholders where it calls no other service (enterprise-access's base
+# settings hold ``ENTERPRISE_CATALOG_URL = ''`` and ``'replace-me'`` for the others), so they are checked where
+# they are used, ``catalog_api()``: missing or unusable, reconcile's API fetch stops in one line (exit 2), and
+# nothing else does. ``check --deploy`` warns of them (``academy_consumer.checks``).
+
+# .. setting_name: ENTERPRISE_CATALOG_URL
+# .. setting_default: None in a host; the standalone settings: http://localhost:18160
+# .. setting_description: Root URL (http or https) of the Enterprise Catalog service; academies are read from
+#   ``{ENTERPRISE_CATALOG_URL}/api/v1/academies/``. Needed only by ``reconcile_academies`` without
+#   ``--from-file``.
+@_reads("ENTERPRISE_CATALOG_URL", host_owned=True)
+def catalog_url():
+    """``ENTERPRISE_CATALOG_URL`` without the trailing slash, or None."""
+    return _http_url("ENTERPRISE_CATALOG_URL")
+
+
+# .. setting_name: SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT
+# .. setting_default: None in a host (hosts set it for their LMS login); the standalone settings:
+#   http://localhost:18000
+# .. setting_description: The LMS root URL (http or https). The catalog client gets its JWT from
+#   ``<this url>/oauth2/access_token`` (client-credentials grant), where edx-rest-api-client's
+#   ``OAuthAPIClient`` given this URL posts, as the host's own API clients do. Used when
+#   ``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL`` is not set.
+@_reads("SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT", host_owned=True)
+def lms_url_root():
+    """``SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT`` without the trailing slash, or None."""
+    return _http_url("SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT")
+
+
+# .. setting_name: BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL
+# .. setting_default: None (``SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT`` is used)
+# .. setting_description: The LMS OAuth2 provider (http or https), e.g. ``http://lms:18000/oauth2``, for a
+#   service whose token endpoint is not under its LMS root. When set, it wins over
+#   ``SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT``. The token is requested from ``<url>/access_token`` (from the URL
+#   itself when it ends in ``/access_token``; ``<url>/oauth2/access_token`` when it ends in neither), as
+#   ``OAuthAPIClient`` does.
+@_reads("BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL", host_owned=True)
+def oauth2_provider_url():
+    """``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL`` without the trailing slash, or None."""
+    return _http_url("BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL")
+
+
+# .. setting_name: BACKEND_SERVICE_EDX_OAUTH2_KEY
+# .. setting_default: None in a host; the standalone settings: academy-consumer-backend-service-key
+# .. setting_description: OAuth2 client id of the host's (or this service's) backend-service application in
+#   the LMS: the service-to-service client the catalog client authenticates as.
+@_reads("BACKEND_SERVICE_EDX_OAUTH2_KEY", host_owned=True)
+def oauth2_key():
+    """``BACKEND_SERVICE_EDX_OAUTH2_KEY``, or None."""
+    return _text("BACKEND_SERVICE_EDX_OAUTH2_KEY")
+
+
+# .. setting_name: BACKEND_SERVICE_EDX_OAUTH2_SECRET
+# .. setting_default: None in a host; the standalone settings: academy-consumer-backend-service-secret
+# .. setting_description: OAuth2 client secret matching ``BACKEND_SERVICE_EDX_OAUTH2_KEY``. Never printed.
+@_reads("BACKEND_SERVICE_EDX_OAUTH2_SECRET", host_owned=True)
+def oauth2_secret():
+    """``BACKEND_SERVICE_EDX_OAUTH2_SECRET``, or None."""
+    return _text("BACKEND_SERVICE_EDX_OAUTH2_SECRET", secret=True)
+
+
+def oauth2_url():
+    """
+    The base URL the catalog client hands to ``OAuthAPIClient``: ``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL``
+    when set (the app-specific name wins), else ``SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT``; None when neither is.
+    """
+    return oauth2_provider_url() or lms_url_root()
+
+
+@dataclass(frozen=True)
+class CatalogApi:
+    """Where and as whom the catalog client reads the catalog API (``catalog_api()``)."""
+
+    catalog_url: str
+    oauth2_url: str
+    key: str
+    secret: str = field(repr=False)
+
+
+_CATALOG_API_SETTINGS = {  # CatalogApi field: (its accessor, the setting(s) to name when it is missing)
+    "catalog_url": (catalog_url, "ENTERPRISE_CATALOG_URL"),
+    "oauth2_url": (oauth2_url, "SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT (or BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL)"),
+    "key": (oauth2_key, "BACKEND_SERVICE_EDX_OAUTH2_KEY"),
+    "secret": (oauth2_secret, "BACKEND_SERVICE_EDX_OAUTH2_SECRET"),
+}
+
+
+def catalog_api(**given):
+    """
+    The ``CatalogApi`` of the settings above; a field given as a keyword (``catalog_url=...``) takes the place
+    of its setting. ``ImproperlyConfigured`` in one line naming every setting missing or unusable.
+    """
+    values, unset = {}, []
+    for name, (accessor, setting) in _CATALOG_API_SETTINGS.items():
+        values[name] = given.get(name) or accessor()
+        if not values[name]:
+            unset.append(setting)
+    if unset:
+        raise ImproperlyConfigured(f"the catalog API is not configured: set {', '.join(unset)}")
+    return CatalogApi(**values)
+
+
+# .. setting_name: ENTERPRISE_CUSTOMER_UUID
+# .. setting_default: None
+# .. setting_description: The enterprise customer whose academies ``reconcile_academies`` reads when
+#   ``--enterprise-customer`` is not given (a UUID).
+@_reads("ENTERPRISE_CUSTOMER_UUID")
+def enterprise_customer_uuid():
+    """``ENTERPRISE_CUSTOMER_UUID`` as a ``uuid.UUID``, or None."""
+    value = _raw("ENTERPRISE_CUSTOMER_UUID", None)
+    if value is None:
+        return None
+    parsed = parse_uuid(value if isinstance(value, str) else str(value))
+    if parsed is None:
+        raise ImproperlyConfigured(f"ENTERPRISE_CUSTOMER_UUID must be a UUID, not {str(value)[:80]!r}")
+    return parsed
 
 
 # .. setting_name: ACADEMY_EVENTS_TOPIC
@@ -270,11 +436,33 @@ def unhealthy_after_seconds():
     return _number("ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS", 300.0, float, 0.0, 86400.0)
 
 
-# Every academy-consumer setting (the standalone settings module takes each from the environment).
+# Every setting read above through ``@_reads`` (the standalone settings module takes each from the environment).
 SETTING_NAMES = tuple(_ACCESSORS)
+# The catalog API's settings: the host's own names (see above).
+HOST_OWNED_SETTING_NAMES = tuple(name for name in _ACCESSORS if name in _HOST_OWNED)
+
+
+def problems(names=None):
+    """
+    ``[(setting name, one-line message)]`` of every setting of ``names`` (default: the app's own, every setting
+    above but the host-owned catalog API's) whose value is not what it takes.
+    """
+    found = []
+    for name in (names if names is not None else [n for n in _ACCESSORS if n not in _HOST_OWNED]):
+        accessor = _ACCESSORS[name]
+        try:
+            accessor()
+        except ImproperlyConfigured as exc:
+            found.append((name, " ".join(str(exc).split())))
+    return found
 
 
 def check_all():
-    """Read every setting above once, so that a bad value fails at start, in one line, not mid-run."""
-    for accessor in _ACCESSORS.values():
-        accessor()
+    """
+    Read every setting of the app's own once, so that a bad value fails at start, not mid-run:
+    ``ImproperlyConfigured`` with every bad value, in one line. (The catalog API's are checked by
+    ``catalog_api()``, where they are used.)
+    """
+    found = problems()
+    if found:
+        raise ImproperlyConfigured("; ".join(message for _, message in found))

@@ -223,7 +223,10 @@ def ascii_fold(text) -> str:
 
 
 def lookup_token(text) -> str:
-    """ASCII-folded (:func:`ascii_fold`), lowercased, non-``[a-z0-9]`` runs to ``_``, ends trimmed. Non-strings: ``""``."""
+    """
+    ASCII-folded (:func:`ascii_fold`), lowercased, non-``[a-z0-9]`` runs to ``_``, ends trimmed; ``""`` for a
+    non-string.
+    """
     if not isinstance(text, str):
         return ""
     return _TOKEN_SEPARATORS_RE.sub("_", ascii_fold(text).lower()).strip("_")

@@ -1,41 +1,55 @@
 """
 Settings for running academy-consumer on its own (the ``academy-consumer`` console script).
 
-Every setting below can be overridden by an environment variable of the same name. A host service
-that adds ``academy_consumer`` to its ``INSTALLED_APPS`` does not use this module: it sets the
-``academy_consumer``-specific settings (documented in ``academy_consumer/conf.py``) in its own
-settings instead.
+Every setting below that is read with ``env()``, and every setting ``academy_consumer/conf.py`` reads
+(``conf.SETTING_NAMES``: academy-consumer's own and the catalog API's), can be set by an environment
+variable of the same name. Values are looked up in this order: the process environment, then
+``.devstack.env`` in the working directory (written by ``academy-consumer devstack``), then the defaults
+below. Django settings not read with ``env()`` (``INSTALLED_APPS``, ``EVENT_BUS_PRODUCER``...) are fixed.
 
-Values are looked up in this order: the process environment, then ``.devstack.env`` in the working
-directory (written by ``academy-consumer devstack``), then the defaults below.
+A host service that adds ``academy_consumer`` to its ``INSTALLED_APPS`` does not use this module, and
+there none of these environment variables does anything: the host sets the settings ``conf.py`` documents
+in its own Django settings (see ``docs/how-tos/run-inside-a-host.md``).
 """
 
 import logging
 import os
 import re
+import shlex
 from pathlib import Path
 
 import dj_database_url
 
 from academy_consumer import conf as _academy_conf
+from academy_consumer import db_session as _db_session
 
 
 def _read_env_file(path):
-    """Parse ``KEY=VALUE`` lines (``#`` comments and blank lines ignored)."""
+    """
+    ``({NAME: value}, None)`` of the dev stack's env file read as a POSIX shell reads it (``NAME=value``
+    assignments, values shell-quoted, ``#`` comments: ``shlex``, the rule of the dev stack that writes it, see
+    devstack/academy_devstack/envfile.py); ``({}, None)`` without the file; ``({}, error)`` for a file that is
+    not only such assignments (the error becomes a settings error: exit 2, one line).
+    """
+    try:
+        with open(path, "rb") as handle:  # bytes, bounded; no newline translation: a quoted \r stays one
+            data = handle.read(1024 * 1024)
+    except OSError:
+        return {}, None
     values = {}
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return values
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
-            values[key.strip()] = value.strip()
-    return values
+        for word in shlex.split(data.decode("utf-8"), comments=True):
+            name, equals, value = word.partition("=")
+            if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{word[:40]!r} is not a NAME=value assignment")
+            values[name] = value
+    except ValueError as exc:
+        return {}, (f"{path} cannot be read as a dev stack env file ({exc}): remove it, or start "
+                    f"`academy-consumer devstack` again to write it")
+    return values, None
 
 
-_ENV_FILE = _read_env_file(Path.cwd() / ".devstack.env")
+_ENV_FILE, _ENV_FILE_ERROR = _read_env_file(Path.cwd() / ".devstack.env")
 
 
 def env(name, default=None):
@@ -119,7 +133,7 @@ TEMPLATES = [
 # Bad values of the settings read here are not raised at import (``academy-consumer --help`` must still
 # work): each is recorded as one line in ACADEMY_CONSUMER_SETTINGS_ERRORS, a harmless value is used in
 # its place, and ``academy_consumer.cli`` prints the line and exits 2 for any command but help.
-ACADEMY_CONSUMER_SETTINGS_ERRORS = []
+ACADEMY_CONSUMER_SETTINGS_ERRORS = [_ENV_FILE_ERROR] if _ENV_FILE_ERROR else []
 
 # .. setting_name: DATABASE_URL
 # .. setting_default: sqlite:///academy_consumer.sqlite3 (a file in the working directory)
@@ -163,15 +177,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
     DATABASES["default"]["TEST"] = {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
 # .. setting_name: DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS
 # .. setting_default: 120
-# .. setting_description: PostgreSQL and MariaDB end a session that sits idle inside a transaction this long.
-#   This service never does; a session the network cut off does, and its row locks would otherwise block
-#   the reconnected consumer (PostgreSQL would wait on them forever). 0 turns it off. An integer >= 0.
+# .. setting_description: A bound on a session that sits idle inside a transaction. This service never does;
+#   a session the network cut off does, and its row locks would otherwise block the reconnected consumer
+#   (PostgreSQL would wait on them forever, MySQL for its 8-hour wait_timeout). PostgreSQL:
+#   ``idle_in_transaction_session_timeout``. ``mysql://`` URLs name MySQL and MariaDB, so each new connection
+#   asks the server what it is (``academy_consumer.db_session``): MariaDB gets ``idle_transaction_timeout``;
+#   MySQL 8, which has no such variable, gets ``wait_timeout`` (the nearest it has: any session idle that long
+#   is closed, in a transaction or not; the health check before each batch replaces a closed kept connection).
+#   0 turns it off (the server's defaults apply). An integer >= 0.
 _IDLE_TIMEOUT = _non_negative_int("DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", 120)
 if _IDLE_TIMEOUT and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
         f"-c idle_in_transaction_session_timeout={_IDLE_TIMEOUT * 1000}")
 elif _IDLE_TIMEOUT and DATABASES["default"]["ENGINE"] == "django.db.backends.mysql":
-    DATABASES["default"]["OPTIONS"]["init_command"] = f"SET SESSION idle_transaction_timeout={_IDLE_TIMEOUT}"
+    _db_session.install(_IDLE_TIMEOUT)
 
 # .. setting_name: DATABASE_CONNECT_TIMEOUT_SECONDS
 # .. setting_default: 10
@@ -204,34 +223,14 @@ STATIC_URL = "/static/"
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-# .. setting_name: ENTERPRISE_CATALOG_URL
-# .. setting_default: http://localhost:18160
-# .. setting_description: Root URL of the Enterprise Catalog service; academies are read from
-#   ``{ENTERPRISE_CATALOG_URL}/api/v1/academies/``.
-ENTERPRISE_CATALOG_URL = env("ENTERPRISE_CATALOG_URL", "http://localhost:18160")
-
-# .. setting_name: BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL
-# .. setting_default: http://localhost:18000/oauth2
-# .. setting_description: The LMS OAuth2 provider. The catalog client gets a JWT from
-#   ``<this url>/access_token`` with the client-credentials grant.
-BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL = env(
-    "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL", "http://localhost:18000/oauth2")
-
-# .. setting_name: BACKEND_SERVICE_EDX_OAUTH2_KEY
-# .. setting_default: academy-consumer-backend-service-key
-# .. setting_description: OAuth2 client id of this service's backend-service application in the LMS.
-BACKEND_SERVICE_EDX_OAUTH2_KEY = env("BACKEND_SERVICE_EDX_OAUTH2_KEY", "academy-consumer-backend-service-key")
-
-# .. setting_name: BACKEND_SERVICE_EDX_OAUTH2_SECRET
-# .. setting_default: academy-consumer-backend-service-secret
-# .. setting_description: OAuth2 client secret matching ``BACKEND_SERVICE_EDX_OAUTH2_KEY``.
-BACKEND_SERVICE_EDX_OAUTH2_SECRET = env("BACKEND_SERVICE_EDX_OAUTH2_SECRET", "academy-consumer-backend-service-secret")
-
-# .. setting_name: ENTERPRISE_CUSTOMER_UUID
-# .. setting_default: None
-# .. setting_description: The enterprise customer whose academies ``reconcile_academies`` reads when
-#   ``--enterprise-customer`` is not given.
-ENTERPRISE_CUSTOMER_UUID = env("ENTERPRISE_CUSTOMER_UUID")
+# The Enterprise Catalog API and the OAuth2 client that reads it: the host's own names, documented (and read)
+# in academy_consumer/conf.py, each taken from the environment below. These are the standalone defaults, an LMS
+# and a catalog on this machine's devstack ports; BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL has none, so that
+# SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT applies unless the provider URL is set (which then wins).
+ENTERPRISE_CATALOG_URL = "http://localhost:18160"
+SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT = "http://localhost:18000"
+BACKEND_SERVICE_EDX_OAUTH2_KEY = "academy-consumer-backend-service-key"
+BACKEND_SERVICE_EDX_OAUTH2_SECRET = "academy-consumer-backend-service-secret"
 
 # .. setting_name: LOG_LEVEL
 # .. setting_default: None (WARNING for libraries, INFO for academy_consumer)
@@ -319,8 +318,9 @@ EVENT_BUS_TOPIC_PREFIX = env("EVENT_BUS_TOPIC_PREFIX")
 # .. toggle_creation_date: 2026-12-04
 EVENT_BUS_KAFKA_CONSUMERS_ENABLED = env_bool("EVENT_BUS_KAFKA_CONSUMERS_ENABLED", True)
 
-# academy-consumer's own settings, as the environment spells them: academy_consumer/conf.py documents each,
-# holds its default, and converts and checks its value where it is read.
+# The settings academy_consumer/conf.py reads (academy-consumer's own, the catalog API's), as the environment or
+# .devstack.env spells them: conf.py documents each, holds its default, and converts and checks its value where it
+# is read. Only here: under a host's settings module these variables do nothing (the host's settings decide).
 for _name in _academy_conf.SETTING_NAMES:
     if env(_name) is not None:
         globals()[_name] = env(_name)

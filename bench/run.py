@@ -16,6 +16,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from academy_devstack import envfile
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.*, when run as a script
 
 from bench import commands, history  # noqa: E402  pylint: disable=wrong-import-position
@@ -64,7 +66,7 @@ def start_devstack(partitions):
     if waited.returncode != 0:
         process.kill()
         sys.exit(f"bench: the dev stack did not start: {waited.stderr.strip()} (see {WORK / 'devstack.log'})")
-    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    values = envfile.read(env_file)  # values quoted for a POSIX shell
     return process, values
 
 

@@ -34,7 +34,8 @@ def generate_schema(signal) -> dict:
 
 def main(argv=None) -> int:
     """Write (or with ``--check``, compare) the schema file of every academy signal."""
-    parser = argparse.ArgumentParser(prog="python -m academy_consumer_signals.generate_schemas", description=__doc__.split("\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m academy_consumer_signals.generate_schemas",
+                                     description=__doc__.split("\n")[1])
     parser.add_argument("--check", action="store_true", help="only report schemas that differ from the code")
     args = parser.parse_args(argv)
     stale = []

@@ -111,7 +111,10 @@ class CatalogServer:
 
     @property
     def oauth_url(self):
-        """The OAuth2 provider URL (what ``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL`` points at)."""
+        """
+        The OAuth2 provider URL (what ``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL`` would point at; a host gives the
+        LMS root, ``url``, as ``SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT`` instead: the token endpoint is the same).
+        """
         return self.url + "/oauth2"
 
     # -- data ------------------------------------------------------------------------------------------

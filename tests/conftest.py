@@ -55,7 +55,7 @@ def _unit_tests_start_no_stack(request, monkeypatch):
     import socketserver
     import subprocess
 
-    from academy_consumer.devstack.mock_kafka import MockKafkaCluster
+    from academy_devstack.mock_kafka import MockKafkaCluster
 
     def refuse(what):
         def refused(*args, **kwargs):
@@ -81,12 +81,14 @@ def _clear_caches():
 def catalog_server(settings):
     """
     A running ``tests.catalog_server.CatalogServer`` (stopped at teardown), with the catalog and OAuth2
-    settings (``ENTERPRISE_CATALOG_URL``, ``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL`` / ``_KEY`` /
-    ``_SECRET``) pointing at it for the duration of the test.
+    settings pointing at it for the duration of the test, named as a host names them:
+    ``ENTERPRISE_CATALOG_URL``, the LMS root ``SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT`` (no
+    ``BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL``), ``BACKEND_SERVICE_EDX_OAUTH2_KEY`` / ``_SECRET``.
     """
     server = CatalogServer().start()
     settings.ENTERPRISE_CATALOG_URL = server.url
-    settings.BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL = server.oauth_url
+    settings.SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT = server.url
+    settings.BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL = None
     settings.BACKEND_SERVICE_EDX_OAUTH2_KEY = server.client_id
     settings.BACKEND_SERVICE_EDX_OAUTH2_SECRET = server.client_secret
     try:
@@ -97,10 +99,10 @@ def catalog_server(settings):
 
 @pytest.fixture
 def catalog_env(catalog_server):
-    """Environment variables pointing a subprocess at the test catalog server."""
+    """Environment variables pointing a subprocess (the standalone settings) at the test catalog server."""
     return {
         "ENTERPRISE_CATALOG_URL": catalog_server.url,
-        "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": catalog_server.oauth_url,
+        "SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT": catalog_server.url,
         "BACKEND_SERVICE_EDX_OAUTH2_KEY": catalog_server.client_id,
         "BACKEND_SERVICE_EDX_OAUTH2_SECRET": catalog_server.client_secret,
     }
@@ -292,7 +294,7 @@ class EventBusStack:
         self.stack.kafka.clear_requests()
 
     def requests_seen(self, api_key):
-        """How many requests of ``api_key`` (``academy_consumer.devstack.ApiKey``) arrived since tracking started."""
+        """How many requests of ``api_key`` (``academy_devstack.ApiKey``) arrived since tracking started."""
         return sum(1 for request in self.stack.kafka.get_requests() if request.api_key == api_key)
 
 
@@ -329,8 +331,8 @@ def devstack():
     from edx_event_bus_kafka.internal.config import get_full_topic
 
     from academy_consumer import conf
-    from academy_consumer.devstack import DevStack
-    from academy_consumer.management.commands.devstack import MOCK_CONSUMER_CONFIG
+    from academy_devstack import DevStack
+    from academy_devstack.command import MOCK_CONSUMER_CONFIG
 
     topic, dlq_topic = get_full_topic(conf.topic()), get_full_topic(conf.dlq_topic())
     with DevStack([(topic, 3), (dlq_topic, 1)]) as stack:

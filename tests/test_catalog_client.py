@@ -5,7 +5,11 @@ import socket
 import uuid
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
+from edx_django_utils.cache import TieredCache
+from edx_rest_api_client.client import OAuthAPIClient
 
+from academy_consumer import conf
 from academy_consumer.catalog import CatalogClient, CatalogError
 from tests.catalog_server import CatalogServer
 
@@ -245,3 +249,77 @@ def test_token_still_cached_across_clients(catalog_server):
     client().fetch_academies()
     client().fetch_academies()
     assert len(catalog_server.token_requests) == 1
+
+
+# -- the host's setting names: the token goes where the host's own API clients send theirs -------------------
+
+ROOT_SPELLINGS = ["{url}", "{url}/", "{url}/oauth2", "{url}/oauth2/", "{url}/oauth2/access_token"]
+
+
+@pytest.mark.parametrize("spelling", ROOT_SPELLINGS)
+def test_token_requested_where_the_hosts_own_client_requests_it(catalog_server, settings, spelling):
+    """
+    A host gives its LMS root as ``SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT`` (no provider URL) and builds its clients as
+    ``OAuthAPIClient(SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT.strip('/'), KEY, SECRET)``: the stock client, run here
+    against the same stand-in, posts its token request to the very URL the app's client does.
+    """
+    settings.SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT = spelling.format(url=catalog_server.url)
+    catalog_server.add_academies(2)
+
+    assert len(client().fetch_academies()) == 2
+    TieredCache.dangerous_clear_all_tiers()  # the stock client must ask too, not reuse a cached token
+    OAuthAPIClient(settings.SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT.strip("/"), settings.BACKEND_SERVICE_EDX_OAUTH2_KEY,
+                   settings.BACKEND_SERVICE_EDX_OAUTH2_SECRET).get_jwt_access_token()
+
+    app, host = catalog_server.token_requests
+    assert app.path == host.path == "/oauth2/access_token"
+    assert app.form == host.form  # the same client-credentials grant, as the same client
+
+
+def test_app_specific_provider_url_wins_over_the_lms_root(catalog_server, settings):
+    settings.BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL = catalog_server.oauth_url
+    settings.SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT = f"http://127.0.0.1:{unused_port()}"  # nothing listens there
+    catalog_server.add_academies(2)
+
+    assert len(client().fetch_academies()) == 2
+    assert [request.path for request in catalog_server.token_requests] == ["/oauth2/access_token"]
+
+
+HOST_CATALOG_SETTINGS = {
+    "ENTERPRISE_CATALOG_URL": "http://catalog.example.com", "SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT": "http://lms.example.com",
+    "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": None, "BACKEND_SERVICE_EDX_OAUTH2_KEY": "key",
+    "BACKEND_SERVICE_EDX_OAUTH2_SECRET": "the-secret",
+}
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"ENTERPRISE_CATALOG_URL": ""}, ["not configured", "set ENTERPRISE_CATALOG_URL"]),
+    ({"SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT": None}, ["set SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT (or BACKEND_SERVICE_EDX_OAUTH2"]),
+    ({"BACKEND_SERVICE_EDX_OAUTH2_KEY": "", "BACKEND_SERVICE_EDX_OAUTH2_SECRET": None},
+     ["set BACKEND_SERVICE_EDX_OAUTH2_KEY, BACKEND_SERVICE_EDX_OAUTH2_SECRET"]),
+    ({"SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT": "replace-me"},  # enterprise-access's base settings
+     ["SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT must be an http:// or https:// URL, not 'replace-me'"]),
+    ({"ENTERPRISE_CATALOG_URL": "ftp://user:the-secret@catalog"}, ["ENTERPRISE_CATALOG_URL", "'ftp://***@catalog'"]),
+    ({"BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": "http://lms:99999/oauth2"},  # not a port
+     ["BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL must be an http:// or https:// URL"]),
+    ({"BACKEND_SERVICE_EDX_OAUTH2_SECRET": ["the-secret"]}, ["BACKEND_SERVICE_EDX_OAUTH2_SECRET must be a string"]),
+])
+def test_missing_or_unusable_catalog_setting_is_one_line_naming_it(settings, changes, words):
+    for name, value in {**HOST_CATALOG_SETTINGS, **changes}.items():
+        setattr(settings, name, value)
+
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        CatalogClient()
+
+    message = str(excinfo.value)
+    assert "\n" not in message and "the-secret" not in message
+    for word in words:
+        assert word in message
+
+
+def test_the_hosts_catalog_settings_are_no_error_of_the_apps_own(settings):
+    """Placeholders in a host's settings (enterprise-access's base: '' and 'replace-me') stop no other command."""
+    settings.ENTERPRISE_CATALOG_URL, settings.SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT = "", "replace-me"
+    conf.check_all()
+    assert conf.problems() == []
+    assert [name for name, _ in conf.problems(conf.HOST_OWNED_SETTING_NAMES)] == ["SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT"]

@@ -71,11 +71,22 @@ def test_garbage_database_url_is_one_line_exit_2(tmp_path, url, command):
     ("ACADEMY_CONSUMER_BATCH_SIZE", "0", "consume_academy_events"),
     ("ACADEMY_CONSUMER_BATCH_SIZE", "ten", "list_academies"),
     ("ACADEMY_CONSUMER_RETRY_MAX_SECONDS", "-1", "reconcile_academies"),
+    ("ACADEMY_CONSUMER_BATCH_SIZE", "0", "migrate"),  # Django's own commands too: not its system check report
+    ("ENTERPRISE_CUSTOMER_UUID", "acme", "showmigrations"),
 ])
 def test_bad_setting_is_one_line_exit_2(tmp_path, name, value, command):
     done = run_here(tmp_path, command, env={name: value})
     assert_one_line(done, 2, "bad setting", name)
     assert not list(tmp_path.iterdir())
+
+
+def test_check_reports_each_bad_setting_with_its_id(tmp_path):
+    """``check`` is the report: Django's system check output, an id per setting, exit 1 as Django has it."""
+    done = run_here(tmp_path, "check", env={"ACADEMY_CONSUMER_BATCH_SIZE": "0", "ACADEMY_MAX_INPUT_BYTES": "x"})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "ACADEMY_CONSUMER_BATCH_SIZE: (academy_consumer.E005)" in done.stderr
+    assert "ACADEMY_MAX_INPUT_BYTES: (academy_consumer.E012)" in done.stderr
+    assert run_here(tmp_path, "check").returncode == 0
 
 
 def test_settings_module_that_cannot_be_imported(tmp_path):
@@ -158,3 +169,51 @@ def test_a_dropped_table_whose_migration_is_recorded_is_one_line(tmp_path):
     (tmp_path / "one.json").write_text('[{"title": "Data Academy"}]')
     for args in (["reconcile_academies", "--from-file", "one.json"], ["list_academies"]):
         assert_one_line(run_here(tmp_path, *args), 1, "has no table", "--fake")
+
+
+# --- devstack: a development tool, not a command of the app ----------------------------------------------
+
+APP_COMMANDS = ["consume_academy_events", "consumer_lag", "dead_letters", "list_academies", "produce_academy_event",
+                "reconcile_academies", "repair_future_timestamps"]
+
+
+def test_the_apps_command_list_holds_its_operational_commands_only(tmp_path):
+    """What a host's ``manage.py help`` lists of the app, here through the script (Django's own listing)."""
+    done = run_here(tmp_path, "help")
+    assert done.returncode == 0, done.stderr
+    listed = done.stdout.split("[academy_consumer]\n", 1)[1].split("\n\n", 1)[0].split()
+    assert listed == APP_COMMANDS
+    assert "devstack" not in done.stdout
+
+
+def test_devstack_runs_from_the_dev_package_and_help_devstack_shows_its_options(tmp_path):
+    for args in (["devstack", "--help"], ["help", "devstack"]):
+        done = run_here(tmp_path, *args)
+        assert done.returncode == 0 and done.stderr == "", done
+        assert done.stdout.startswith("usage: academy-consumer devstack ") and "--partitions" in done.stdout
+    assert not list(tmp_path.iterdir())
+
+
+# A production install (`pip install academy-consumer`) has no academy_devstack: simulated by blocking the import
+# (a None in sys.modules makes `import academy_devstack` raise ModuleNotFoundError, as a missing package does).
+WITHOUT_DEV_PACKAGE = ("import sys; sys.modules['academy_devstack'] = None; "
+                       "from academy_consumer.cli import main; main()")
+
+
+@pytest.mark.parametrize("args", [["devstack"], ["devstack", "--wait"], ["devstack", "--help"], ["help", "devstack"]])
+def test_devstack_without_the_dev_package_is_one_line_exit_2(tmp_path, args):
+    env = {key: value for key, value in os.environ.items() if key not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL")}
+    done = subprocess.run([sys.executable, "-c", WITHOUT_DEV_PACKAGE, *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert (done.returncode, done.stdout) == (2, ""), done
+    assert done.stderr == ("academy-consumer: devstack is a development tool, installed from the repository "
+                           "(`make requirements`, or `pip install -e ./devstack`), not with the academy-consumer "
+                           "package\n")
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_unreadable_devstack_env_file_is_a_bad_setting(tmp_path):
+    (tmp_path / ".devstack.env").write_text("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS='127.0.0.1:1\n")
+    assert_one_line(run_here(tmp_path, "list_academies"), 2, "bad setting", ".devstack.env cannot be read as a dev "
+                    "stack env file (No closing quotation)")
+    assert_one_line(run_here(tmp_path, "help"), 0, "warning", ".devstack.env")

@@ -16,8 +16,8 @@ import time
 import pytest
 from confluent_kafka import Consumer
 
-from academy_consumer.devstack.schema_registry import SchemaRegistryServer
 from academy_consumer.models import EnterpriseAcademy
+from academy_devstack.schema_registry import SchemaRegistryServer
 from tests.helpers import GroupOffsets
 from tests.test_event_bus import CONSUMER_ENV, IDLE, Bus, academy, counts, table
 

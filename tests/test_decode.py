@@ -23,9 +23,9 @@ from openedx_events.event_bus.avro.deserializer import AvroSignalDeserializer
 from openedx_events.event_bus.avro.serializer import AvroSignalSerializer
 
 from academy_consumer.decode import AcademyEvent, Decoder, Rejection, _compile_reader, academy_schema
-from academy_consumer.devstack.schema_registry import SchemaRegistryServer
 from academy_consumer.errors import TransientError, UndecodableValueError, UnusableMessageError
 from academy_consumer_signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_UPDATED, academy_data_from_dict
+from academy_devstack.schema_registry import SchemaRegistryServer
 
 TOPIC = "dev-academy-events"
 UUID = "6f1c1f3a-2b1e-4c55-9a57-1c7d3f1e8a01"

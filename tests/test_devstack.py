@@ -1,5 +1,5 @@
 """
-The embedded dev stack (``academy_consumer.devstack``) exercised with the real clients:
+The embedded dev stack (``academy_devstack``) exercised with the real clients:
 confluent_kafka's Producer/Consumer against the librdkafka mock cluster, and its
 SchemaRegistryClient / AvroSerializer / AvroDeserializer against the in-process registry.
 
@@ -24,14 +24,16 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from academy_consumer.devstack import (
+from academy_devstack import (
     PARTITION_LOG_MAX_BYTES,
     ApiKey,
     DevStack,
     Err,
     MockKafkaCluster,
     SchemaRegistryServer,
+    envfile,
 )
+from academy_devstack.command import MOCK_CONSUMER_CONFIG
 from tests.waiting import wait_for
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -582,7 +584,7 @@ def test_devstack_wait_ready_line_and_shutdown(tmp_path, background_devstack):
     stack = background_devstack()
     waited = run_devstack(tmp_path, "--wait", "--timeout", "30")
     assert waited.returncode == 0, waited
-    settings = dict(line.split("=", 1) for line in (tmp_path / ".devstack.env").read_text().splitlines())
+    settings = envfile.read(tmp_path / ".devstack.env")
     assert waited.stdout.startswith(f"ready: dev stack at {settings['EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS']}")
     # The stack's own last line says it is ready, once the file is written.
     assert (tmp_path / "devstack.out").read_text().splitlines()[-1].startswith(
@@ -593,15 +595,42 @@ def test_devstack_wait_ready_line_and_shutdown(tmp_path, background_devstack):
     assert stack.wait(timeout=30) == 0
     assert not (tmp_path / ".devstack.env").exists()
     # A file left by a dev stack that is gone is not a ready dev stack.
-    (tmp_path / ".devstack.env").write_text("\n".join(f"{k}={v}" for k, v in settings.items()) + "\n")
+    envfile.write(tmp_path / ".devstack.env", settings)
     waited = run_devstack(tmp_path, "--wait", "--timeout", "2")
     assert waited.returncode == 1 and "does not answer after 2 s" in waited.stderr, waited
+
+
+def sourced(tmp_path, script):
+    """What ``sh -c SCRIPT`` prints in ``tmp_path`` (a POSIX shell: dash on Debian)."""
+    return subprocess.run(["sh", "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True,
+                          timeout=30).stdout
+
+
+def test_devstack_env_file_is_sourced_by_a_posix_shell(tmp_path, background_devstack):
+    (tmp_path / "a folder").mkdir()
+    spaced = "a folder/dev stack.env"
+    stacks = [background_devstack(), background_devstack("--env-file", spaced)]
+    for path in (".devstack.env", spaced):
+        assert run_devstack(tmp_path, "--wait", "--timeout", "30", "--env-file", path).returncode == 0
+    default, other = envfile.read(tmp_path / ".devstack.env"), envfile.read(tmp_path / spaced)
+    assert default["EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"] != other["EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"]
+    assert sourced(tmp_path, '. ./.devstack.env; printf %s "$EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"') == \
+        default["EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"]
+    assert sourced(tmp_path, '. "./a folder/dev stack.env"; printf %s "$EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"') == \
+        other["EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"]
+    # The consumer config is JSON, quoted: the shell hands the consumer exactly what the dev stack wrote.
+    config = sourced(tmp_path, '. ./.devstack.env; printf %s "$ACADEMY_CONSUMER_KAFKA_CONFIG"')
+    assert json.loads(config) == MOCK_CONSUMER_CONFIG
+    for stack in stacks:
+        stack.send_signal(signal.SIGTERM)
+        assert stack.wait(timeout=30) == 0
+    assert sorted(os.listdir(tmp_path / "a folder")) == []
 
 
 def test_devstack_stops_loudly_when_the_broker_evicts_events(tmp_path, background_devstack):
     stack = background_devstack("--partitions", "1")
     assert run_devstack(tmp_path, "--wait", "--timeout", "30").returncode == 0
-    settings = dict(line.split("=", 1) for line in (tmp_path / ".devstack.env").read_text().splitlines())
+    settings = envfile.read(tmp_path / ".devstack.env")
     producer = Producer({"bootstrap.servers": settings["EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"],
                          "message.max.bytes": 2 * BIG, "linger.ms": 0})
     try:

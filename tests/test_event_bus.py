@@ -14,8 +14,8 @@ import signal
 
 import pytest
 
-from academy_consumer.devstack import ApiKey
 from academy_consumer.models import EnterpriseAcademy
+from academy_devstack import ApiKey
 from tests.helpers import consumer_counts as counts
 from tests.waiting import wait_for
 

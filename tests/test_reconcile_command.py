@@ -179,3 +179,24 @@ def test_progress_lines_are_spaced_by_the_interval_with_one_at_each_end():
     lines.clear()
     Progress(lines.append).chunk(1_000, 1_000)  # 1,000 items or fewer: nothing
     assert lines == []
+
+
+def test_standalone_settings_take_both_oauth2_names_from_the_environment(cli, catalog_server, catalog_env):
+    """The LMS root (catalog_env's) or the app-specific provider URL, which wins when both are set."""
+    catalog_server.add_academies(2, enterprise_customer=CUSTOMER)
+    provider_wins = {**catalog_env, "SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT": "http://127.0.0.1:9",  # nothing answers there
+                     "BACKEND_SERVICE_EDX_OAUTH2_PROVIDER_URL": catalog_server.oauth_url}
+    for env in (catalog_env, provider_wins):
+        done = cli("reconcile_academies", "--enterprise-customer", CUSTOMER, "--json", env=env)
+        assert done.returncode == 0, done.stderr
+    assert [request.path for request in catalog_server.token_requests] == ["/oauth2/access_token"] * 2
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("ENTERPRISE_CATALOG_URL", "ftp://catalog", "ENTERPRISE_CATALOG_URL must be an http:// or https:// URL"),
+    ("SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT", "replace-me", "SOCIAL_AUTH_EDX_OAUTH2_URL_ROOT must be an http"),
+])
+def test_unusable_catalog_setting_is_one_line_exit_2(cli, name, value, words):
+    done = cli("reconcile_academies", "--enterprise-customer", CUSTOMER, env={name: value})
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr
+    assert words in done.stderr and "nothing was written" in done.stderr

@@ -1,5 +1,5 @@
 """
-The dev stack's schema registry (``academy_consumer.devstack.schema_registry``) against confluent-kafka's
+The dev stack's schema registry (``academy_devstack.schema_registry``) against confluent-kafka's
 own ``SchemaRegistryClient``, ``AvroSerializer`` and ``AvroDeserializer``, over real HTTP (no mocks).
 
 The server serves only the endpoints those clients and this project call (see its module docstring);
@@ -18,7 +18,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from academy_consumer.devstack.schema_registry import CONTENT_TYPE, SchemaRegistryServer
+from academy_devstack.schema_registry import CONTENT_TYPE, SchemaRegistryServer
 
 V1 = {
     "type": "record",

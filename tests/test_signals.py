@@ -128,7 +128,8 @@ def _with_academy_fields(schema, change):
 def test_checked_in_schema_matches_data_classes(signal):
     assert checked_in_schema(signal) == generate_schema(signal), (
         f"{schema_path(signal).name} no longer matches the data classes of {signal.event_type}. If the change "
-        "is intended (and test_schema_evolution_is_compatible passes), run: python -m academy_consumer_signals.generate_schemas"
+        "is intended (and test_schema_evolution_is_compatible passes), run: "
+        "python -m academy_consumer_signals.generate_schemas"
     )
 
 

@@ -3,7 +3,12 @@ What every academy-consumer management command shares: one-line errors with docu
 the start-up checks that turn a bad setting or a missing database into one line before any work.
 
 Exit codes: 0 done; 1 a runtime failure (rows that failed, a fatal consumer error, a database that is
-unreachable or not migrated); 2 bad arguments or bad settings.
+unreachable or not migrated); 2 bad arguments or bad settings. The same under any settings module: a
+command run through a host's ``manage.py`` or ``django-admin`` raises ``CommandError`` for every failure it
+expects, which Django prints as one line (``CommandError: ...``) with the exit code.
+
+``--json``: every command's ``--json`` option is named ``as_json`` (``dest``); while such a command runs, its
+stdout holds the JSON document only, whatever the host's logging writes (``json_output``).
 """
 
 import sys
@@ -12,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from academy_consumer import conf
+from academy_consumer.management.json_output import stdout_for_json_only
 from academy_consumer.preflight import NotReady, check_database
 
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE = 0, 1, 2
@@ -46,6 +52,13 @@ class AcademyCommand(BaseCommand):  # pylint: disable=abstract-method  # a base:
         return parser
 
     def execute(self, *args, **options):
+        if not options.get("as_json"):
+            return self._execute(*args, **options)
+        with stdout_for_json_only(self, options.get("stdout")):
+            return self._execute(*args, **options)
+
+    def _execute(self, *args, **options):
+        """The start-up checks, then Django's ``execute`` (which runs ``handle``)."""
         try:
             conf.check_all()
         except ImproperlyConfigured as exc:

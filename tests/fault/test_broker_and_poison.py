@@ -33,8 +33,8 @@ import fastavro
 import pytest
 from confluent_kafka import Producer
 
-from academy_consumer.devstack import ApiKey, Err
 from academy_consumer.models import EnterpriseAcademy
+from academy_devstack import ApiKey, Err
 from tests import waiting
 from tests.fault.history import T0, check_all_read, check_table, expected_state, generate
 from tests.helpers import GroupOffsets, consumer_counts, point_producer_at, produce_events

@@ -15,7 +15,7 @@ import random
 
 import pytest
 
-from academy_consumer.devstack.schema_registry import SchemaRegistryServer
+from academy_devstack.schema_registry import SchemaRegistryServer
 from tests.fault.history import check_table, expected_state, generate
 from tests.fault.test_broker_and_poison import CONSUMER_ENV, producing  # pylint: disable=unused-import
 from tests.helpers import GroupOffsets, consumer_counts, produce_events

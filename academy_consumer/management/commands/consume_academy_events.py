@@ -10,7 +10,8 @@ Runs until SIGTERM/SIGINT (the batch in hand is finished and committed; exit 0),
 were handled. ``--metrics-port`` (or ``ACADEMY_CONSUMER_METRICS_PORT``) serves ``/metrics``, ``/healthz``
 and ``/readyz`` (``academy_consumer.monitoring``); ``--json`` prints the final counts as one JSON object.
 With edx-event-bus-kafka's kill switch ``EVENT_BUS_KAFKA_CONSUMERS_ENABLED`` off, it says so in one line
-and exits 0 without consuming, as the stock ``consume_events`` does. Exit status: 0 on a clean stop; 1 on
+and exits 0 without consuming, as the stock ``consume_events`` does (``--json``: zero counts and
+``"consumers_enabled": false``). Exit status: 0 on a clean stop; 1 on
 a fatal error or when not ready (database not migrated or unreachable, Kafka unreachable, no such topic, a
 schema registry that is not one or does not know the academy schemas, the circuit breaker, a fatal Kafka
 error); 2 on bad arguments or bad settings (an unknown librdkafka property, ``--from-offset`` past the end
@@ -95,11 +96,14 @@ class Command(AcademyCommand):
         parser.add_argument("--metrics-port", type=port_number, metavar="PORT",
                             help="Serve /metrics, /healthz and /readyz on this port (default "
                                  "ACADEMY_CONSUMER_METRICS_PORT; off when neither is set; 0: a free port).")
-        parser.add_argument("--json", action="store_true", help="Print the final counts as one JSON object.")
+        parser.add_argument("--json", action="store_true", dest="as_json",
+                            help="Print the final counts as one JSON object.")
 
     def handle(self, *args, **options):
         if not KAFKA_CONSUMERS_ENABLED.is_enabled():
             self.stderr.write("EVENT_BUS_KAFKA_CONSUMERS_ENABLED is off: the consumer does not consume (exit 0)")
+            if options["as_json"]:  # a --json reader still gets its document
+                self.stdout.write(json.dumps({"events": 0, "batches": 0, "outcomes": {}, "consumers_enabled": False}))
             return
         given = options["from_offset"] or []
         offsets = dict(given)
@@ -132,7 +136,7 @@ class Command(AcademyCommand):
             raise fail(f"not ready: {exc}", EXIT_NOT_READY) from None
         except (FatalError, DatabaseError) as exc:
             raise fail(f"consumer stopped: {exc}", EXIT_ROW_ERRORS) from exc
-        if options["json"]:
+        if options["as_json"]:
             self.stdout.write(json.dumps({"events": stats.events, "batches": stats.batches,
                                           "outcomes": dict(sorted(stats.counts.items()))}))
             return

@@ -28,9 +28,11 @@ import argparse
 import json
 import time
 
-from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from academy_consumer import conf
 from academy_consumer.apply import ERRORS, OUTCOMES, DatabaseUnavailable, sync_academies
 from academy_consumer.catalog import CatalogClient, CatalogError
 from academy_consumer.inputs import InputError, read_items
@@ -126,6 +128,10 @@ class Command(AcademyCommand):
         snapshot_time = timezone.now()  # taken before reading: events newer than this win
         progress = Progress(lambda line: self.stderr.write(line, style_func=str), dry_run=options["dry_run"])
         items, source = self._load(options, progress)
+        # Fetching may have taken long; a kept connection the server closed meanwhile (MySQL's wait_timeout, see
+        # academy_consumer.db_session) is replaced by Django's health check at its next use, not used dead.
+        if not transaction.get_connection().in_atomic_block:
+            close_old_connections()
         if options["academy_uuid"] and options["from_file"]:
             items = [item for item in items if _item_uuid(item) == options["academy_uuid"]]
         try:
@@ -156,17 +162,18 @@ class Command(AcademyCommand):
                 raise fail(str(exc)) from exc
         customer = options["enterprise_customer"]
         if customer is None and not options["academy_uuid"]:
-            configured = getattr(settings, "ENTERPRISE_CUSTOMER_UUID", None)
-            customer = parse_uuid(configured) if configured else None
+            customer = conf.enterprise_customer_uuid()
             if customer is None:
                 raise fail("give --enterprise-customer UUID (or set ENTERPRISE_CUSTOMER_UUID), or --from-file PATH")
-        client = CatalogClient()
         try:
+            client = CatalogClient()  # reads the catalog API's settings: a missing one is one line, exit 2
             items = client.fetch_academies(
                 enterprise_customer=str(customer) if customer else None,
                 academy_uuid=str(options["academy_uuid"]) if options["academy_uuid"] else None,
                 on_page=progress.page,
             )
+        except ImproperlyConfigured as exc:
+            raise fail(f"bad setting: {exc} (or give --from-file PATH; nothing was written)") from exc
         except CatalogError as exc:
             raise fail(f"{exc} (nothing was written)") from exc
         return items, mask_url(client.catalog_url)

@@ -9,10 +9,14 @@ librdkafka the mock comes from) and ``fastavro``. Usable from tests::
         producer = Producer({"bootstrap.servers": stack.bootstrap_servers})
         registry = SchemaRegistryClient({"url": stack.schema_registry_url})
 
-and from a shell through ``academy-consumer devstack``, which creates the academy topics and writes
-``.devstack.env`` for the other commands.
+and from a shell through ``academy-consumer devstack`` (:mod:`.command`), which creates the academy topics and
+writes ``.devstack.env`` (:mod:`.envfile`) for the other commands.
 
-This package deliberately imports neither Django nor the rest of the project.
+A development-only distribution (``academy-consumer-devstack``, the repository's ``devstack/`` folder): the app
+never imports it and ``pip install academy-consumer`` does not install it. This module, :mod:`.mock_kafka`,
+:mod:`.schema_registry` and :mod:`.envfile` import neither Django nor the app; only :mod:`.command` reads the
+app's settings, for the topic names.
+
 See :mod:`.mock_kafka` for what the mock cluster does not do; above all, it keeps at most
 ``PARTITION_LOG_MAX_BYTES`` (5 MiB) per partition and evicts the oldest events past that, which
 cannot be configured: :meth:`DevStack.evicted` tells when it happened.
@@ -23,6 +27,7 @@ import os
 import threading
 from typing import Iterable, Sequence, Union
 
+from . import envfile
 from .mock_kafka import (
     PARTITION_LOG_MAX_BATCHES,
     PARTITION_LOG_MAX_BYTES,
@@ -180,15 +185,12 @@ class DevStack:
         return {BOOTSTRAP_ENV: self.bootstrap_servers, SCHEMA_REGISTRY_ENV: self.schema_registry_url}
 
     def env_lines(self) -> list[str]:
-        """``NAME=value`` lines for the settings that point the consumer at this stack."""
-        return [f"{name}={value}" for name, value in self.env().items()]
+        """``NAME=value`` lines (values quoted for a POSIX shell) for the settings that point the consumer here."""
+        return envfile.format_lines(self.env())
 
     def write_env_file(self, path: Union[str, os.PathLike]) -> str:
-        """Write :meth:`env_lines` to ``path`` (a dotenv / ``source``-able file); returns the path."""
-        path = os.fspath(path)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write("\n".join(self.env_lines()) + "\n")
-        return path
+        """Write :meth:`env_lines` to ``path`` (a file a POSIX shell can ``source``, see :mod:`.envfile`)."""
+        return envfile.write(path, self.env())
 
     def close(self) -> None:
         """Stop the schema registry and the mock cluster."""
