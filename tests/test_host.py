@@ -140,7 +140,7 @@ def test_a_host_runs_the_app_through_django_admin(host, host_stack, catalog_serv
     for command in ("consume_academy_events", "consumer_lag", "dead_letters", "list_academies",
                     "produce_academy_event", "reconcile_academies", "repair_future_timestamps"):
         assert f"    {command}\n" in listed
-    # TODO(devstack merge): once the devstack command leaves the app, assert "    devstack\n" not in listed.
+    assert "devstack" not in listed  # a development tool (devstack/), never a command of the host
 
 
 @pytest.mark.slow
