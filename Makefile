@@ -1,6 +1,7 @@
 # academy-consumer developer commands. Every target sets up what it needs on a fresh machine.
 .DEFAULT_GOAL := help
-.PHONY: help system-deps requirements upgrade test test-fast test-matrix quality fault demo reconcile-demo bench clean
+.PHONY: help system-deps requirements upgrade test test-fast test-matrix quality fault demo reconcile-demo bench clean \
+	settings-reference
 
 VENV ?= .venv
 PYTHON ?= python3
@@ -74,7 +75,8 @@ test-fast: requirements ## the unit tests only, in seconds: no dev stack, no sub
 	ACADEMY_TEST_FAST=1 ACADEMY_DIFF_MAX_EXAMPLES=$${ACADEMY_DIFF_MAX_EXAMPLES:-30} $(BIN)/pytest -p no:xdist -m "not stack" $(PYTEST_ARGS)
 
 QUALITY_STAMP := $(VENV)/.quality-installed
-LINT_PATHS := academy_consumer signals devstack/academy_devstack tests bench requirements/hosts/check_installed.py
+LINT_PATHS := academy_consumer signals devstack/academy_devstack tests bench requirements/hosts/check_installed.py \
+	docs/settings_reference.py
 # Off for tests/ only (the rest of edx-lint's pylintrc applies there as everywhere): pytest hands fixtures to
 # tests by parameter name, so a test's parameter shadows the fixture function of its module
 # (redefined-outer-name), a test asks for some fixtures only for what they set up (unused-argument), and a
@@ -82,14 +84,18 @@ LINT_PATHS := academy_consumer signals devstack/academy_devstack tests bench req
 # too-many-arguments that edx-lint's pylintrc already turns off); and `assert x == []` checks the type and the
 # emptiness at once, where pylint's `not x` would pass for None (use-implicit-booleaness-not-comparison).
 TESTS_PYLINT_DISABLE := redefined-outer-name,unused-argument,too-many-positional-arguments,use-implicit-booleaness-not-comparison
+# No Docker engine is needed for the image's checks: hadolint lints the Dockerfile (its rules in .hadolint.yaml),
+# check-jsonschema validates docker-compose.yml against the Compose specification's JSON schema that it vendors
+# (both pinned in requirements/quality.txt); tests/test_image.py and tests/test_compose.py run the rest.
 SETTING_ANNOTATIONS = $$($(BIN)/python -c 'import code_annotations.contrib.config as c, os; print(os.path.dirname(c.__file__))')/setting_annotations.yaml
 
 $(QUALITY_STAMP): $(STAMP) requirements/quality.txt
 	$(BIN)/pip install -q -r requirements/quality.txt
 	touch $(QUALITY_STAMP)
 
-quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --check, PII and setting annotation checks
-	$(BIN)/pylint -j 2 academy_consumer signals devstack/academy_devstack bench requirements/hosts/check_installed.py
+quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --check, PII and setting annotation checks, the settings reference, hadolint, docker-compose.yml against the Compose schema
+	$(BIN)/pylint -j 2 academy_consumer signals devstack/academy_devstack bench requirements/hosts/check_installed.py \
+		docs/settings_reference.py
 	$(BIN)/pylint -j 2 --disable=$(TESTS_PYLINT_DISABLE) tests
 	$(BIN)/pycodestyle $(LINT_PATHS)
 	$(BIN)/isort --check-only --diff $(LINT_PATHS)
@@ -97,6 +103,12 @@ quality: $(QUALITY_STAMP) ## pylint (edx-lint's pylintrc), pycodestyle, isort --
 		--config_file .pii_annotations.yml --lint --coverage
 	$(BIN)/code_annotations static_find_annotations --config_file "$(SETTING_ANNOTATIONS)" \
 		--source_path academy_consumer --no_report
+	$(BIN)/python docs/settings_reference.py --check
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+settings-reference: requirements ## rewrite docs/reference/settings.md from the `.. setting_name:` annotations (tests/test_settings_reference.py checks it)
+	$(BIN)/python docs/settings_reference.py
 
 FAULT_DATABASES ?= sqlite://:memory: postgres://root@127.0.0.1:5432/test mysql://root@127.0.0.1:3306/test
 

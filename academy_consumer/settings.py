@@ -93,6 +93,10 @@ SECRET_KEY = env("SECRET_KEY", "academy-consumer-insecure-development-key")
 # .. toggle_creation_date: 2026-11-28
 DEBUG = env_bool("DEBUG", False)
 
+# .. setting_name: ALLOWED_HOSTS
+# .. setting_default: localhost,127.0.0.1
+# .. setting_description: Django's host names the admin (``academy-consumer runserver``) answers to, comma
+#   separated in the environment. The consumer's metrics server does not use it.
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 
 INSTALLED_APPS = [
@@ -277,11 +281,19 @@ LOGGING = {
 }
 ROOT_URLCONF = "academy_consumer.urls"
 
-# edx-django-utils' monitoring (used by edx-rest-api-client and edx-event-bus-kafka) defaults to the
-# New Relic backend, which this service does not install; name the backends explicitly (none by default).
+# .. setting_name: OPENEDX_TELEMETRY
+# .. setting_default: none (empty list)
+# .. setting_description: edx-django-utils' telemetry backends (dotted class paths, comma separated in the
+#   environment, e.g. ``edx_django_utils.monitoring.OpenTelemetryBackend``) that receive the consumer's custom
+#   attributes and traces. edx-django-utils defaults to New Relic, which this service does not install, so
+#   the standalone default is none.
 OPENEDX_TELEMETRY = env_list("OPENEDX_TELEMETRY", [])
 
 # --- Open edX event bus (names and meaning as in openedx-events and edx-event-bus-kafka) ---------------
+# .. setting_name: EVENTS_SERVICE_NAME
+# .. setting_default: academy-consumer
+# .. setting_description: openedx-events' name of this service: the ``source`` of the events it produces
+#   and the Kafka ``client.id`` (read by openedx-events and edx-event-bus-kafka).
 EVENTS_SERVICE_NAME = env("EVENTS_SERVICE_NAME", "academy-consumer")
 EVENT_BUS_PRODUCER = "edx_event_bus_kafka.create_producer"
 EVENT_BUS_CONSUMER = "edx_event_bus_kafka.KafkaEventConsumer"
@@ -293,16 +305,40 @@ EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS = env("EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS")
 # .. setting_default: None (``academy-consumer devstack`` writes it to .devstack.env)
 # .. setting_description: Confluent Schema Registry URL (read by edx-event-bus-kafka).
 EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL = env("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL")
+# .. setting_name: EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_KEY
+# .. setting_default: '' (no authentication)
+# .. setting_description: The schema registry's API key, sent as the HTTP basic-auth user (read by
+#   edx-event-bus-kafka). A secret: keep it in a secret store.
 EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_KEY = env("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_KEY", "")
+# .. setting_name: EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_SECRET
+# .. setting_default: '' (no authentication)
+# .. setting_description: The schema registry's API secret, the basic-auth password matching
+#   ``EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_KEY`` (read by edx-event-bus-kafka). A secret.
 EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_SECRET = env("EVENT_BUS_KAFKA_SCHEMA_REGISTRY_API_SECRET", "")
+# .. setting_name: EVENT_BUS_KAFKA_API_KEY
+# .. setting_default: None (no authentication, plaintext)
+# .. setting_description: Kafka API key: with ``EVENT_BUS_KAFKA_API_SECRET`` set too, every Kafka client
+#   (consumer, dead-letter producer, ``consumer_lag``, ``dead_letters``, ``produce_academy_event``) connects
+#   with SASL/PLAIN over TLS (``security.protocol=SASL_SSL``), this key as the user name (read by
+#   edx-event-bus-kafka). Other mechanisms go in ``ACADEMY_CONSUMER_KAFKA_CONFIG``.
 EVENT_BUS_KAFKA_API_KEY = env("EVENT_BUS_KAFKA_API_KEY")
+# .. setting_name: EVENT_BUS_KAFKA_API_SECRET
+# .. setting_default: None (no authentication, plaintext)
+# .. setting_description: Kafka API secret, the SASL/PLAIN password matching ``EVENT_BUS_KAFKA_API_KEY``
+#   (read by edx-event-bus-kafka). A secret.
 EVENT_BUS_KAFKA_API_SECRET = env("EVENT_BUS_KAFKA_API_SECRET")
 # .. setting_name: EVENT_BUS_TOPIC_PREFIX
 # .. setting_default: None
 # .. setting_description: Environment prefix of every topic name (``<prefix>-<topic>``), as in edx-event-bus-kafka.
 EVENT_BUS_TOPIC_PREFIX = env("EVENT_BUS_TOPIC_PREFIX")
-# edx-event-bus-kafka's consumer kill switch (its toggle annotation there documents it; default on):
-# off, ``consume_academy_events`` says so in one line and exits 0 without consuming, like ``consume_events``.
+# .. toggle_name: EVENT_BUS_KAFKA_CONSUMERS_ENABLED
+# .. toggle_implementation: SettingToggle
+# .. toggle_default: True
+# .. toggle_description: edx-event-bus-kafka's consumer kill switch. Off, ``consume_academy_events`` says so in
+#   one line and exits 0 without consuming, like the stock ``consume_events``. In the environment,
+#   ``1``, ``true``, ``yes`` or ``on`` (any case) is on, any other value off.
+# .. toggle_use_cases: circuit_breaker
+# .. toggle_creation_date: 2026-12-04
 EVENT_BUS_KAFKA_CONSUMERS_ENABLED = env_bool("EVENT_BUS_KAFKA_CONSUMERS_ENABLED", True)
 
 # The settings academy_consumer/conf.py reads (academy-consumer's own, the catalog API's), as the environment or
