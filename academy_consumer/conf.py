@@ -436,6 +436,18 @@ def unhealthy_after_seconds():
     return _number("ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS", 300.0, float, 0.0, 86400.0)
 
 
+# .. setting_name: ACADEMY_CONSUMER_BROKER_SILENCE_SECONDS
+# .. setting_default: 30
+# .. setting_description: How long a Kafka broker the consumer is waiting on (a request in flight or queued,
+#   or a connection being made) may stay silent before ``/readyz`` answers 503 (200 again once it answers).
+#   From half this silence on, the consumer logs a WARNING naming the broker and how long it has been
+#   silent, at most once per this many seconds. Measured from librdkafka's statistics (every second).
+#   From 1 to 86400.
+@_reads("ACADEMY_CONSUMER_BROKER_SILENCE_SECONDS")
+def broker_silence_seconds():
+    return _number("ACADEMY_CONSUMER_BROKER_SILENCE_SECONDS", 30.0, float, 1.0, 86400.0)
+
+
 # Every setting read above through ``@_reads`` (the standalone settings module takes each from the environment).
 SETTING_NAMES = tuple(_ACCESSORS)
 # The catalog API's settings: the host's own names (see above).
