@@ -98,12 +98,13 @@ def _metric_names():
     """Every Prometheus metric constructed in academy_consumer/, as it is scraped (a counter with ``_total``)."""
     names = set()
     for path in (ROOT / "academy_consumer").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in PROMETHEUS_TYPES
-                    and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-                name = node.args[0].value
-                suffix = PROMETHEUS_TYPES[node.func.id]
-                names.add(name if name.endswith(suffix) else name + suffix)
+        calls = [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args]
+        for call in calls:
+            first = call.args[0]
+            if call.func.id in PROMETHEUS_TYPES and isinstance(first, ast.Constant) and isinstance(first.value, str):
+                suffix = PROMETHEUS_TYPES[call.func.id]
+                names.add(first.value if first.value.endswith(suffix) else first.value + suffix)
     return names
 
 
