@@ -13,7 +13,8 @@ import json
 import pytest
 
 from academy_consumer.models import EnterpriseAcademy
-from tests.test_event_bus import CONSUMER_ENV, IDLE, academy, counts
+from tests.factories import academy
+from tests.helpers import CONSUMER_ENV, IDLE, consumer_counts
 
 MISCONFIGURED = {**CONSUMER_ENV, "ACADEMY_CONSUMER_MAX_FUTURE_SECONDS": "0",
                  "ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS": "0"}
@@ -39,7 +40,7 @@ def produce(run, action, items, event_time=None):
 def consume(run, env=None):
     done = run("consume_academy_events", "--group-id", "dl-test", "--until-idle", IDLE, env=env)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    return counts(done.stdout)
+    return consumer_counts(done.stdout)
 
 
 def as_json(done):

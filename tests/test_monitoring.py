@@ -15,15 +15,11 @@ import urllib.request
 import pytest
 from django.db import connection
 
-from tests.test_event_bus import CONSUMER_ENV, IDLE, Bus, academy
+from tests.factories import academy
+from tests.helpers import CONSUMER_ENV, IDLE
 from tests.waiting import wait_for
 
 METRICS_LINE = re.compile(r"metrics on http://([\d.]+):(\d+)/metrics")
-
-
-@pytest.fixture
-def bus(devstack, cli):
-    return Bus(devstack, cli)
 
 
 def get(url):

@@ -39,7 +39,7 @@ import pytest
 
 from tests.factories import Event, academy_uuid, generate
 from tests.fault.history import check_all_read, check_table, expected_state, final_progress, progress
-from tests.helpers import CONSUMER_ENV, GroupOffsets, point_producer_at, produce_events
+from tests.helpers import CONSUMER_ENV, GroupOffsets, produce_events
 from tests.waiting import seeded_wait_for as wait_for
 
 IDLE = "3"  # --until-idle of the last run
@@ -161,7 +161,7 @@ class Consumers:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, guarantee, seed):
+def test_sigkill_at_random_moments_loses_nothing(producing, devstack, cli_popen, guarantee, seed):
     rng = random.Random(seed)
     history = generate(academies=500, events=20_000, seed=seed, namespace="crash")
     expected = expected_state(history)
@@ -173,7 +173,6 @@ def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, 
     plan = [(low + width * (n + rng.random()), rng.uniform(0.0, 0.4)) for n in range(KILLS)]
 
     started = time.monotonic()
-    point_producer_at(settings, devstack)
     # This process produces while the consumer consumes, keeping the stream just ahead of the table.
     producer = Background(lambda: produce_behind_the_table(history, seed))
     consumers = Consumers(cli_popen, devstack, "crash-restart", {})
@@ -267,13 +266,12 @@ def order_history(seed, academies=100, events=1500, namespace="order"):
 
 
 @pytest.mark.slow
-def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack, cli_popen, settings, guarantee,
+def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(producing, devstack, cli_popen, guarantee,
                                                                         seed):
     # pylint: disable=too-many-statements  # one scenario, its phases in the order they run
     rng = random.Random(seed)
     phases, expected = order_history(seed)
     phase = dict(phases)
-    point_producer_at(settings, devstack)
     consumers = Consumers(cli_popen, devstack, "order-restart", {"ACADEMY_CONSUMER_BATCH_SIZE": "7"})
     # Reads the group's committed offsets (it never subscribes, so it never joins the group).
     reader = GroupOffsets(devstack, "order-restart")
