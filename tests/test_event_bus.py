@@ -17,7 +17,7 @@ import pytest
 from academy_consumer.models import EnterpriseAcademy
 from academy_devstack import ApiKey
 from tests.factories import academy, academy_uuid
-from tests.helpers import CONSUMER_ENV, IDLE, academy_table, consumer_counts
+from tests.helpers import CONSUMER_ENV, IDLE, GroupOffsets, academy_table, consumer_counts, refused_port
 from tests.waiting import wait_for
 
 TIMEOUT = 30.0  # upper bound of any single wait
@@ -254,6 +254,42 @@ def test_sigterm_finishes_the_batch_in_hand_and_a_restart_finishes_the_rest(bus,
     assert academy_table() == {item["uuid"]: (item["title"], True) for item in items}
 
 
+def test_sigint_finishes_the_batch_in_hand_commits_it_and_exits_0(bus, devstack, cli_popen):
+    """Ctrl-C in a terminal is SIGINT: the same clean stop as SIGTERM, no KeyboardInterrupt traceback."""
+    items = [academy(n) for n in range(1, 61)]
+    bus.produce("created", items)
+    env = {**devstack.env, **CONSUMER_ENV, "ACADEMY_CONSUMER_BATCH_SIZE": "5"}
+    consumer = cli_popen("consume_academy_events", "--group-id", "interrupted", env=env)
+    wait_for(lambda: EnterpriseAcademy.objects.exists() or not consumer.running(), message="the first rows")
+    assert consumer.running(), consumer.stderr
+    consumer.send_signal(signal.SIGINT)
+    assert consumer.wait(timeout=TIMEOUT) == 0, consumer.stderr
+    assert "Traceback" not in consumer.stderr and "KeyboardInterrupt" not in consumer.stderr, consumer.stderr
+    stopped = consumer_counts(consumer.stdout)
+    # What it applied is what it committed: no batch left half-done, no applied event left uncommitted.
+    with GroupOffsets(devstack, "interrupted") as offsets:
+        assert offsets.total_committed() == stopped["events"] == EnterpriseAcademy.objects.count()
+
+
+# --- 6b. --max-events ------------------------------------------------------------------------------------
+
+
+def test_max_events_stops_after_n_and_commits_exactly_those(bus, devstack, cli):
+    items = [academy(n) for n in range(1, 8)]
+    bus.produce("created", items)
+    env = {**devstack.env, **CONSUMER_ENV}
+    done = cli("consume_academy_events", "--group-id", "bounded", "--max-events", "3", timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert consumer_counts(done.stdout) == {"events": 3, "created": 3}
+    records = devstack.read_topic()
+    with GroupOffsets(devstack, "bounded") as offsets:
+        committed = offsets.committed()
+    covered = {uuid_of_record(r, [item["uuid"] for item in items]) for r in records
+               if r.offset < committed[r.partition]}
+    # The committed offsets cover exactly the three events in the table (the rest is left for the next run).
+    assert len(covered) == 3 and covered == set(academy_table()), (committed, academy_table())
+
+
 # --- 7. a new group starts from the earliest event ---------------------------------------------------------
 
 
@@ -352,6 +388,19 @@ def test_producer_without_bootstrap_servers_exits_2_with_one_line(cli, monkeypat
     done = cli("produce_academy_event", "--action", "created", "--file", "-", input=json.dumps(academy(1)))
     assert done.returncode == 2, done.stderr
     assert "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS" in one_line(done.stderr)
+
+
+def test_producer_exits_1_with_one_line_when_the_broker_does_not_take_the_events(cli, devstack):
+    with refused_port() as port:
+        done = cli("produce_academy_event", "--action", "created", "--file", "-", input=json.dumps(academy(1)),
+                   env={**devstack.env, "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+                        "ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS": "1"})
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    # Its own line says so (librdkafka's connection lines before it: README, "Known limitations").
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("%")]
+    assert len(errors) == 1 and "1 of 1 event(s) not delivered" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert "produced" not in done.stdout, done.stdout
 
 
 @pytest.mark.parametrize("args", [
