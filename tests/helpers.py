@@ -29,6 +29,9 @@ CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
 # Where faults are injected: transient failures retried at most 2 s apart, so a scenario does not wait out the
 # backoff of its last fault.
 FAULT_CONSUMER_ENV = {**CONSUMER_ENV, "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "2"}
+# ``--until-idle`` of the fault suite's last runs, which end while the producer of the scenario may still pause
+# between pieces.
+FAULT_IDLE = "3"
 
 
 def subprocess_database_url():

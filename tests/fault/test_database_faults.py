@@ -46,7 +46,7 @@ from academy_consumer.models import EnterpriseAcademy
 from tests.factories import Event, academy_uuid, generate, versioned_academy
 from tests.fault.history import check_all_read, check_table, expected_state, final_progress, progress
 from tests.fault.tcp_proxy import database_proxy, proxied_database_url
-from tests.helpers import CONSUMER_ENV, GroupOffsets, produce_events
+from tests.helpers import CONSUMER_ENV, FAULT_IDLE, GroupOffsets, produce_events
 from tests.waiting import seeded_wait_for as wait_for
 
 pytestmark = [
@@ -59,7 +59,6 @@ pytestmark = [
 
 # The backoff cap of transient failures: 1 s keeps the retries of a several-second outage frequent.
 OUTAGE_CONSUMER_ENV = {**CONSUMER_ENV, "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "1"}
-IDLE = "3"  # --until-idle: the run ends 3 s after the last event
 RETRY_LINE = re.compile(r"batch of \d+ events not applied \((\w+)")  # the consumer's warning, and the error class
 
 
@@ -157,7 +156,7 @@ def test_database_outage_is_retried_never_skipped(producing, devstack, cli_popen
     try:
         produce_events(history)
         produced_in = time.monotonic() - started
-        consumer = cli_popen("consume_academy_events", "--group-id", "db-outage", "--until-idle", IDLE,
+        consumer = cli_popen("consume_academy_events", "--group-id", "db-outage", "--until-idle", FAULT_IDLE,
                              env={**devstack.env, **OUTAGE_CONSUMER_ENV, "DATABASE_URL": url,
                                   "ACADEMY_CONSUMER_BATCH_SIZE": "50"})
 
