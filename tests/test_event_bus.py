@@ -396,7 +396,7 @@ def test_producer_exits_1_with_one_line_when_the_broker_does_not_take_the_events
                    env={**devstack.env, "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
                         "ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS": "1"})
     assert done.returncode == 1, (done.stdout, done.stderr)
-    # Its own line says so (librdkafka's connection lines before it: README, "Known limitations").
+    # Its own line says so (librdkafka's connection lines before it: docs/reference/guarantees.md, the known limits).
     errors = [line for line in done.stderr.splitlines() if not line.startswith("%")]
     assert len(errors) == 1 and "1 of 1 event(s) not delivered" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
