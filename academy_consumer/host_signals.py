@@ -53,7 +53,7 @@ import weakref
 from django.dispatch import Signal
 from edx_django_utils.cache import RequestCache
 # The stock consumer's own header -> EventsMetadata mapping: a host receiver gets the same metadata from either
-# consumer. Internal to edx-event-bus-kafka (as the settings functions consumer.py imports); setup.cfg bounds it.
+# consumer. Internal to edx-event-bus-kafka (as the settings functions kafka.py imports); setup.cfg bounds it.
 from edx_event_bus_kafka.internal.utils import _get_metadata_from_headers
 from openedx_events.apps import general_signal_handler
 
