@@ -17,8 +17,8 @@ The commands that read Kafka without consuming (``consumer_lag``, ``dead_letters
 """
 
 import json
+import sys
 
-from confluent_kafka.schema_registry.error import SchemaRegistryError
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, InterfaceError, OperationalError
 
@@ -80,8 +80,11 @@ def error_class(kind):
 
 def registry_unavailable(exc):
     """True when the schema registry could not answer (down, overloaded, network): not the event's fault."""
+    # confluent-kafka's schema registry client costs half a second of start-up to import (authlib, httpx): every
+    # command would pay it through ``apps.ready``. An instance of its error class exists only once it is imported.
+    registry = sys.modules.get("confluent_kafka.schema_registry.error")
     while exc is not None:
-        if isinstance(exc, SchemaRegistryError):
+        if registry is not None and isinstance(exc, registry.SchemaRegistryError):
             status = exc.http_status_code
             return status is None or status < 0 or status >= 500 or status in (408, 429)
         names = {cls.__name__ for cls in type(exc).__mro__}

@@ -52,10 +52,6 @@ import weakref
 
 from django.dispatch import Signal
 from edx_django_utils.cache import RequestCache
-# The stock consumer's own header -> EventsMetadata mapping: a host receiver gets the same metadata from either
-# consumer. Internal to edx-event-bus-kafka (as the settings functions kafka.py imports); setup.cfg bounds it.
-from edx_event_bus_kafka.internal.utils import _get_metadata_from_headers
-from openedx_events.apps import general_signal_handler
 
 from academy_consumer import monitoring
 from academy_consumer_signals import ACADEMY_SIGNALS_BY_EVENT_TYPE, academy_data_from_dict
@@ -125,6 +121,11 @@ def _metadata(message, event):
     """The event's ``EventsMetadata``, from its headers as the stock consumer builds it, ``time`` in UTC."""
     headers = [(key, value) for key, value in message.headers() or () if key != "ce_time"]
     headers.append(("ce_time", event.time.astimezone(datetime.timezone.utc).isoformat().encode()))
+    # The stock consumer's own header -> EventsMetadata mapping: a host receiver gets the same metadata from either
+    # consumer. Internal to edx-event-bus-kafka (as its settings functions are); setup.cfg bounds it. Imported
+    # here: the event bus's modules cost every command a quarter of a second of start-up (apps.ready imports us).
+    # pylint: disable-next=import-outside-toplevel
+    from edx_event_bus_kafka.internal.utils import _get_metadata_from_headers
     return _get_metadata_from_headers(headers)
 
 
@@ -149,6 +150,7 @@ def _has_host_receivers(signal):
     openedx-events' producer handler (connected by ``EVENT_BUS_PRODUCER_CONFIG``; it declines events sent from
     the event bus, as these are: ``from_event_bus=True``).
     """
+    from openedx_events.apps import general_signal_handler  # pylint: disable=import-outside-toplevel
     own = (*OWN_RECEIVERS, general_signal_handler)
     for entry in list(signal.receivers):  # (lookup key, receiver or weak reference[, is_async]) per Django version
         target = entry[1]() if isinstance(entry[1], weakref.ReferenceType) else entry[1]
