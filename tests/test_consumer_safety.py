@@ -278,7 +278,9 @@ def test_a_restart_waits_for_its_partitions_and_says_so(bus, devstack, cli_popen
 def test_group_instance_id_sets_static_membership(devstack, settings, monkeypatch):
     """``ACADEMY_CONSUMER_GROUP_INSTANCE_ID`` reaches librdkafka as ``group.instance.id`` (the mock broker
     does not implement static membership's fast rejoin, so this checks the real client's configuration)."""
-    from academy_consumer import consumer as consumer_module  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from academy_consumer import kafka
+    from academy_consumer.consumer import AcademyEventConsumer
 
     made = []
 
@@ -286,11 +288,11 @@ def test_group_instance_id_sets_static_membership(devstack, settings, monkeypatc
         made.append(config)
         return Consumer(config)  # the real client: it accepts the property
 
-    monkeypatch.setattr(consumer_module, "Consumer", recording)
+    monkeypatch.setattr(kafka, "Consumer", recording)
     settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS = devstack.bootstrap_servers
     settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL = devstack.stack.schema_registry_url
     settings.ACADEMY_CONSUMER_GROUP_INSTANCE_ID = "consumer-0"
-    built = consumer_module.AcademyEventConsumer(group_id="static")
+    built = AcademyEventConsumer(group_id="static")
     try:
         assert made[-1]["group.instance.id"] == "consumer-0"
     finally:
