@@ -41,11 +41,11 @@ import dataclasses
 import logging
 import time
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
-from edx_event_bus_kafka.internal.config import get_full_topic, load_common_settings
+from edx_event_bus_kafka.internal.config import get_full_topic
 
-from academy_consumer import conf, preflight
+from academy_consumer import conf, kafka, preflight
 from academy_consumer.errors import BadKafkaConfig, KafkaUnavailable, NoGroup, NoTopic
 from academy_consumer.redact import mask_urls
 
@@ -99,37 +99,24 @@ class _Client:
     """The Kafka side of one read: a non-member Consumer, the AdminClient on demand, one deadline for both."""
 
     def __init__(self, group_id, timeout):
-        conf.require_event_bus(registry=False)  # Kafka (with SASL when a key is set), as the consumer connects
-        common = load_common_settings()
+        common = kafka.bus_config()  # Kafka (with SASL when a key is set), as the consumer connects
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.last_error = None
         # ACADEMY_CONSUMER_KAFKA_CONFIG, so that this client connects as the consumer does; without
         # group.instance.id (no member), and without the consumer's own properties for the AdminClient.
-        self._base = {**common, "logger": _DebugLogger(), "error_cb": self._error}
-        self.consumer = self._make(Consumer, {
-            **conf.reader_kafka_config(), **self._base,
-            "group.id": group_id, "enable.auto.commit": False, "enable.partition.eof": False})
-        self._admin_extra = conf.producer_kafka_config()
+        self._own_logs = {"logger": _DebugLogger(), "error_cb": self._error}
+        self.consumer = kafka.kafka_client(Consumer, {**kafka.reader_config(group_id, common), **self._own_logs})
+        self._admin_config = {**conf.producer_kafka_config(), **common, **self._own_logs}
         self._admin = None
 
     def _error(self, error):
         self.last_error = error.str()
         log.debug("Kafka: %s", self.last_error)
 
-    @staticmethod
-    def _make(kind, config):
-        """A Kafka client of ``kind``; a configuration librdkafka refuses is a ``BadKafkaConfig``."""
-        try:
-            return kind(config)
-        except (KafkaException, ValueError, TypeError) as exc:
-            error = exc.args[0] if exc.args else exc
-            text = error.str() if hasattr(error, "str") else str(error)
-            raise BadKafkaConfig(f"ACADEMY_CONSUMER_KAFKA_CONFIG (librdkafka): {mask_urls(text)}") from None
-
     def admin(self):
         if self._admin is None:
-            self._admin = self._make(AdminClient, {**self._admin_extra, **self._base})
+            self._admin = kafka.kafka_client(AdminClient, self._admin_config)
         return self._admin
 
     def remaining(self):
@@ -146,11 +133,6 @@ class _Client:
 
     def close(self):
         self.consumer.close()  # never joined: no LeaveGroup, nothing committed
-
-
-def _reason(exc):
-    error = exc.args[0] if exc.args else exc
-    return error.str() if hasattr(error, "str") else str(error)
 
 
 def _timed_out(exc):
@@ -176,19 +158,12 @@ def _partitions(client, topic):
 def _committed(client, topic, partitions):
     """The group's committed offset of each partition (None where it committed nothing)."""
     try:
-        found = client.consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=client.remaining())
+        return kafka.committed(client.consumer, topic, partitions, client.remaining(), strict=True)
     except KafkaException as exc:
         if _timed_out(exc):
             raise client.unavailable(client.last_error) from None
-        raise KafkaUnavailable(f"Kafka did not give the group's committed offsets: {mask_urls(_reason(exc))}") \
-            from None
-    committed = {}
-    for tp in found:
-        if tp.error is not None:
-            raise KafkaUnavailable(f"Kafka did not give the committed offset of {topic}[{tp.partition}]: "
-                                   f"{mask_urls(tp.error.str())}")
-        committed[tp.partition] = tp.offset if tp.offset >= 0 and tp.offset != OFFSET_INVALID else None
-    return committed
+        raise KafkaUnavailable(f"Kafka did not give the group's committed offsets: "
+                               f"{mask_urls(kafka.error_text(exc))}") from None
 
 
 def _watermarks(client, topic, partitions):
@@ -196,13 +171,12 @@ def _watermarks(client, topic, partitions):
     marks = {}
     for partition in partitions:
         try:
-            marks[partition] = client.consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                                     timeout=client.remaining())
+            marks[partition] = kafka.watermark(client.consumer, topic, partition, client.remaining())
         except KafkaException as exc:
             if _timed_out(exc):
                 raise client.unavailable(client.last_error) from None
-            raise KafkaUnavailable(f"Kafka did not say where {topic}[{partition}] ends: {mask_urls(_reason(exc))}") \
-                from None
+            raise KafkaUnavailable(f"Kafka did not say where {topic}[{partition}] ends: "
+                                   f"{mask_urls(kafka.error_text(exc))}") from None
     return marks
 
 
@@ -216,7 +190,7 @@ def _group_listed(client, group_id):
     except KafkaException as exc:
         if _timed_out(exc):
             raise client.unavailable(client.last_error) from None
-        log.debug("the brokers cannot list groups: %s", _reason(exc))
+        log.debug("the brokers cannot list groups: %s", kafka.error_text(exc))
         return None
     if any(group.group_id == group_id for group in listing.valid):
         return True

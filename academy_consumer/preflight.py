@@ -94,14 +94,15 @@ def check_topic(client, topic, timeout, what="topic", setting="ACADEMY_EVENTS_TO
     Producer); :class:`KafkaUnreachable` when Kafka does not answer within ``timeout`` seconds,
     :class:`NoSuchTopic` when it has no such topic (``what`` and ``setting`` name it in the message).
     """
-    from confluent_kafka import KafkaError, KafkaException  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from confluent_kafka import KafkaError, KafkaException
+
+    from academy_consumer.kafka import error_text
 
     try:
         metadata = client.list_topics(topic, timeout=timeout)
     except KafkaException as exc:
-        error = exc.args[0] if exc.args else exc
-        reason = error.str() if hasattr(error, "str") else str(error)
-        raise KafkaUnreachable(f"Kafka did not answer within {timeout:.0f} s ({mask_urls(reason)}): is "
+        raise KafkaUnreachable(f"Kafka did not answer within {timeout:.0f} s ({mask_urls(error_text(exc))}): is "
                                f"EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS right and the broker up?") from None
     found = metadata.topics.get(topic)
     if found is None or (found.error is not None and found.error.code() in (

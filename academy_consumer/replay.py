@@ -17,6 +17,7 @@ import math
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
+from academy_consumer import kafka
 from academy_consumer.errors import FatalError
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,6 @@ def plan(consumer, topic, start: Start, partitions):
 def watermarks(consumer, topic, partition):
     """``(low, high)`` offsets of a partition; ``FatalError`` when Kafka does not say."""
     try:
-        return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=LOOKUP_TIMEOUT_SECONDS)
+        return kafka.watermark(consumer, topic, partition, LOOKUP_TIMEOUT_SECONDS)
     except KafkaException as exc:
         raise FatalError(f"Kafka did not say where partition {partition} ends: {exc}") from exc

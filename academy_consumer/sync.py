@@ -15,6 +15,7 @@ import time
 from django.db import DatabaseError, InterfaceError, connection, transaction
 from django.utils import timezone
 
+from academy_consumer import kafka
 from academy_consumer.apply import (
     CATALOG,
     DEACTIVATED,
@@ -87,7 +88,7 @@ def _apply_chunk(chunk, source_time, retry):
                 raise
             log.warning("transient database error (%s); retrying chunk of %d item(s) (attempt %d)",
                         exc, len(chunk), attempt)
-            time.sleep(min(2.0, 0.05 * 2 ** attempt))
+            time.sleep(kafka.backoff(attempt, 2.0, base=0.05))
             if not connection.in_atomic_block:
                 connection.close_if_unusable_or_obsolete()
     raise AssertionError("unreachable")

@@ -6,12 +6,16 @@ waiting on conditions is in ``tests/waiting.py``, the fixtures are in ``tests/co
 """
 
 import contextlib
+import functools
+import importlib.util
 import json
 import os
 import re
 import socket
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # ``academy-consumer ARGS`` as users run it: the console script's module, with this interpreter.
 CLI = (sys.executable, "-m", "academy_consumer.cli")
@@ -25,6 +29,9 @@ CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
 # Where faults are injected: transient failures retried at most 2 s apart, so a scenario does not wait out the
 # backoff of its last fault.
 FAULT_CONSUMER_ENV = {**CONSUMER_ENV, "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "2"}
+# ``--until-idle`` of the fault suite's last runs, which end while the producer of the scenario may still pause
+# between pieces.
+FAULT_IDLE = "3"
 
 
 def subprocess_database_url():
@@ -212,3 +219,12 @@ def kill_default_connection():
                 cursor.execute(f"KILL CONNECTION {int(backend)}")
     finally:
         other.close()
+
+
+@functools.cache
+def settings_reference():
+    """docs/settings_reference.py (the generator of docs/reference/settings.md, not a package) as a module."""
+    spec = importlib.util.spec_from_file_location("settings_reference", ROOT / "docs" / "settings_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -18,7 +18,9 @@ from edx_event_bus_kafka.internal.config import get_full_topic
 
 from academy_consumer import conf
 from tests import deploy_files
-from tests.test_settings_reference import reference
+from tests.helpers import settings_reference
+
+reference = settings_reference()  # docs/settings_reference.py
 
 APP_SERVICES = ("migrate", "consumer", "produce-samples", "reconcile")
 

@@ -12,15 +12,12 @@ import time
 
 import pytest
 
-IDLE = "2"  # --until-idle seconds (the mock answers in milliseconds)
-CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
+from tests.factories import academy
+from tests.helpers import CONSUMER_ENV, IDLE
+
 GROUP = "lag-test"
 LINE = re.compile(r"partition +(\d+)  committed +(none|\d+)  end +(\d+)  lag +(\d+)")
 TOTAL = re.compile(r"total +lag +(\d+)  \(group (\S+), topic (\S+)\)")
-
-
-def academy(number):
-    return {"uuid": f"a0a0a0a0-0000-4000-8000-{number:012d}", "title": f"Academy {number}"}
 
 
 def one_line(done, status, *words):

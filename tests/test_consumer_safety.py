@@ -18,15 +18,10 @@ from confluent_kafka import Consumer
 
 from academy_consumer.models import EnterpriseAcademy
 from academy_devstack.schema_registry import SchemaRegistryServer
-from tests.helpers import GroupOffsets
-from tests.test_event_bus import CONSUMER_ENV, IDLE, Bus, academy, counts, table
+from tests.factories import academy
+from tests.helpers import CONSUMER_ENV, IDLE, GroupOffsets, academy_table, consumer_counts
 
 DEAD_CLASS_REJECTED = "academy_consumer.errors.AcademyEventRejected"
-
-
-@pytest.fixture
-def bus(devstack, cli):
-    return Bus(devstack, cli)
 
 
 def run_consumer(cli, devstack, *args, group="safety", **env):
@@ -83,11 +78,11 @@ def test_an_empty_schema_registry_stops_the_consumer_without_dead_lettering(bus,
     assert done.returncode == 1, done.stderr
     line = last_line(done.stderr)
     assert "knows none of the academy schemas" in line and "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL" in line, line
-    assert devstack.read_dlq() == [] and table() == {} and committed(devstack, "safety") == {}
+    assert devstack.read_dlq() == [] and academy_table() == {} and committed(devstack, "safety") == {}
     # Pointed at the right registry, the same group applies everything: nothing was skipped.
     again = run_consumer(cli, devstack)
     assert again.returncode == 0, again.stderr
-    assert counts(again.stdout) == {"events": 5, "created": 5}
+    assert consumer_counts(again.stdout) == {"events": 5, "created": 5}
 
 
 def test_one_unknown_schema_id_repeated_is_a_configuration_fault(bus, devstack, cli):
@@ -112,7 +107,7 @@ def test_a_single_corrupt_schema_id_is_still_dead_lettered(bus, devstack, cli):
     bus.produce("created", [academy(2)])
     done = run_consumer(cli, devstack)
     assert done.returncode == 0, done.stderr
-    assert counts(done.stdout) == {"events": 3, "created": 2, "dead_lettered": 1}
+    assert consumer_counts(done.stdout) == {"events": 3, "created": 2, "dead_lettered": 1}
     assert "Schema 4242 not found" in devstack.read_dlq()[0].headers["dlq-error-message"]
 
 
@@ -130,7 +125,7 @@ def test_circuit_breaker_stops_before_dead_lettering_a_long_run_of_one_class(bus
     # Nothing was committed: 0 turns the breaker off, and the same group dead-letters all five.
     off = run_consumer(cli, devstack, "--topic", scratch, ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS="0")
     assert off.returncode == 0, off.stderr
-    assert counts(off.stdout) == {"events": 5, "dead_lettered": 5}
+    assert consumer_counts(off.stdout) == {"events": 5, "dead_lettered": 5}
     assert len(devstack.read_topic(f"{scratch}-dlq")) == 5
 
 
@@ -143,7 +138,7 @@ def test_circuit_breaker_counts_across_batches_and_an_applied_event_resets_it(bu
     copies(devstack, rejected, 2)
     first = run_consumer(cli, devstack, "--topic", scratch, **limit)
     assert first.returncode == 0, first.stderr
-    assert counts(first.stdout) == {"events": 5, "created": 1, "dead_lettered": 4}
+    assert consumer_counts(first.stdout) == {"events": 5, "created": 1, "dead_lettered": 4}
     # Then bad bad | bad: the run of 3 spans two batches; the first (within the limit) went out, the rest not.
     copies(devstack, rejected, 3)
     second = run_consumer(cli, devstack, "--topic", scratch, **limit)
@@ -228,8 +223,8 @@ def test_a_future_dated_event_is_dead_lettered_and_a_later_update_applies(bus, d
     bus.produce("updated", [academy(1, "Live Academy")])
     done = run_consumer(cli, devstack)
     assert done.returncode == 0, done.stderr
-    assert counts(done.stdout) == {"events": 2, "created": 1, "dead_lettered": 1}
-    assert table() == {academy(1)["uuid"]: ("Live Academy", True)}
+    assert consumer_counts(done.stdout) == {"events": 2, "created": 1, "dead_lettered": 1}
+    assert academy_table() == {academy(1)["uuid"]: ("Live Academy", True)}
     (letter,) = devstack.read_dlq()
     assert letter.headers["dlq-error-class"] == DEAD_CLASS_REJECTED
     assert "ahead" in letter.headers["dlq-error-message"], letter.headers
@@ -244,7 +239,7 @@ def test_info_log_has_one_line_per_batch_not_per_event(bus, devstack, cli):
     bus.produce("created", [academy(n) for n in range(1, 41)])
     done = run_consumer(cli, devstack, ACADEMY_CONSUMER_BATCH_SIZE="100")
     assert done.returncode == 0, done.stderr
-    assert counts(done.stdout) == {"events": 40, "created": 40}
+    assert consumer_counts(done.stdout) == {"events": 40, "created": 40}
     batch_lines = [line for line in done.stderr.splitlines() if " batch " in line and "created" in line]
     assert batch_lines and sum(int(n) for line in batch_lines for n in re.findall(r"created (\d+)", line)) == 40
     assert len(done.stderr.splitlines()) < 15, done.stderr  # not 40 per-event lines
@@ -277,13 +272,15 @@ def test_a_restart_waits_for_its_partitions_and_says_so(bus, devstack, cli_popen
     assert second.wait(timeout=120) == 0, second.stderr
     waiting = [line for line in second.stderr.splitlines() if "waiting for a partition assignment" in line]
     assert len(waiting) == 1 and "since" in waiting[0], second.stderr  # after 30 s; assigned before 60 s
-    assert counts(second.stdout)["events"] >= 1 and len(table()) == 2
+    assert consumer_counts(second.stdout)["events"] >= 1 and len(academy_table()) == 2
 
 
 def test_group_instance_id_sets_static_membership(devstack, settings, monkeypatch):
     """``ACADEMY_CONSUMER_GROUP_INSTANCE_ID`` reaches librdkafka as ``group.instance.id`` (the mock broker
     does not implement static membership's fast rejoin, so this checks the real client's configuration)."""
-    from academy_consumer import consumer as consumer_module  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from academy_consumer import kafka
+    from academy_consumer.consumer import AcademyEventConsumer
 
     made = []
 
@@ -291,11 +288,11 @@ def test_group_instance_id_sets_static_membership(devstack, settings, monkeypatc
         made.append(config)
         return Consumer(config)  # the real client: it accepts the property
 
-    monkeypatch.setattr(consumer_module, "Consumer", recording)
+    monkeypatch.setattr(kafka, "Consumer", recording)
     settings.EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS = devstack.bootstrap_servers
     settings.EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL = devstack.stack.schema_registry_url
     settings.ACADEMY_CONSUMER_GROUP_INSTANCE_ID = "consumer-0"
-    built = consumer_module.AcademyEventConsumer(group_id="static")
+    built = AcademyEventConsumer(group_id="static")
     try:
         assert made[-1]["group.instance.id"] == "consumer-0"
     finally:
@@ -322,8 +319,8 @@ def test_from_time_skips_every_older_event_even_after_a_newer_one(bus, devstack,
     assert producer.flush(15) == 0
     done = run_consumer(cli, devstack, "--topic", scratch, "--from-time", since.isoformat())
     assert done.returncode == 0, done.stderr
-    assert counts(done.stdout) == {"events": 3, "created": 2, "before_replay_time": 1}
-    assert set(table()) == {academy(1)["uuid"], academy(3)["uuid"]}
+    assert consumer_counts(done.stdout) == {"events": 3, "created": 2, "before_replay_time": 1}
+    assert set(academy_table()) == {academy(1)["uuid"], academy(3)["uuid"]}
 
 
 # --- found by trying the consumer from outside: more configuration faults that are not bad events ------------
@@ -355,7 +352,7 @@ def test_a_registry_url_of_some_other_http_server_stops_the_consumer_at_start(bu
         server.server_close()
     assert done.returncode == 1, done.stderr
     assert "not as a schema registry does" in last_line(done.stderr), done.stderr
-    assert devstack.read_dlq() == [] and table() == {} and committed(devstack, "safety") == {}
+    assert devstack.read_dlq() == [] and academy_table() == {} and committed(devstack, "safety") == {}
 
 
 def test_a_registry_that_resolves_ids_to_other_schemas_is_a_configuration_fault(bus, devstack, cli):
@@ -374,7 +371,7 @@ def test_a_registry_that_resolves_ids_to_other_schemas_is_a_configuration_fault(
         other.stop()
     assert done.returncode == 1, done.stderr
     assert "knows none of the academy schemas" in last_line(done.stderr), done.stderr
-    assert devstack.read_dlq() == [] and table() == {} and committed(devstack, "safety") == {}
+    assert devstack.read_dlq() == [] and academy_table() == {} and committed(devstack, "safety") == {}
 
 
 @pytest.mark.parametrize("env, says", [
@@ -409,5 +406,5 @@ def test_a_dead_letter_is_logged_in_one_line_without_a_traceback(bus, devstack, 
     bus.produce("created", [academy(1, display_order=-1), academy(2)])
     done = run_consumer(cli, devstack)
     assert done.returncode == 0, done.stderr
-    assert counts(done.stdout) == {"events": 2, "created": 1, "dead_lettered": 1}
+    assert consumer_counts(done.stdout) == {"events": 2, "created": 1, "dead_lettered": 1}
     assert "Traceback" not in done.stderr, done.stderr

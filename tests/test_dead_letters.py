@@ -13,7 +13,8 @@ import json
 import pytest
 
 from academy_consumer.models import EnterpriseAcademy
-from tests.test_event_bus import CONSUMER_ENV, IDLE, academy, counts
+from tests.factories import academy
+from tests.helpers import CONSUMER_ENV, IDLE, consumer_counts, refused_port
 
 MISCONFIGURED = {**CONSUMER_ENV, "ACADEMY_CONSUMER_MAX_FUTURE_SECONDS": "0",
                  "ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS": "0"}
@@ -39,7 +40,7 @@ def produce(run, action, items, event_time=None):
 def consume(run, env=None):
     done = run("consume_academy_events", "--group-id", "dl-test", "--until-idle", IDLE, env=env)
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    return counts(done.stdout)
+    return consumer_counts(done.stdout)
 
 
 def as_json(done):
@@ -173,6 +174,26 @@ def test_no_event_bus_configured_exits_2_with_one_line(run, action, unset):
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [f"CommandError: event bus not configured: {unset} is not set (run "
                                                 f"`academy-consumer devstack` for a local one)"], done.stderr
+
+
+@pytest.mark.slow
+def test_list_and_redrive_exit_1_with_one_line_when_kafka_is_down(devstack, cli_popen):
+    """
+    Kafka unavailable is a runtime failure (exit 1), not a setting fault (2): the command's own line says so
+    after READ_TIMEOUT_SECONDS (30 s: the two commands run side by side), behind at most a few of librdkafka's
+    rate-limited lines, no traceback, nothing on stdout.
+    """
+    with refused_port() as port:
+        env = {**devstack.env, "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}"}
+        commands = {action: cli_popen("dead_letters", action, env=env) for action in ("list", "redrive")}
+        statuses = {action: command.wait(timeout=90) for action, command in commands.items()}
+    for action, command in commands.items():
+        assert statuses[action] == 1, command.stderr
+        lines = command.stderr.strip().splitlines()
+        assert lines[-1].startswith(f"CommandError: dead_letters {action} stopped: Kafka did not answer"), lines
+        assert "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS" in lines[-1] and len(lines) <= 5, command.stderr
+        assert "Traceback" not in command.stderr and command.stdout == "", command.stdout
+    assert EnterpriseAcademy.objects.count() == 0
 
 
 FORGED = "topic\n\x1b[31mFAKE LINE"

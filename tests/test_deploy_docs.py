@@ -16,7 +16,9 @@ from edx_event_bus_kafka.internal.config import get_full_topic
 
 from academy_consumer import conf
 from tests import deploy_files
-from tests.test_settings_reference import reference
+from tests.helpers import settings_reference
+
+reference = settings_reference()  # docs/settings_reference.py
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "how-tos" / "deploy-on-kubernetes.md"
 CREDENTIALS = ("DATABASE_URL", "SECRET_KEY", "EVENT_BUS_KAFKA_API_KEY", "EVENT_BUS_KAFKA_API_SECRET",

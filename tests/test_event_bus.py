@@ -16,66 +16,17 @@ import pytest
 
 from academy_consumer.models import EnterpriseAcademy
 from academy_devstack import ApiKey
-from tests.helpers import consumer_counts as counts
+from tests.factories import academy, academy_uuid
+from tests.helpers import CONSUMER_ENV, IDLE, GroupOffsets, academy_table, consumer_counts, refused_port
 from tests.waiting import wait_for
 
-IDLE = "2"  # --until-idle seconds: the mock answers in milliseconds, so 2 s without events means "done"
 TIMEOUT = 30.0  # upper bound of any single wait
 QUERY_UUID = "6f1c2d4e-8a9b-4c3d-9e8f-0a1b2c3d4e5f"
-# The consumer waits up to ACADEMY_CONSUMER_BATCH_WAIT_SECONDS (1 s by default) to fill a batch; with a
-# handful of events per test that wait is pure idle time.
-CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2"}
-
-
-def academy_uuid(number):
-    return f"a0a0a0a0-0000-4000-8000-{number:012d}"
-
-
-def academy(number, title=None, **fields):
-    """A catalog academy item (the catalog API's shape) with a deterministic uuid."""
-    return {"uuid": academy_uuid(number), "title": title or f"Academy {number}", **fields}
-
-
-def table():
-    """The academy table as a user sees it: uuid -> (name, is_active)."""
-    return {str(row.uuid): (row.name, row.is_active) for row in EnterpriseAcademy.objects.all()}
 
 
 def snapshot():
     """Every stored column of every row (``id`` and ``modified`` included), keyed by uuid."""
     return {str(row["uuid"]): row for row in EnterpriseAcademy.objects.values()}
-
-
-@pytest.fixture
-def bus(devstack, cli):
-    """Run the producer and the consumer against the dev stack; each asserts a zero exit status."""
-    return Bus(devstack, cli)
-
-
-class Bus:
-    """``produce_academy_event`` and ``consume_academy_events`` as subprocesses pointed at the dev stack."""
-
-    def __init__(self, devstack, cli):
-        self.devstack = devstack
-        self.cli = cli
-
-    def produce(self, action, items, event_time=None):
-        """Produce one event per item (JSON lines on stdin); ``event_time`` is ``--time`` (ISO 8601)."""
-        args = ["produce_academy_event", "--action", action, "--file", "-"]
-        if event_time is not None:
-            args += ["--time", event_time]
-        lines = "\n".join(json.dumps(item) for item in items) + "\n"
-        done = self.cli(*args, env=self.devstack.env, input=lines)
-        assert done.returncode == 0, done.stderr
-        assert f"produced {len(items)} " in done.stdout
-        return done
-
-    def consume(self, *args, group="academy-test", extra_env=None):
-        """Consume until idle for ``IDLE`` seconds with consumer group ``group``."""
-        done = self.cli("consume_academy_events", "--group-id", group, "--until-idle", IDLE, *args,
-                        env={**self.devstack.env, **CONSUMER_ENV, **(extra_env or {})})
-        assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-        return done
 
 
 def uuid_of_record(record, uuids):
@@ -94,8 +45,8 @@ def test_created_updated_deleted_reach_the_table(bus, cli):
     ai = academy(2, "AI Academy")
     bus.produce("created", [data, ai])
     first = bus.consume()
-    assert counts(first.stdout) == {"events": 2, "created": 2}
-    assert table() == {data["uuid"]: ("Data Academy", True), ai["uuid"]: ("AI Academy", True)}
+    assert consumer_counts(first.stdout) == {"events": 2, "created": 2}
+    assert academy_table() == {data["uuid"]: ("Data Academy", True), ai["uuid"]: ("AI Academy", True)}
     row = EnterpriseAcademy.objects.get(uuid=data["uuid"])
     assert (row.slug, row.stripe_price_lookup_key, row.display_order, str(row.catalog_query_uuid)) == (
         "data-academy", "essentials_data_academy_yearly", 3, QUERY_UUID)
@@ -104,19 +55,19 @@ def test_created_updated_deleted_reach_the_table(bus, cli):
     bus.produce("updated", [academy(1, "Data Science Academy")])
     bus.produce("deleted", [ai])
     second = bus.consume()
-    assert counts(second.stdout) == {"events": 2, "updated": 1, "deactivated": 1}
+    assert consumer_counts(second.stdout) == {"events": 2, "updated": 1, "deactivated": 1}
 
     assert EnterpriseAcademy.objects.count() == 2  # renamed in place, delete keeps the row
     renamed = EnterpriseAcademy.objects.get(uuid=data["uuid"])
     assert renamed.pk == row.pk
     assert (renamed.name, renamed.is_active, str(renamed.catalog_query_uuid), renamed.display_order) == (
         "Data Science Academy", True, QUERY_UUID, 3)
-    assert table()[ai["uuid"]] == ("AI Academy", False)
+    assert academy_table()[ai["uuid"]] == ("AI Academy", False)
 
     listed = cli("list_academies", "--json", env=bus.devstack.env)
     assert listed.returncode == 0, listed.stderr
     shown = {item["uuid"]: (item["name"], item["is_active"]) for item in json.loads(listed.stdout)}
-    assert shown == table()
+    assert shown == academy_table()
 
 
 # --- 2. re-delivery is harmless ------------------------------------------------------------------------
@@ -128,20 +79,20 @@ def test_redelivery_leaves_exactly_the_same_rows(bus):
     bus.produce("updated", [academy(1, "Academy One Renamed", display_order=7)])
     bus.produce("deleted", [academy(2)])
     first = bus.consume(group="first")
-    assert counts(first.stdout) == {"events": 7, "created": 5, "updated": 1, "deactivated": 1}
+    assert consumer_counts(first.stdout) == {"events": 7, "created": 5, "updated": 1, "deactivated": 1}
     before = snapshot()
     assert len(before) == 5
     assert (before[academy_uuid(1)]["name"], before[academy_uuid(2)]["is_active"]) == ("Academy One Renamed", False)
 
     # A brand-new group (no committed offsets: from the earliest event) re-reads all of it ...
     fresh = bus.consume(group="second")
-    assert counts(fresh.stdout)["events"] == 7
-    assert not set(counts(fresh.stdout)) & {"created", "updated", "deactivated"}, fresh.stdout
+    assert consumer_counts(fresh.stdout)["events"] == 7
+    assert not set(consumer_counts(fresh.stdout)) & {"created", "updated", "deactivated"}, fresh.stdout
     assert snapshot() == before
     # ... and so does an explicit replay from the beginning.
     again = bus.consume("--from-beginning", group="third")
-    assert counts(again.stdout)["events"] == 7
-    assert not set(counts(again.stdout)) & {"created", "updated", "deactivated"}, again.stdout
+    assert consumer_counts(again.stdout)["events"] == 7
+    assert not set(consumer_counts(again.stdout)) & {"created", "updated", "deactivated"}, again.stdout
     assert snapshot() == before
 
 
@@ -154,7 +105,7 @@ def test_replay_from_offset_rereads_one_partition_from_that_offset(bus):
     uuids = [item["uuid"] for item in items]
     bus.produce("created", items)
     bus.consume(group="replayer")
-    assert set(table()) == set(uuids)
+    assert set(academy_table()) == set(uuids)
 
     # Find where the events landed: 9 keys on 3 partitions, so some partition holds at least 3.
     records = bus.devstack.read_topic()
@@ -169,8 +120,8 @@ def test_replay_from_offset_rereads_one_partition_from_that_offset(bus):
 
     EnterpriseAcademy.objects.all().delete()  # a fresh table, to see exactly what the replay applies
     replay = bus.consume("--from-offset", f"{partition}:{start}", group="replayer")
-    assert counts(replay.stdout) == {"events": len(expected), "created": len(expected)}
-    assert set(table()) == expected
+    assert consumer_counts(replay.stdout) == {"events": len(expected), "created": len(expected)}
+    assert set(academy_table()) == expected
 
 
 @pytest.mark.slow
@@ -187,13 +138,13 @@ def test_replay_from_time_applies_only_later_events(bus):
     assert all(stamps[item["uuid"]] >= since_ms for item in second_batch)
 
     bus.consume(group="live")
-    assert len(table()) == 6
+    assert len(academy_table()) == 6
     EnterpriseAcademy.objects.all().delete()
 
     # The mock broker cannot look offsets up by time: the consumer scans and skips older events.
     replay = bus.consume("--from-time", since.isoformat(), group="replay-from-time")
-    assert counts(replay.stdout) == {"events": 6, "created": 3, "before_replay_time": 3}
-    assert set(table()) == {item["uuid"] for item in second_batch}
+    assert consumer_counts(replay.stdout) == {"events": 6, "created": 3, "before_replay_time": 3}
+    assert set(academy_table()) == {item["uuid"] for item in second_batch}
 
 
 # --- 4. stale events ---------------------------------------------------------------------------------
@@ -206,7 +157,7 @@ def test_newer_state_wins_over_an_older_event(bus):
     bus.produce("updated", [academy(1, "Data Academy (February)", display_order=2)], event_time="2024-02-01T00:00:00Z")
     bus.produce("deleted", [academy(1, "Data Academy (March)")], event_time="2024-02-15T00:00:00Z")
     done = bus.consume()
-    assert counts(done.stdout) == {"events": 4, "created": 1, "updated": 1, "stale": 2}
+    assert consumer_counts(done.stdout) == {"events": 4, "created": 1, "updated": 1, "stale": 2}
     row = EnterpriseAcademy.objects.get(uuid=academy_uuid(1))
     assert (row.name, row.display_order, row.is_active) == ("Data Academy (March)", 5, True)
     assert row.source_timestamp == datetime.datetime(2024, 3, 1, tzinfo=datetime.timezone.utc)
@@ -249,8 +200,8 @@ def test_poison_messages_are_dead_lettered_and_the_rest_applied(bus):
     assert len(bad) == 6
 
     done = bus.consume(group="with-poison")
-    assert counts(done.stdout) == {"events": 8, "created": 2, "dead_lettered": 6}
-    assert table() == {good_a["uuid"]: ("Alpha Academy", True), good_b["uuid"]: ("Beta Academy", True)}
+    assert consumer_counts(done.stdout) == {"events": 8, "created": 2, "dead_lettered": 6}
+    assert academy_table() == {good_a["uuid"]: ("Alpha Academy", True), good_b["uuid"]: ("Beta Academy", True)}
 
     dead = bus.devstack.read_dlq()
     assert len(dead) == 6
@@ -275,7 +226,7 @@ def test_poison_messages_are_dead_lettered_and_the_rest_applied(bus):
 
     # The offsets were committed past the dead letters: the same group reads nothing again.
     again = bus.consume(group="with-poison")
-    assert counts(again.stdout) == {"events": 0}
+    assert consumer_counts(again.stdout) == {"events": 0}
     assert len(bus.devstack.read_dlq()) == 6
 
 
@@ -294,13 +245,49 @@ def test_sigterm_finishes_the_batch_in_hand_and_a_restart_finishes_the_rest(bus,
     assert consumer.running(), consumer.stderr
     consumer.send_signal(signal.SIGTERM)
     assert consumer.wait(timeout=TIMEOUT) == 0, consumer.stderr
-    stopped = counts(consumer.stdout)
+    stopped = consumer_counts(consumer.stdout)
     assert EnterpriseAcademy.objects.count() == stopped["events"] == stopped["created"]
     assert 0 < stopped["events"] < total, "the consumer was not stopped mid-stream; produce more events"
 
     rest = bus.consume(group="stoppable", extra_env={"ACADEMY_CONSUMER_BATCH_SIZE": "50"})
-    assert counts(rest.stdout) == {"events": total - stopped["events"], "created": total - stopped["events"]}
-    assert table() == {item["uuid"]: (item["title"], True) for item in items}
+    assert consumer_counts(rest.stdout) == {"events": total - stopped["events"], "created": total - stopped["events"]}
+    assert academy_table() == {item["uuid"]: (item["title"], True) for item in items}
+
+
+def test_sigint_finishes_the_batch_in_hand_commits_it_and_exits_0(bus, devstack, cli_popen):
+    """Ctrl-C in a terminal is SIGINT: the same clean stop as SIGTERM, no KeyboardInterrupt traceback."""
+    items = [academy(n) for n in range(1, 61)]
+    bus.produce("created", items)
+    env = {**devstack.env, **CONSUMER_ENV, "ACADEMY_CONSUMER_BATCH_SIZE": "5"}
+    consumer = cli_popen("consume_academy_events", "--group-id", "interrupted", env=env)
+    wait_for(lambda: EnterpriseAcademy.objects.exists() or not consumer.running(), message="the first rows")
+    assert consumer.running(), consumer.stderr
+    consumer.send_signal(signal.SIGINT)
+    assert consumer.wait(timeout=TIMEOUT) == 0, consumer.stderr
+    assert "Traceback" not in consumer.stderr and "KeyboardInterrupt" not in consumer.stderr, consumer.stderr
+    stopped = consumer_counts(consumer.stdout)
+    # What it applied is what it committed: no batch left half-done, no applied event left uncommitted.
+    with GroupOffsets(devstack, "interrupted") as offsets:
+        assert offsets.total_committed() == stopped["events"] == EnterpriseAcademy.objects.count()
+
+
+# --- 6b. --max-events ------------------------------------------------------------------------------------
+
+
+def test_max_events_stops_after_n_and_commits_exactly_those(bus, devstack, cli):
+    items = [academy(n) for n in range(1, 8)]
+    bus.produce("created", items)
+    env = {**devstack.env, **CONSUMER_ENV}
+    done = cli("consume_academy_events", "--group-id", "bounded", "--max-events", "3", timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert consumer_counts(done.stdout) == {"events": 3, "created": 3}
+    records = devstack.read_topic()
+    with GroupOffsets(devstack, "bounded") as offsets:
+        committed = offsets.committed()
+    covered = {uuid_of_record(r, [item["uuid"] for item in items]) for r in records
+               if r.offset < committed[r.partition]}
+    # The committed offsets cover exactly the three events in the table (the rest is left for the next run).
+    assert len(covered) == 3 and covered == set(academy_table()), (committed, academy_table())
 
 
 # --- 7. a new group starts from the earliest event ---------------------------------------------------------
@@ -313,8 +300,8 @@ def test_new_group_without_offsets_starts_from_the_earliest_event(bus, devstack,
     # No --group-id: the default group, which has never committed anything.
     done = cli("consume_academy_events", "--until-idle", IDLE, env={**devstack.env, **CONSUMER_ENV})
     assert done.returncode == 0, done.stderr
-    assert counts(done.stdout) == {"events": 3, "created": 3}
-    assert table() == {item["uuid"]: (item["title"], True) for item in items}
+    assert consumer_counts(done.stdout) == {"events": 3, "created": 3}
+    assert academy_table() == {item["uuid"]: (item["title"], True) for item in items}
 
 
 def test_schema_registry_outage_is_retried_not_dead_lettered(bus, devstack, cli_popen):
@@ -333,13 +320,13 @@ def test_schema_registry_outage_is_retried_not_dead_lettered(bus, devstack, cli_
             **devstack.env, **CONSUMER_ENV, "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "1",
             "EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{proxy.port}"})
         wait_for(lambda: consumer.stderr.count("not applied") >= 2, timeout=60, message="retries of the batch")
-        assert table() == {} and consumer.running()
+        assert academy_table() == {} and consumer.running()
         proxy.restore()  # ... and comes back
         assert consumer.wait(timeout=60) == 0, consumer.stderr
     finally:
         proxy.close()
-    assert counts(consumer.stdout) == {"events": 3, "created": 3}
-    assert table() == {item["uuid"]: (item["title"], True) for item in items}
+    assert consumer_counts(consumer.stdout) == {"events": 3, "created": 3}
+    assert academy_table() == {item["uuid"]: (item["title"], True) for item in items}
     assert devstack.read_dlq() == []
 
 
@@ -361,9 +348,10 @@ def test_stock_consume_events_command_applies_academy_events(bus, devstack, cli_
     bus.produce("updated", [academy(1, "Data Science Academy")])
     bus.produce("deleted", [academy(2, "AI Academy")])
     expected = {academy_uuid(1): ("Data Science Academy", True), academy_uuid(2): ("AI Academy", False)}
-    wait_for(lambda: table() == expected or not stock.running(), message="the stock consumer to apply the events")
+    wait_for(lambda: academy_table() == expected or not stock.running(),
+             message="the stock consumer to apply the events")
     assert stock.running(), stock.stderr
-    assert table() == expected
+    assert academy_table() == expected
     stock.send_signal(signal.SIGTERM)
     stock.wait(timeout=TIMEOUT)
 
@@ -400,6 +388,19 @@ def test_producer_without_bootstrap_servers_exits_2_with_one_line(cli, monkeypat
     done = cli("produce_academy_event", "--action", "created", "--file", "-", input=json.dumps(academy(1)))
     assert done.returncode == 2, done.stderr
     assert "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS" in one_line(done.stderr)
+
+
+def test_producer_exits_1_with_one_line_when_the_broker_does_not_take_the_events(cli, devstack):
+    with refused_port() as port:
+        done = cli("produce_academy_event", "--action", "created", "--file", "-", input=json.dumps(academy(1)),
+                   env={**devstack.env, "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+                        "ACADEMY_PRODUCER_FLUSH_TIMEOUT_SECONDS": "1"})
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    # Its own line says so (librdkafka's connection lines before it: docs/reference/guarantees.md, the known limits).
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("%")]
+    assert len(errors) == 1 and "1 of 1 event(s) not delivered" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert "produced" not in done.stdout, done.stdout
 
 
 @pytest.mark.parametrize("args", [

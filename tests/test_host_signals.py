@@ -22,11 +22,11 @@ from openedx_events.data import EventsMetadata
 
 from academy_consumer import host_signals, monitoring, receivers
 from academy_consumer.consumer import AcademyEventConsumer
-from academy_consumer.dead_letters import Redrive
 from academy_consumer.decode import AcademyEvent
 from academy_consumer.models import EnterpriseAcademy
 from academy_consumer.monitoring import Monitor
 from academy_consumer.producer import encode, send_academy_events
+from academy_consumer.redrive import Redrive
 from academy_consumer_signals import ACADEMY_CREATED, ACADEMY_DELETED, ACADEMY_SIGNALS, ACADEMY_UPDATED, AcademyData
 from tests.factories import academy, academy_uuid
 from tests.helpers import IDLE, GroupOffsets, point_producer_at

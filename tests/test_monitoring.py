@@ -9,21 +9,18 @@ import json
 import re
 import signal
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 from django.db import connection
 
-from tests.test_event_bus import CONSUMER_ENV, IDLE, Bus, academy
+from tests.factories import academy
+from tests.helpers import CONSUMER_ENV, IDLE
 from tests.waiting import wait_for
 
 METRICS_LINE = re.compile(r"metrics on http://([\d.]+):(\d+)/metrics")
-
-
-@pytest.fixture
-def bus(devstack, cli):
-    return Bus(devstack, cli)
 
 
 def get(url):
@@ -175,6 +172,65 @@ def test_healthz_turns_503_while_the_database_is_away_longer_than_the_bound_and_
                  "the retried event applied")
         wait_for(lambda: get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200 again")
         consumer.stop()
+
+
+# Polls at most 1 s apart count as alive (half of max.poll.interval.ms); librdkafka wants the session timeout
+# no longer than that interval.
+SHORT_POLL_INTERVAL = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 500, "max.poll.interval.ms": 2000}
+
+
+@pytest.mark.skipif("connection.vendor != 'sqlite'",
+                    reason="SQLite's lock makes a write wait (5 s) before it fails: a loop stuck in one call")
+def test_healthz_turns_503_when_the_loop_has_not_polled_in_time(bus, devstack, cli_popen):
+    from academy_devstack.command import MOCK_CONSUMER_CONFIG  # pylint: disable=import-outside-toplevel
+
+    consumer = Running(cli_popen, devstack, env={
+        "ACADEMY_CONSUMER_KAFKA_CONFIG": json.dumps({**MOCK_CONSUMER_CONFIG, **SHORT_POLL_INTERVAL})})
+    wait_for(lambda: get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200")
+    # Idle and polling: alive for three times the bound (the loop tells the monitor each time it polls).
+    watched = time.monotonic() + 3
+    while time.monotonic() < watched:  # the duration watched, not a synchronisation
+        status, body = get(consumer.base + "/healthz")
+        assert status == 200 and body.startswith("ok: polled"), body
+        time.sleep(0.2)
+    locker = sqlite3.connect(connection.settings_dict["NAME"], timeout=1, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")  # the consumer's next write waits for it, inside one call
+        bus.produce("created", [academy(1)])
+
+        def unhealthy():
+            answer = get(consumer.base + "/healthz")
+            return answer if answer[0] == 503 else None
+
+        _, body = wait_for(unhealthy, 30, "/healthz to answer 503")
+        assert body.startswith("no poll for") and "max.poll.interval.ms, 1 s" in body, body
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    wait_for(lambda: get(consumer.base + "/healthz")[0] == 200, 30, "/healthz to answer 200 again")
+    consumer.stop()
+
+
+def test_healthz_turns_503_once_the_loop_stopped_or_missed_its_poll_bound():
+    """``serve`` over real HTTP on a ``Monitor`` with the test's own clock (the loop's reports called by hand)."""
+    from academy_consumer.monitoring import Monitor, serve  # pylint: disable=import-outside-toplevel
+
+    now = [100.0]
+    monitor = Monitor("topic", max_poll_interval_ms=10_000, unhealthy_after=30, clock=lambda: now[0])
+    server = serve(monitor, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        now[0] += 4.9
+        assert get(base + "/healthz") == (200, "ok: polled 4.9 s ago\n")
+        now[0] += 0.2  # 5.1 s since the last poll: more than half of max.poll.interval.ms
+        assert get(base + "/healthz") == (503, "no poll for 5 s (more than half of max.poll.interval.ms, 5 s)\n")
+        monitor.polled()
+        assert get(base + "/healthz")[0] == 200
+        monitor.stopped("KeyboardInterrupt: ")
+        assert get(base + "/healthz") == (503, "the consumer loop has stopped: KeyboardInterrupt: \n")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_without_prometheus_client_health_and_readiness_are_served_and_metrics_names_the_extra(

@@ -8,20 +8,16 @@ this file rather than pass it silently.
 # comments (and then misses their default and description lines):
 # pylint: disable=annotation-missing-token
 
-import importlib.util
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from academy_consumer import conf
+from tests.helpers import ROOT, settings_reference
 
-ROOT = Path(__file__).resolve().parent.parent
-_SPEC = importlib.util.spec_from_file_location("settings_reference", ROOT / "docs" / "settings_reference.py")
-reference = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(reference)
+reference = settings_reference()
 
 
 @pytest.fixture(scope="module")

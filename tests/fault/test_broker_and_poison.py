@@ -38,12 +38,10 @@ from academy_devstack import ApiKey, Err
 from tests import waiting
 from tests.factories import T0, generate
 from tests.fault.history import check_all_read, check_table, expected_state
-from tests.helpers import GroupOffsets, consumer_counts, point_producer_at, produce_events
+from tests.helpers import FAULT_CONSUMER_ENV, GroupOffsets, consumer_counts, produce_events
 
 SEED = int(os.environ.get("ACADEMY_FAULT_SEED") or random.SystemRandom().randrange(2 ** 32))
 TIMEOUT = 60.0  # upper bound of a single wait for the consumer to catch up
-# Faster than the 1 s default to fill a batch (the consumer is mostly waiting on faults here anyway).
-CONSUMER_ENV = {"ACADEMY_CONSUMER_BATCH_WAIT_SECONDS": "0.2", "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "2"}
 
 
 def seeded(message):
@@ -53,13 +51,6 @@ def seeded(message):
 def wait_for(condition, timeout=TIMEOUT, interval=0.1, message="condition", *, while_running=None):
     """``tests.waiting.wait_for`` with this suite's bound and seed."""
     return waiting.wait_for(condition, timeout, message, interval, while_running=while_running, seed=SEED)
-
-
-@pytest.fixture
-def producing(settings, devstack):
-    """Point ``academy_consumer.producer`` (openedx-events' cached producer) at the dev stack."""
-    point_producer_at(settings, devstack)
-    return devstack
 
 
 def table_signature():
@@ -95,7 +86,7 @@ def test_consumer_rides_out_broker_faults(producing, devstack, cli_popen, group_
     chunks = [history[a:b] for a, b in zip(cuts, cuts[1:])]
     started = time.monotonic()
     group = "broker-faults"
-    env = {**devstack.env, **CONSUMER_ENV, "ACADEMY_CONSUMER_BATCH_SIZE": "50"}
+    env = {**devstack.env, **FAULT_CONSUMER_ENV, "ACADEMY_CONSUMER_BATCH_SIZE": "50"}
     consumer = cli_popen("consume_academy_events", "--group-id", group, env=env)
     offsets = group_offsets(group)
     faults = 0
@@ -405,7 +396,7 @@ def test_poison_corpus_is_dead_lettered_and_the_rest_applied(producing, devstack
     started = time.monotonic()
     interleave(history[:half], phase1)
     consumer = cli_popen("consume_academy_events", "--group-id", "poison", "--until-idle", "8",
-                         env={**devstack.env, **CONSUMER_ENV, "ACADEMY_CONSUMER_BATCH_SIZE": "25"})
+                         env={**devstack.env, **FAULT_CONSUMER_ENV, "ACADEMY_CONSUMER_BATCH_SIZE": "25"})
     wait_for(lambda: EnterpriseAcademy.objects.filter(uuid=holder["uuid"]).exists(),
              message="the lookup key holder to be applied", while_running=consumer)
     interleave(history[half:], phase2)

@@ -39,10 +39,9 @@ import pytest
 
 from tests.factories import Event, academy_uuid, generate
 from tests.fault.history import check_all_read, check_table, expected_state, final_progress, progress
-from tests.helpers import CONSUMER_ENV, GroupOffsets, point_producer_at, produce_events
+from tests.helpers import CONSUMER_ENV, FAULT_IDLE, GroupOffsets, produce_events
 from tests.waiting import seeded_wait_for as wait_for
 
-IDLE = "3"  # --until-idle of the last run
 RESTART_TIMEOUT = 90.0  # a restart (7-12 s, see above) and the next stretch of progress
 KILLS = 5  # each restart costs that wait: kill as often as the guarantee table says, no more
 PACED_SECONDS = 4.0  # how long a phase of test 2 streams in while a fault is aimed inside it
@@ -161,7 +160,7 @@ class Consumers:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, guarantee, seed):
+def test_sigkill_at_random_moments_loses_nothing(producing, devstack, cli_popen, guarantee, seed):
     rng = random.Random(seed)
     history = generate(academies=500, events=20_000, seed=seed, namespace="crash")
     expected = expected_state(history)
@@ -173,7 +172,6 @@ def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, 
     plan = [(low + width * (n + rng.random()), rng.uniform(0.0, 0.4)) for n in range(KILLS)]
 
     started = time.monotonic()
-    point_producer_at(settings, devstack)
     # This process produces while the consumer consumes, keeping the stream just ahead of the table.
     producer = Background(lambda: produce_behind_the_table(history, seed))
     consumers = Consumers(cli_popen, devstack, "crash-restart", {})
@@ -194,8 +192,8 @@ def test_sigkill_at_random_moments_loses_nothing(devstack, cli_popen, settings, 
     assert all(reached < target for reached in at_kill), (
         f"a kill landed after the end: progress {at_kill} of {target} (ACADEMY_FAULT_SEED={seed})")
     # The last restart of the group runs until idle: it finishes what the kills left, and the stream that
-    # waits for it (well within IDLE between pieces).
-    final = consumers.start("--until-idle", IDLE)
+    # waits for it (well within FAULT_IDLE between pieces).
+    final = consumers.start("--until-idle", FAULT_IDLE)
     producer.finish(seed)
     assert final.wait(timeout=180) == 0, consumers.output()
     took = time.monotonic() - started
@@ -267,13 +265,12 @@ def order_history(seed, academies=100, events=1500, namespace="order"):
 
 
 @pytest.mark.slow
-def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack, cli_popen, settings, guarantee,
+def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(producing, devstack, cli_popen, guarantee,
                                                                         seed):
     # pylint: disable=too-many-statements  # one scenario, its phases in the order they run
     rng = random.Random(seed)
     phases, expected = order_history(seed)
     phase = dict(phases)
-    point_producer_at(settings, devstack)
     consumers = Consumers(cli_popen, devstack, "order-restart", {"ACADEMY_CONSUMER_BATCH_SIZE": "7"})
     # Reads the group's committed offsets (it never subscribes, so it never joins the group).
     reader = GroupOffsets(devstack, "order-restart")
@@ -323,7 +320,7 @@ def test_duplicated_and_shuffled_old_events_never_overwrite_newer_state(devstack
         # Newer updates after all of that; the last run goes until idle.
         produce_events(phase["late"])
         produced += len(phase["late"])
-        final = consumers.start("--until-idle", IDLE)
+        final = consumers.start("--until-idle", FAULT_IDLE)
         assert final.wait(timeout=180) == 0, consumers.output()
         assert reader.total_committed() == produced, consumers.output()
     finally:

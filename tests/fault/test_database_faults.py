@@ -46,7 +46,7 @@ from academy_consumer.models import EnterpriseAcademy
 from tests.factories import Event, academy_uuid, generate, versioned_academy
 from tests.fault.history import check_all_read, check_table, expected_state, final_progress, progress
 from tests.fault.tcp_proxy import database_proxy, proxied_database_url
-from tests.helpers import CONSUMER_ENV, GroupOffsets, point_producer_at, produce_events
+from tests.helpers import CONSUMER_ENV, FAULT_IDLE, GroupOffsets, produce_events
 from tests.waiting import seeded_wait_for as wait_for
 
 pytestmark = [
@@ -59,14 +59,7 @@ pytestmark = [
 
 # The backoff cap of transient failures: 1 s keeps the retries of a several-second outage frequent.
 OUTAGE_CONSUMER_ENV = {**CONSUMER_ENV, "ACADEMY_CONSUMER_RETRY_MAX_SECONDS": "1"}
-IDLE = "3"  # --until-idle: the run ends 3 s after the last event
 RETRY_LINE = re.compile(r"batch of \d+ events not applied \((\w+)")  # the consumer's warning, and the error class
-
-
-def produce(settings, devstack, events):
-    """Produce ``events`` (``history.Event`` s, each with its own time) in order, from this process."""
-    point_producer_at(settings, devstack)
-    produce_events(events)
 
 
 def offsets(devstack, group):
@@ -151,7 +144,7 @@ OUTAGE_FAULTS = ["kill", "cut", "kill", "cut", "kill", "cut", "kill"]
 CUT_SECONDS = 3
 
 
-def test_database_outage_is_retried_never_skipped(devstack, cli_popen, settings, guarantee, seed):
+def test_database_outage_is_retried_never_skipped(producing, devstack, cli_popen, guarantee, seed):
     rng = random.Random(seed)
     history = generate(academies=200, events=5000, seed=seed, namespace="db-outage")
     expected = expected_state(history)
@@ -161,9 +154,9 @@ def test_database_outage_is_retried_never_skipped(devstack, cli_popen, settings,
     assert f":{proxy.port}/" in url, url
     started = time.monotonic()
     try:
-        produce(settings, devstack, history)
+        produce_events(history)
         produced_in = time.monotonic() - started
-        consumer = cli_popen("consume_academy_events", "--group-id", "db-outage", "--until-idle", IDLE,
+        consumer = cli_popen("consume_academy_events", "--group-id", "db-outage", "--until-idle", FAULT_IDLE,
                              env={**devstack.env, **OUTAGE_CONSUMER_ENV, "DATABASE_URL": url,
                                   "ACADEMY_CONSUMER_BATCH_SIZE": "50"})
 
@@ -434,7 +427,7 @@ class HeldInsert:
                 cursor.execute("DROP TRIGGER academy_hold")
 
 
-def test_reconcile_concurrent_with_consumer_keeps_newest_state(devstack, cli_popen, catalog_server, settings,
+def test_reconcile_concurrent_with_consumer_keeps_newest_state(producing, devstack, cli_popen, catalog_server,
                                                                monkeypatch, guarantee, seed):
     # pylint: disable=too-many-statements  # one scenario, its steps in the order they run
     from django.utils import timezone  # pylint: disable=import-outside-toplevel
@@ -497,14 +490,14 @@ def test_reconcile_concurrent_with_consumer_keeps_newest_state(devstack, cli_pop
         creating = [e.uuid for e in events if e.action == "created"]
         if not (consumer_first and creating):
             if events:
-                produce(settings, devstack, events)
+                produce_events(events)
             gate.release()
             assert run.wait(timeout=120) == 0, output()
         else:
             # The consumer inserts the round's first new academy and is held there (its transaction open);
             # reconcile, released then, lists that academy first and must wait on the uncommitted row.
             with HeldInsert(creating[0]) as hold:
-                produce(settings, devstack, events)
+                produce_events(events)
                 wait_for(lambda: hold.waiting() or not consumer.running(), 30,
                          "the consumer to insert the academy (held in its transaction)", seed, interval=0.005)
                 assert consumer.running(), output()

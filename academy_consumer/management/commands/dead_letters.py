@@ -1,5 +1,6 @@
 """
-The dead-letter topic: list its letters, or redrive them (see ``academy_consumer.dead_letters`` for the rules).
+The dead-letter topic: list its letters, or redrive them (see ``academy_consumer.dead_letters`` and
+``academy_consumer.redrive`` for the rules).
 
     academy-consumer dead_letters list [--since ISO8601] [--error-class NAME] [--json]
     academy-consumer dead_letters redrive [--since ISO8601] [--error-class NAME] [--dry-run] [--json]
@@ -15,7 +16,7 @@ import json
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError
 
-from academy_consumer import conf, dead_letters
+from academy_consumer import conf, dead_letters, redrive
 from academy_consumer.apply import _UNPRINTABLE_RE
 from academy_consumer.errors import FatalError, TransientError
 from academy_consumer.management.base import EXIT_ROW_ERRORS, AcademyCommand, fail
@@ -97,9 +98,8 @@ class Command(AcademyCommand):
 
     def _redrive(self, options):
         """Redrive the matching letters and print each outcome and the counts."""
-        redrive = dead_letters.Redrive(since=options["since"], error_class=options["error_class"],
-                                       dry_run=options["dry_run"])
-        results = redrive.redrive()
+        results = redrive.Redrive(since=options["since"], error_class=options["error_class"],
+                                  dry_run=options["dry_run"]).redrive()
         counts = {}
         for result in results:
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
