@@ -297,7 +297,9 @@ def batch_size():
 
 # .. setting_name: ACADEMY_CONSUMER_BATCH_WAIT_SECONDS
 # .. setting_default: 1.0
-# .. setting_description: Longest the consumer waits to fill a batch before applying what it has (> 0).
+# .. setting_description: Longest one poll of the consumer waits for the first event of a batch (> 0). Once
+#   one has arrived, the consumer takes what is already fetched, up to the batch size, without waiting more:
+#   a lone event is applied at once, and under load batches fill from what librdkafka has fetched.
 @_reads("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS")
 def batch_wait_seconds():
     """``ACADEMY_CONSUMER_BATCH_WAIT_SECONDS``: seconds, more than 0."""

@@ -64,11 +64,10 @@ if CollectorRegistry is not None:
 PROGRESS_SECONDS = 10.0
 DEFAULT_MAX_POLL_INTERVAL_MS = 300_000  # librdkafka's default max.poll.interval.ms
 READY_CHECK_SECONDS = 2.0  # /readyz asks the database at most this often
-STATISTICS_INTERVAL_MS = 1000  # librdkafka's statistics.interval.ms of the consumer's clients (BrokerWatch)
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-__all__ = ["BrokerWatch", "CannotServe", "Monitor", "function_trace", "record_batch_attributes", "record_error", "record_exception",
-           "serve"]
+__all__ = ["BrokerWatch", "CannotServe", "Monitor", "function_trace", "record_batch_attributes", "record_error",
+           "record_exception", "serve"]
 
 
 class CannotServe(Exception):
@@ -139,13 +138,17 @@ class Metrics:
 _CONNECTING = frozenset({"TRY_CONNECT", "CONNECT", "SSL_HANDSHAKE", "AUTH_LEGACY", "AUTH_HANDSHAKE", "AUTH_REQ",
                          "APIVERSION_QUERY"})
 
+# Join states in which the group coordinator holds the member's request until the group is formed (a rebalance).
+_JOINING = frozenset({"wait-join", "wait-sync"})
+
 
 class BrokerWatch:
     """
     How long each Kafka broker a client waits on has been silent, read from librdkafka's statistics (JSON).
 
     A broker is waited on when a request to it is in flight or queued (``waitresp_cnt``, ``outbuf_cnt``) or the
-    client is connecting to it; it is silent for the time since it last sent anything (``rxidle``). librdkafka
+    client is connecting to it -- but the group coordinator while a rebalance holds the member's JoinGroup or
+    SyncGroup request --; it is silent for the time since it last sent anything (``rxidle``). librdkafka
     resets ``rxidle`` with each new connection (a broker that accepts connections but never answers, as a
     stopped process does, shows ``-1`` again and again), so the last time heard is kept here, per client and
     broker, on librdkafka's own clock (``ts``, microseconds). A broker nobody waits on (idle, not needed) is
@@ -160,6 +163,7 @@ class BrokerWatch:
     def update(self, stats):
         """Take one client's statistics (a dict); returns ``silent()``."""
         client, now = stats.get("name", ""), stats.get("ts", 0)
+        joining = (stats.get("cgrp") or {}).get("join_state") in _JOINING
         silent = {}
         for key, broker in (stats.get("brokers") or {}).items():
             if broker.get("source") == "internal":
@@ -169,13 +173,14 @@ class BrokerWatch:
             if isinstance(rxidle, int) and rxidle >= 0:
                 self.heard = True
                 self._heard[heard_key] = max(self._heard.get(heard_key, 0), now - rxidle)
-            waited_on = (broker.get("waitresp_cnt", 0) or broker.get("outbuf_cnt", 0)
-                         or broker.get("state") in _CONNECTING)
-            if not waited_on:
+            requests = broker.get("waitresp_cnt", 0) or broker.get("outbuf_cnt", 0)
+            if joining and broker.get("source") == "logical":
+                requests = 0  # the coordinator holds a JoinGroup/SyncGroup until the group is formed: no silence
+            if not (requests or broker.get("state") in _CONNECTING):
                 continue
             heard = self._heard.setdefault(heard_key, now)  # never heard: silent since first waited on
             address = broker.get("nodename") or key
-            silent[address] = max(silent.get(address, 0.0), max(0.0, (now - heard) / 1e6))
+            silent[address] = max(silent.get(address, 0.0), 0.0, (now - heard) / 1e6)
         self._silent[client] = silent
         return self.silent()
 

@@ -38,11 +38,12 @@ class _Table:
     """``seen(uuid)``: whether the academy's row is in the table (one connection, autocommit reads)."""
 
     def __init__(self, url):
-        self.connection = commands._connect(url)  # pylint: disable=protected-access
+        self.connection = commands._connect(url)
         self.sqlite = url.startswith("sqlite")
         self.hex = not url.startswith("postgres")  # Django's UUIDField: char(32) hex but on PostgreSQL
 
     def seen(self, uuid_text):
+        """Whether the row of academy ``uuid_text`` is there."""
         cursor = self.connection.cursor()
         cursor.execute(f"SELECT 1 FROM {commands.TABLE} WHERE uuid = {'?' if self.sqlite else '%s'}",
                        [uuid_text.replace("-", "") if self.hex else uuid_text])
@@ -65,6 +66,7 @@ class _Sender:
         self.key_serializer, self.value_serializer = get_serializers(SIGNALS["created"], KEY_FIELD)
 
     def send(self, item):
+        """Produce academy ``item`` as created and wait for the broker; returns the monotonic time just before."""
         data = {"academy": academy_data_from_dict(item)}
         metadata = EventsMetadata(event_type=SIGNALS["created"].event_type,
                                   time=datetime.datetime.now(datetime.timezone.utc))
@@ -92,6 +94,7 @@ def commit_end(bootstrap, topic, group):
 
 
 def _wait_row(table, uuid_text, process, started):
+    """The monotonic time the row of ``uuid_text`` was first seen (``RuntimeError`` if the loop died or 30 s)."""
     while not table.seen(uuid_text):
         if process.poll() is not None:
             raise RuntimeError(f"the loop exited {process.returncode}")

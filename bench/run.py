@@ -133,7 +133,8 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
         topic, bootstrap, registry = get_full_topic(base_topic), stack_env[
             "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"], stack_env["EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL"]
         if options.latency_only:
-            return latency_only(options, topic, bootstrap, base_topic)
+            latency_only(options, topic, bootstrap, base_topic)
+            return
         print(f"== history: {options.events:,} events over {options.academies:,} academies, {partitions} partitions",
               flush=True)
         stream, expected = history.history(options.events, options.academies)
@@ -213,7 +214,8 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
                 commands.empty_table(url)
                 db["reconcile"]["per_item"] = commands.reconcile(env, catalog, f"{name}-per-item", "--chunk-size", "1")
             print(f"   reconcile: {db['reconcile']}", flush=True)
-        results["latency"] = sparse_latency(options, base_env, topic, bootstrap, base_topic, results["databases"])
+        results["latency"] = sparse_latency(options, base_env, topic=topic, bootstrap=bootstrap, base_topic=base_topic,
+                                            databases=results["databases"])
         check_log(bootstrap, topic, options.events, devstack)
         results["reconcile_chunk_size_option"] = chunked
         results["bench_seconds"] = round(time.monotonic() - started, 1)
@@ -227,7 +229,7 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
     print(f"(results in {RESULTS})")
 
 
-def sparse_latency(options, env, topic, bootstrap, base_topic, databases):
+def sparse_latency(options, env, *, topic, bootstrap, base_topic, databases):
     """Line 7 on the first database the bench used: ``{"database": name, "consumer": ..., "stock": ...}`` or None."""
     from bench import latency  # pylint: disable=import-outside-toplevel  # (it imports the project: Django set up)
 
@@ -252,7 +254,7 @@ def latency_only(options, topic, bootstrap, base_topic):
             break
         print(f"   {name} skipped: {why}", flush=True)
         databases[name] = {"skipped": why}
-    found = sparse_latency(options, env, topic, bootstrap, base_topic, databases)
+    found = sparse_latency(options, env, topic=topic, bootstrap=bootstrap, base_topic=base_topic, databases=databases)
     results = {"machine": machine(), "options": dict(vars(options)), "latency": found}
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
     if found:

@@ -76,6 +76,7 @@ class StackProcess:
         os.kill(self.process.pid, signal.SIGCONT)
 
     def stop(self):
+        """SIGTERM (thawed first), then kill if it does not end."""
         if self.process.poll() is None:
             self.thaw()
             self.process.send_signal(signal.SIGTERM)
@@ -85,11 +86,12 @@ class StackProcess:
                 self.process.kill()
                 self.process.wait(timeout=30)
 
-    def reader(self):
-        return Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": "test-stall-reader",
-                         "enable.auto.commit": False})
+    def reader(self, group="test-stall-reader"):
+        """A consumer that never joins ``group`` (only to read its committed offsets, or watermarks)."""
+        return Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": group, "enable.auto.commit": False})
 
     def end_offset(self, topic, partition=0):
+        """The high watermark of ``topic[partition]``."""
         reader = self.reader()
         try:
             return reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)[1]
@@ -98,7 +100,7 @@ class StackProcess:
 
     def committed(self, group, partitions=3):
         """Events the group committed, over the academy topic's partitions."""
-        reader = self.reader()
+        reader = self.reader(group)
         try:
             found = reader.committed([TopicPartition(TOPIC, p) for p in range(partitions)], timeout=10)
             return sum(max(tp.offset, 0) for tp in found)
@@ -176,8 +178,12 @@ def test_a_frozen_broker_is_warned_of_unready_and_ridden_out(when, stack_process
                       SILENCE + 10, "a WARNING naming the silent broker", while_running=log)
     assert time.monotonic() - frozen_at <= SILENCE + 1.5, f"warned after {time.monotonic() - frozen_at:.1f} s"
     assert warned["who"] == stack_process.bootstrap_servers and int(warned["seconds"]) >= 1, warned.group(0)
-    status, body = wait_for(lambda: (lambda answer: answer[0] == 503 and answer)(consumer.ready()), SILENCE + 10,
-                            "/readyz 503 past the bound", while_running=log)
+
+    def unready():
+        status, body = consumer.ready()
+        return status == 503 and body
+
+    body = wait_for(unready, SILENCE + 10, "/readyz 503 past the bound", while_running=log)
     assert "not answering" in body and stack_process.bootstrap_servers in body, body
     assert consumer.health()[0] == 200, consumer.health()
     wait_for(lambda: time.monotonic() - frozen_at >= FROZEN, FROZEN + 1, "the end of the outage")
@@ -191,8 +197,8 @@ def test_a_frozen_broker_is_warned_of_unready_and_ridden_out(when, stack_process
     expected = table_of(before + during)
     wait_for(lambda: academy_table() == expected, 60, lambda: f"the table caught up ({len(academy_table())} rows, "
              f"{applied_then} when frozen)", while_running=log)
-    wait_for(lambda: stack_process.committed(group) == len(expected), 30, "every event committed",
-             while_running=log)
+    wait_for(lambda: stack_process.committed(group) == len(expected), 30, lambda: f"every event committed "
+             f"({stack_process.committed(group)} of {len(expected)})\n{log.stderr[-4000:]}", while_running=log)
     wait_for(lambda: consumer.ready()[0] == 200, 30, lambda: f"/readyz 200 again: {consumer.ready()}",
              while_running=log)
     assert stack_process.end_offset(DLQ_TOPIC) == 0, "something was dead-lettered"
@@ -243,3 +249,119 @@ def test_sigterm_while_a_batch_is_retried_exits_0_promptly(devstack, cli_popen):
     finally:
         reader.close()
     assert committed < 1, f"the retried event was committed ({committed})"
+
+
+# --- what the statistics say, and the log line, in process ----------------------------------------------------
+
+def statistics(ts_seconds, *, rxidle_seconds, requests=1, state="UP", coordinator=None, join_state="steady"):
+    """librdkafka's statistics JSON of one consumer with one broker (and its group coordinator, when given as
+    ``(rxidle_seconds, requests, state)``): only the fields ``BrokerWatch`` reads, as librdkafka names them."""
+    import json  # pylint: disable=import-outside-toplevel
+
+    def broker(name, source, rxidle, waiting, broker_state):
+        return {"name": name, "nodename": "kafka-1:9092", "nodeid": 1 if source == "learned" else -1,
+                "source": source, "state": broker_state, "rxidle": -1 if rxidle is None else int(rxidle * 1e6),
+                "waitresp_cnt": waiting, "outbuf_cnt": 0}
+
+    brokers = {"kafka-1:9092/1": broker("kafka-1:9092/1", "learned", rxidle_seconds, requests, state),
+               ":0/internal": broker(":0/internal", "internal", 100.0, 1, "UP")}
+    if coordinator is not None:
+        brokers["GroupCoordinator"] = broker("GroupCoordinator", "logical", *coordinator)
+    return json.dumps({"name": "rdkafka#consumer-1", "ts": int(ts_seconds * 1e6), "brokers": brokers,
+                       "cgrp": {"join_state": join_state}})
+
+
+def test_readiness_and_warnings_follow_the_brokers_statistics(transactional_db, caplog):
+    from academy_consumer.monitoring import Monitor  # pylint: disable=import-outside-toplevel
+
+    clock = [100.0]
+    monitor = Monitor("academies", max_poll_interval_ms=300_000, unhealthy_after=300, broker_silence=SILENCE,
+                      clock=lambda: clock[0])
+    assert monitor.readiness() == (False, "no Kafka broker has answered yet")
+
+    def at(seconds, **stats):
+        clock[0] = 100.0 + seconds
+        monitor.kafka_statistics(statistics(seconds, **stats))
+        return monitor.readiness()
+
+    ready, line = at(1, rxidle_seconds=0.05)
+    assert ready and "no partition of academies assigned to this member" in line, line
+    assert at(2, rxidle_seconds=1.2)[0]  # (a long-poll fetch answered a second ago)
+    with caplog.at_level("INFO", logger="academy_consumer.monitoring"):
+        assert at(3, rxidle_seconds=2.0)[0]  # half the bound: warned, still ready
+        ready, line = at(4, rxidle_seconds=-1, requests=0, state="APIVERSION_QUERY")  # reconnected, no answer
+        assert not ready and line == "Kafka broker(s) not answering for 3 s or more: kafka-1:9092 silent for 3 s"
+        assert not at(5, rxidle_seconds=None, requests=0, state="CONNECT")[0]
+        assert at(6, rxidle_seconds=0.01)[0]
+    said = [record.getMessage() for record in caplog.records]
+    assert said == ["Kafka broker(s) not answering: kafka-1:9092 silent for 2 s, with requests waiting; /readyz "
+                    "answers 503 past 3 s (the consumer goes on once they answer)",
+                    "Kafka broker(s) answer again"], said
+    # A broker nobody waits on is never silent; nor the coordinator that holds a JoinGroup through a rebalance.
+    assert at(20, rxidle_seconds=14.0, requests=0)[0]
+    assert at(21, rxidle_seconds=0.01, coordinator=(15.0, 1, "UP"), join_state="wait-join")[0]
+    assert not at(22, rxidle_seconds=0.01, coordinator=(16.0, 1, "UP"))[0]
+
+
+def test_librdkafka_broker_version_hint_is_not_logged(caplog):
+    from academy_consumer import kafka  # pylint: disable=import-outside-toplevel
+
+    with caplog.at_level("INFO", logger="academy_consumer.kafka"):
+        kafka.kafka_log.warning("%s [%s] %s", "FAIL", "rdkafka#consumer-1", "GroupCoordinator: 127.0.0.1:9092: "
+                                "ApiVersionRequest failed: Local: Timed out: probably due to broker version < 0.10 "
+                                "(see api.version.request configuration) (after 10010ms in state APIVERSION_QUERY)")
+    assert [record.getMessage() for record in caplog.records] == [
+        "FAIL [rdkafka#consumer-1] GroupCoordinator: 127.0.0.1:9092: ApiVersionRequest failed: Local: Timed out: "
+        "the broker did not answer the first request of the connection (after 10010ms in state APIVERSION_QUERY)"]
+
+
+def test_asynchronous_commits_only_move_forward_and_a_refused_one_is_sent_again(devstack):
+    """``offsets.Offsets`` as the consumer uses it, on a real client and the mock cluster refusing commits."""
+    # pylint: disable=import-outside-toplevel
+    from academy_consumer import monitoring
+    from academy_consumer.offsets import Offsets
+    from academy_devstack import ApiKey, Err
+
+    monitor = monitoring.Monitor(devstack.topic, max_poll_interval_ms=300_000, unhealthy_after=300)
+    found = {}
+
+    def on_commit(error, partitions):  # (the Offsets is made after its client, as the consumer's is)
+        found["it"].on_commit(error, partitions)
+
+    client = Consumer(devstack.stack.consumer_config("offsets", {"enable.auto.commit": False, "on_commit": on_commit}))
+    offsets = found["it"] = Offsets(client, devstack.topic, monitor, asynchronous=True)
+    key = (devstack.topic, 0)
+    try:
+        client.assign([TopicPartition(devstack.topic, 0, 0)])
+        devstack.track_requests()
+
+        def answered():
+            client.consume(1, timeout=0.05)  # (serves on_commit; nothing was produced, nothing is read)
+            return not offsets.in_flight
+
+        def group_committed():
+            return client.committed([TopicPartition(devstack.topic, 0)], timeout=10)[0].offset
+
+        # A refused commit is kept and sent again with the next one (after the next poll, in the loop).
+        devstack.stack.kafka.push_request_errors(ApiKey.OFFSET_COMMIT, [Err.GROUP_AUTHORIZATION_FAILED])
+        offsets.advance(devstack.topic, 0, 3)
+        assert offsets.commit_uncommitted()
+        wait_for(answered, 15, "the refused commit's answer")
+        assert offsets.uncommitted == {key: 3} and group_committed() < 3
+        offsets.commit_uncommitted()
+        wait_for(answered, 15, "the second commit's answer")
+        assert offsets.uncommitted == {} and offsets.committed == {0: 3} and group_committed() == 3
+
+        # Refused while a newer offset is on its way: not sent again (it would go back), and the newer one stands.
+        sent = devstack.requests_seen(ApiKey.OFFSET_COMMIT)
+        devstack.stack.kafka.push_request_errors(ApiKey.OFFSET_COMMIT, [Err.GROUP_AUTHORIZATION_FAILED])
+        offsets.advance(devstack.topic, 0, 5)
+        offsets.commit_uncommitted()
+        offsets.advance(devstack.topic, 0, 8)
+        offsets.commit_uncommitted()
+        wait_for(answered, 15, "both answers")
+        offsets.commit_uncommitted()  # (nothing to send)
+        assert offsets.uncommitted == {} and offsets.committed == {0: 8} and group_committed() == 8
+        assert devstack.requests_seen(ApiKey.OFFSET_COMMIT) == sent + 2
+    finally:
+        client.close()
