@@ -187,6 +187,7 @@ class AcademyEventConsumer:
             want = self.batch_size if self.max_events is None else min(
                 self.batch_size, self.max_events - self.stats.events)
             messages = self._poll(want)
+            self.batches.dlq_producer.poll(0)  # (serves its statistics: unserved, they would pile up in memory)
             self.monitor.polled()
             now = time.monotonic()
             if messages:
