@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 WAITING_LOG_SECONDS = 30.0  # how often "waiting for a partition assignment" is logged
 PREFLIGHT_TIMEOUT_SECONDS = 10.0  # longest the start-up checks wait for Kafka and the registry
-BATCH_SETTLE_SECONDS = 0.005  # after the first message of a batch, the longest wait for the rest of its fetch
+BATCH_SETTLE_SECONDS = 0.001  # after the first message of a batch, the longest wait for the rest of its fetch
 EXIT_FLUSH_SECONDS = 2.0  # longest a stop waits for dead letters still queued (a batch left unapplied)
 LAG_SECONDS = 1.0  # how often the lag gauges are brought up to date
 
