@@ -29,8 +29,8 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from django.core.exceptions import ImproperlyConfigured
 # The event bus's settings contract (EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS, _API_KEY/_SECRET, EVENT_BUS_TOPIC_PREFIX,
 # EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL/_API_KEY/_SECRET) is read by these functions of an internal module:
-# edx-event-bus-kafka exports no public equivalent. So setup.cfg bounds it to the tested line (>=6.1,<7): a new
-# major version may move or rename them.
+# edx-event-bus-kafka exports no public equivalent. So setup.cfg bounds it to the tested majors (>=5.1.0,<7; tox's
+# min env runs 5.1.0): a new major version may move or rename them.
 from edx_event_bus_kafka.internal.config import get_full_topic, get_schema_registry_client, load_common_settings
 
 from academy_consumer import conf

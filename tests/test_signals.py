@@ -184,8 +184,8 @@ def test_stock_deserializer_drops_falsy_values():
     Documents the openedx-events limitation (10.5.0 and later) that ``academy_consumer.decode`` does not share:
     its ``AvroSignalDeserializer`` turns ``False``, ``0`` and ``""`` of an optional field into ``None`` ("not
     carried"), so the stock ``consume_events`` path through ``academy_consumer.receivers`` applies such an
-    event as if the field were absent (the README's known limits). If this fails, openedx-events keeps falsy
-    values now, and that limit is gone.
+    event as if the field were absent (docs/reference/guarantees.md, known limits). If this fails,
+    openedx-events keeps falsy values now, and that limit is gone.
     """
     serialized = serialize_event_data_to_bytes({"academy": FALSY_ACADEMY}, ACADEMY_DELETED)
     academy = deserialize_bytes_to_event_data(serialized, ACADEMY_DELETED)["academy"]

@@ -1,9 +1,9 @@
 """
-The fault suite: the delivery guarantees (README, "Guarantees") under the faults a production consumer meets.
+The fault suite: the delivery guarantees (docs/reference/guarantees.md) under the faults a production consumer meets.
 
 Run it with ``make fault`` (``ACADEMY_FAULT_SUITE=1 pytest tests/fault``); ``make test`` leaves it out.
 Every scenario records its figures with the ``guarantee`` fixture, and the session ends by printing the
-"Guarantees" table the README shows.
+table docs/reference/guarantees.md shows.
 """
 
 import dataclasses
@@ -91,7 +91,7 @@ def seed():
 
 
 def guarantees_table(rows):
-    """The README's table, in Markdown."""
+    """The table of docs/reference/guarantees.md, in Markdown."""
     lines = [
         "| scenario | databases | events | faults injected | bad inputs | events lost | duplicate rows "
         "| stale overwrites |",

@@ -1,5 +1,5 @@
 """
-The fault suite, input side: hostile input to ``reconcile_academies`` (README "Commands").
+The fault suite, input side: hostile input to ``reconcile_academies`` (docs/reference/commands.md).
 
 Every run is the real command in a subprocess (``--from-file -`` on stdin or a file in ``tmp_path``, or the
 catalog API over HTTP), on the database under test. The rules checked:

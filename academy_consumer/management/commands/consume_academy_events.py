@@ -28,7 +28,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 # The stock consumer's kill switch (the toggle EVENT_BUS_KAFKA_CONSUMERS_ENABLED, default True),
 # honoured under its own name: edx-event-bus-kafka exports it only from this internal module (bounded to
-# the tested >=6.1,<7 in setup.cfg).
+# the tested >=5.1.0,<7 in setup.cfg).
 from edx_event_bus_kafka.internal.consumer import KAFKA_CONSUMERS_ENABLED
 
 from academy_consumer import conf
