@@ -18,8 +18,9 @@ The guarantees of this step:
   ``ce_time``, a payload the normalizer rejects, a key conflict, a time too far ahead) goes to the
   dead-letter topic with headers naming the original topic, partition, offset, error class and message;
 * a transient failure (database unreachable, deadlock, lock timeout, schema registry or dead-letter topic
-  unreachable) rolls the batch back and retries it with capped exponential backoff (``kafka.backoff``) --
-  never skipped;
+  unreachable or refusing) rolls the batch back and retries it with capped exponential backoff
+  (``kafka.backoff``) -- never skipped; the wait for the dead letters and the pause between attempts end as soon
+  as the consumer is told to stop (SIGTERM), which then leaves the batch unapplied and uncommitted;
 * once the batch's transaction committed and its dead letters were acknowledged, each applied event is sent
   to the host's own receivers of its openedx-events signal (``host_signals``; skipped when there are none);
 * a circuit breaker stops the consumer (``FatalError``) before it dead-letters more than
@@ -158,7 +159,7 @@ class BatchProcessor:
         while True:
             try:
                 applied = self.apply(to_apply)
-                self.send_dead_letters(applied.dead)
+                self.send_dead_letters(applied.dead, stopping)
                 self.breaker.passed()  # counted once, when the batch went through
                 return applied
             except TransientError as exc:
@@ -167,10 +168,9 @@ class BatchProcessor:
                 delay = kafka.backoff(attempt, conf.retry_max_seconds())
                 log.warning("batch of %d events not applied (%s); retry %d in %.1f s", size, exc, attempt, delay)
                 close_connections()
-                if stopping():
+                if kafka.pause(delay, stopping):
                     log.warning("stopping with the batch unapplied and uncommitted; it will be read again")
                     return None
-                time.sleep(delay)
 
     def _count(self, applied, skipped):
         """The batch's counts by outcome, added to the run's ``stats``."""
@@ -217,9 +217,12 @@ class BatchProcessor:
             raise database_failure(exc) from exc
         return applied
 
-    def send_dead_letters(self, dead):
-        """Send ``dead`` to the dead-letter topic and wait until the broker took them (``TransientError`` if not)."""
-        dead_letters.send(self.dlq_producer, self.dlq_topic, dead)
+    def send_dead_letters(self, dead, stopping=None):
+        """
+        Send ``dead`` to the dead-letter topic and wait until the broker took them (``TransientError`` if not, or
+        when ``stopping()``).
+        """
+        dead_letters.send(self.dlq_producer, self.dlq_topic, dead, stopping)
 
 
 def _add(applied, message, event, outcome):

@@ -40,6 +40,7 @@ CHECK_IDS = {
     "ACADEMY_CONSUMER_METRICS_HOST": "academy_consumer.E014",
     "ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS": "academy_consumer.E015",
     "ENTERPRISE_CUSTOMER_UUID": "academy_consumer.E016",
+    "ACADEMY_CONSUMER_BROKER_SILENCE_SECONDS": "academy_consumer.E017",
 }
 CATALOG_API_ID = "academy_consumer.W001"
 UNLISTED_ID = "academy_consumer.E000"  # a setting missing from CHECK_IDS (a test keeps this from happening)

@@ -297,7 +297,9 @@ def batch_size():
 
 # .. setting_name: ACADEMY_CONSUMER_BATCH_WAIT_SECONDS
 # .. setting_default: 1.0
-# .. setting_description: Longest the consumer waits to fill a batch before applying what it has (> 0).
+# .. setting_description: Longest one poll of the consumer waits for the first event of a batch (> 0). Once
+#   one has arrived, the consumer takes what is already fetched, up to the batch size, without waiting more:
+#   a lone event is applied at once, and under load batches fill from what librdkafka has fetched.
 @_reads("ACADEMY_CONSUMER_BATCH_WAIT_SECONDS")
 def batch_wait_seconds():
     """``ACADEMY_CONSUMER_BATCH_WAIT_SECONDS``: seconds, more than 0."""
@@ -434,6 +436,18 @@ def metrics_host():
 @_reads("ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS")
 def unhealthy_after_seconds():
     return _number("ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS", 300.0, float, 0.0, 86400.0)
+
+
+# .. setting_name: ACADEMY_CONSUMER_BROKER_SILENCE_SECONDS
+# .. setting_default: 30
+# .. setting_description: How long a Kafka broker the consumer is waiting on (a request in flight or queued,
+#   or a connection being made) may stay silent before ``/readyz`` answers 503 (200 again once it answers).
+#   From half this silence on, the consumer logs a WARNING naming the broker and how long it has been
+#   silent, at most once per this many seconds. Measured from librdkafka's statistics (every second).
+#   From 1 to 86400.
+@_reads("ACADEMY_CONSUMER_BROKER_SILENCE_SECONDS")
+def broker_silence_seconds():
+    return _number("ACADEMY_CONSUMER_BROKER_SILENCE_SECONDS", 30.0, float, 1.0, 86400.0)
 
 
 # Every setting read above through ``@_reads`` (the standalone settings module takes each from the environment).

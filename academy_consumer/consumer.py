@@ -13,8 +13,15 @@ The guarantees (each part is kept, and described, by the module named):
   (``batch``);
 * offsets are committed only after the batch's transaction committed, its dead letters were acknowledged
   and its events were sent (at-least-once; re-applying is harmless: upserts are idempotent and
-  stale-guarded); a failed commit does not hold the loop up: its offsets are committed with the next batch
-  or after the next poll, and on a clean stop (``offsets``);
+  stale-guarded), asynchronously: the loop never waits on the broker for a commit; a failed commit is sent
+  again with the next batch or after the next poll, never behind a newer one, and on a clean stop
+  (``offsets``);
+* a lone event is applied as soon as it arrives: the poll waits up to ``batch_wait`` for the FIRST message
+  only, then takes what is already fetched, up to ``batch_size``, without waiting beyond a few milliseconds
+  (under load, batches stay as full as before);
+* a broker that stops answering is seen (``monitoring.BrokerWatch``, from librdkafka's statistics every
+  second): a WARNING naming it and how long it has been silent, ``/readyz`` 503 past
+  ``ACADEMY_CONSUMER_BROKER_SILENCE_SECONDS``, while the loop goes on polling;
 * a group with no committed offset starts at the earliest retained event; replay: see ``replay``;
 * configuration faults are not bad events: a schema id the registry does not know, when the registry knows
   none of the academy subjects or when the same id comes back on another event, is a ``FatalError`` (nothing
@@ -23,7 +30,10 @@ The guarantees (each part is kept, and described, by the module named):
   logged every 30 s; ``--until-idle`` counts from the first assignment;
 * librdkafka's own log lines and errors go through one Python logger, one line per distinct error per 30 s
   (``kafka``);
-* ``stop()`` (SIGTERM/SIGINT) lets the batch in hand finish and commit; fatal errors raise.
+* ``stop()`` (SIGTERM/SIGINT) lets the batch in hand finish and commit (a batch being retried is left
+  unapplied: the pause and the wait for dead letters end at once); the last commit waits at most
+  ``offsets.EXIT_COMMIT_SECONDS``, and the dead-letter producer ``EXIT_FLUSH_SECONDS``: with librdkafka's own
+  leave of the group, the process exits within about 13 s whatever the broker does; fatal errors raise.
 
 The consumer uses confluent-kafka directly and edx-event-bus-kafka for its settings (``kafka.bus_config``) and
 its header -> metadata mapping (``host_signals``). The openedx-events signals stay the event contract: the stock
@@ -38,7 +48,7 @@ import time
 
 from confluent_kafka import KafkaException
 
-from academy_consumer import conf, kafka, monitoring, preflight, replay
+from academy_consumer import conf, dead_letters, kafka, monitoring, preflight, replay
 from academy_consumer.batch import BatchProcessor
 from academy_consumer.errors import FatalError
 from academy_consumer.offsets import Offsets
@@ -49,6 +59,8 @@ log = logging.getLogger(__name__)
 
 WAITING_LOG_SECONDS = 30.0  # how often "waiting for a partition assignment" is logged
 PREFLIGHT_TIMEOUT_SECONDS = 10.0  # longest the start-up checks wait for Kafka and the registry
+BATCH_SETTLE_SECONDS = 0.001  # after the first message of a batch, the longest wait for the rest of its fetch
+EXIT_FLUSH_SECONDS = 2.0  # longest a stop waits for dead letters still queued (a batch left unapplied)
 LAG_SECONDS = 1.0  # how often the lag gauges are brought up to date
 
 
@@ -74,14 +86,17 @@ class AcademyEventConsumer:
         endpoints = kafka.endpoints(topic, group_id)  # before a consumer is built that can never connect
         self.group_id, self.topic, self.full_topic = endpoints.group_id, endpoints.topic, endpoints.full_topic
         self.schema_registry_client = endpoints.registry
-        self.consumer = kafka.new_consumer(self.group_id)
         self.monitor = monitoring.Monitor(
             self.full_topic, unhealthy_after=conf.unhealthy_after_seconds(),
+            broker_silence=conf.broker_silence_seconds(),
             max_poll_interval_ms=float(conf.kafka_config().get("max.poll.interval.ms",
                                                                monitoring.DEFAULT_MAX_POLL_INTERVAL_MS)))
-        self.batches = BatchProcessor(endpoints, self.monitor, start=self.start)
+        self.consumer = kafka.new_consumer(self.group_id, stats_cb=self.monitor.kafka_statistics,
+                                           on_commit=self._on_commit)
+        self.batches = BatchProcessor(endpoints, self.monitor, start=self.start,
+                                      dlq_producer=dead_letters.new_producer(stats_cb=self.monitor.kafka_statistics))
         self.stats = self.batches.stats
-        self.offsets = Offsets(self.consumer, self.full_topic, self.monitor)
+        self.offsets = Offsets(self.consumer, self.full_topic, self.monitor, asynchronous=True)
 
     # --- start-up checks -----------------------------------------------------------------------------
 
@@ -117,6 +132,10 @@ class AcademyEventConsumer:
         self._last_activity = time.monotonic()
         log.info("assigned %s", [(p.partition, p.offset) for p in partitions])
 
+    def _on_commit(self, error, partitions):
+        """librdkafka's ``on_commit`` (served by the polls): the result of an asynchronous commit."""
+        self.offsets.on_commit(error, partitions)
+
     def _on_revoke(self, consumer, partitions):
         """Commit what was applied on the partitions being taken away (once), then forget it: not ours now."""
         self.offsets.revoke(consumer, partitions)
@@ -143,7 +162,8 @@ class AcademyEventConsumer:
             self._last_activity = time.monotonic()
             self._waiting_since = (self._last_activity, datetime.datetime.now(datetime.timezone.utc))
             self._loop()
-            self.offsets.commit_before_exit()
+            self._pause_fetching()
+            self.offsets.commit_before_exit(serve=self._serve)
         except BaseException as exc:
             stopped = f"{type(exc).__name__}: {exc}"
             if isinstance(exc, Exception):
@@ -152,7 +172,8 @@ class AcademyEventConsumer:
         finally:
             self.monitor.stopped(stopped)
             self.consumer.close()
-            self.batches.dlq_producer.flush(10)
+            if self.batches.dlq_producer.flush(EXIT_FLUSH_SECONDS):  # letters of a batch left unapplied
+                self.batches.dlq_producer.purge()  # (it will be read again and dead-lettered then)
             if self.metrics_server is not None:
                 self.metrics_server.shutdown()
                 self.metrics_server.server_close()
@@ -166,6 +187,7 @@ class AcademyEventConsumer:
             want = self.batch_size if self.max_events is None else min(
                 self.batch_size, self.max_events - self.stats.events)
             messages = self._poll(want)
+            self.batches.dlq_producer.poll(0)  # (serves its statistics: unserved, they would pile up in memory)
             self.monitor.polled()
             now = time.monotonic()
             if messages:
@@ -210,10 +232,35 @@ class AcademyEventConsumer:
                         "coordinator rebalances when the previous member leaves or its session times out",
                         self.full_topic, self.group_id, wall.isoformat(timespec="seconds"), now - since)
 
+    def _pause_fetching(self):
+        """Before the last commit: fetch nothing more (``_serve`` only hands librdkafka's callbacks over)."""
+        try:
+            self.consumer.pause(self.consumer.assignment())
+        except KafkaException as exc:
+            log.debug("not paused: %s", exc)
+
+    def _serve(self, seconds):
+        """Serve librdkafka's callbacks (commit results) for up to ``seconds``; a message polled meanwhile is
+        dropped unapplied and uncommitted (the loop is over: it will be read again)."""
+        self.consumer.consume(num_messages=1, timeout=seconds)
+
     def _poll(self, want):
-        """Up to ``want`` messages; a fatal Kafka error or a missing topic raises ``FatalError``."""
+        """
+        Up to ``want`` messages: waits up to ``batch_wait`` for the first only, then takes what is already
+        fetched, waiting at most ``BATCH_SETTLE_SECONDS`` for the rest of the fetch response the first came with
+        (librdkafka hands a response over one record batch at a time): a lone event is applied at once, and
+        under load batches fill from the fetched queue. A fatal Kafka error or a missing topic raises
+        ``FatalError``.
+        """
+        first = self.consumer.consume(num_messages=1, timeout=self.batch_wait)
+        rest = self.consumer.consume(num_messages=want - 1, timeout=min(BATCH_SETTLE_SECONDS, self.batch_wait)) \
+            if want > 1 and first else []
+        return self._usable(first + rest)
+
+    def _usable(self, polled):
+        """The messages of ``polled`` without the errors, each error handled (``FatalError`` or a line)."""
         messages = []
-        for message in self.consumer.consume(num_messages=want, timeout=self.batch_wait):
+        for message in polled:
             error = message.error()
             if error is None:
                 messages.append(message)

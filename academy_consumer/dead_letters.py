@@ -8,8 +8,9 @@ A dead letter is the original message -- same key, value and headers -- plus the
 a redrive sends back, ``dlq-redrive-count``.
 
 ``send`` waits until the broker has taken every letter: the consumer commits a batch's offsets only after
-that, so an event is never both unapplied and committed. A letter the broker does not take is a
-``TransientError`` (the batch is retried).
+that, so an event is never both unapplied and committed. A letter the broker does not take within
+``WAIT_SECONDS`` (the producer's ``message.timeout.ms``: librdkafka gives up on it then) is a
+``TransientError``: the batch is retried, never skipped. A stop (SIGTERM) cuts the wait short the same way.
 
 ``list_letters`` reads the dead-letter topic from its beginning to its current end by assignment (no group is
 joined, nothing is committed) and needs no database; ``Letter.of`` parses one letter's headers. The redrive
@@ -30,7 +31,8 @@ from academy_consumer.redact import mask_urls
 
 MESSAGE_MAX_BYTES = 1_000_000_000  # librdkafka's maximum: the broker, which took the original, judges the size
 ERROR_MESSAGE_MAX_CHARS = 4000
-FLUSH_SECONDS = 30
+WAIT_SECONDS = 10.0  # longest wait for the broker to take a batch's dead letters (then the batch is retried)
+FLUSH_SLICE_SECONDS = 0.2  # how often that wait looks whether it should stop
 READ_TIMEOUT_SECONDS = 30.0
 
 # The headers a dead letter carries besides the original's (all start with PREFIX).
@@ -66,14 +68,17 @@ class DeadLetter:
         return error_message(self.error)
 
 
-def new_producer():
+def new_producer(stats_cb=None):
     """
     The dead-letter producer. A dead letter is as large as the event it copies, which the broker took
-    (librdkafka's default 1 MB client-side limit would refuse it): let the broker judge the size.
+    (librdkafka's default 1 MB client-side limit would refuse it): let the broker judge the size. librdkafka
+    gives up on a letter after ``WAIT_SECONDS`` (``send`` then raises, and the batch is retried). With
+    ``stats_cb``, its statistics every second (``monitoring.BrokerWatch``).
     """
+    watched = {"statistics.interval.ms": kafka.STATISTICS_INTERVAL_MS, "stats_cb": stats_cb} if stats_cb else {}
     return kafka.kafka_client(Producer, {
-        **kafka.bus_config(), "enable.idempotence": True, "acks": "all",
-        "message.max.bytes": MESSAGE_MAX_BYTES, **conf.producer_kafka_config()})
+        **kafka.bus_config(), "enable.idempotence": True, "acks": "all", "message.max.bytes": MESSAGE_MAX_BYTES,
+        "message.timeout.ms": int(WAIT_SECONDS * 1000), **watched, **conf.producer_kafka_config()})
 
 
 def headers(letter: DeadLetter):
@@ -88,8 +93,11 @@ def headers(letter: DeadLetter):
     ]
 
 
-def send(producer, topic, letters):
-    """Produce ``letters`` to ``topic`` and wait until the broker has them all; ``TransientError`` if not."""
+def send(producer, topic, letters, stopping=None):
+    """
+    Produce ``letters`` to ``topic`` and wait until the broker has them all; ``TransientError`` if not, within
+    ``WAIT_SECONDS`` (and a second more for librdkafka's own verdict), or as soon as ``stopping()`` is true.
+    """
     if not letters:
         return
     failures = []
@@ -105,7 +113,12 @@ def send(producer, topic, letters):
                              on_delivery=delivered)
         except (KafkaException, BufferError) as refused:  # before sending (size, full queue)
             failures.append(refused)
-    remaining = producer.flush(FLUSH_SECONDS)
+    deadline = time.monotonic() + WAIT_SECONDS + 1.0
+    remaining = producer.flush(0)
+    while remaining and not failures and time.monotonic() < deadline:
+        if stopping is not None and stopping():
+            raise TransientError(f"stopping with {remaining} dead letter(s) for {topic} not acknowledged")
+        remaining = producer.flush(min(FLUSH_SLICE_SECONDS, max(0.0, deadline - time.monotonic())))
     if failures or remaining:
         raise TransientError(f"dead-letter topic {topic} did not take {len(failures) + remaining} "
                              f"event(s): {failures[:1] or 'timed out'}")

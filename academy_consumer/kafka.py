@@ -3,15 +3,17 @@ Kafka plumbing, written once for every command that talks to Kafka: the clients,
 readers of offsets, what a polled error means, and how long to wait before trying again.
 
 * ``kafka_client``: a ``Consumer``, ``Producer`` or ``AdminClient`` with librdkafka's own log lines and errors
-  through one Python logger (``academy_consumer.kafka``), one line per distinct error per 30 s; a property
-  librdkafka refuses is a one-line ``BadKafkaConfig``;
+  through one Python logger (``academy_consumer.kafka``), one line per distinct error per 30 s, without
+  librdkafka's misleading "probably due to broker version < 0.10" (``_NoVersionHint``); a property librdkafka
+  refuses is a one-line ``BadKafkaConfig``;
 * the configurations: the event bus's connection settings (``bus_config``), the consumer's
   (``consumer_config``) and that of the clients that read without being a group member (``reader_config``:
   ``consumer_lag``, ``dead_letters list`` and the redrive);
 * the settings a consumer of the academy topic needs, checked in one place (``endpoints``);
 * readers: ``watermark`` (low and high offset of a partition) and ``committed`` (a group's committed offsets);
 * ``polled_error``: what an error a poll returns means (fatal, missing topic, end of partition, or a line);
-* ``backoff``: the one retry policy (capped exponential), wherever something is tried again after a pause.
+* ``backoff``: the one retry policy (capped exponential), wherever something is tried again after a pause, and
+  ``pause``: that pause, cut short by a stop (SIGTERM).
 
 The consumer uses confluent-kafka directly and edx-event-bus-kafka for its settings (``bus_config``, the topic
 prefix, the schema registry client).
@@ -36,6 +38,8 @@ from academy_consumer.errors import BadKafkaConfig, KafkaUnavailable
 from academy_consumer.redact import mask_urls
 
 KAFKA_LOG_SECONDS = 30.0  # one librdkafka line per distinct error per this many seconds
+STATISTICS_INTERVAL_MS = 1000  # statistics.interval.ms of the consumer's clients (monitoring.BrokerWatch reads them)
+PAUSE_SLICE_SECONDS = 0.1  # how often ``pause`` looks whether it should stop
 BACKOFF_BASE_SECONDS = 0.2  # the first pause of ``backoff``
 
 _SUPPRESSED = re.compile(r", \d+ identical error\(s\) suppressed")
@@ -71,8 +75,28 @@ class _OncePer(logging.Filter):
         return True
 
 
+_VERSION_HINT = re.compile(r":? *probably due to broker version < 0\.10 \(see api\.version\.request configuration\)")
+
+
+class _NoVersionHint(logging.Filter):
+    """
+    librdkafka ends every failed ApiVersionRequest (the first request of a connection) with "probably due to
+    broker version < 0.10 (see api.version.request configuration)", a timeout included: a broker that accepted
+    the connection and did not answer (hung, stopped, overloaded) would read as an ancient one, and its lines
+    can come out after it answers again. The hint goes; what the failure means is said instead.
+    """
+
+    def filter(self, record):
+        text = record.getMessage()
+        if "broker version < 0.10" in text:
+            record.msg, record.args = _VERSION_HINT.sub(
+                ": the broker did not answer the first request of the connection", text), ()
+        return True
+
+
 # librdkafka's log lines (its ``logger`` setting) and client errors (``error_cb``), rate-limited.
 kafka_log = logging.getLogger("academy_consumer.kafka")
+kafka_log.addFilter(_NoVersionHint())
 kafka_log.addFilter(_OncePer(KAFKA_LOG_SECONDS))
 
 
@@ -110,7 +134,8 @@ def bus_config():
 def consumer_config(group_id):
     """
     The stock consumer's configuration, plus: start at the earliest event; no auto-commit; static
-    membership (``group.instance.id``) when ``ACADEMY_CONSUMER_GROUP_INSTANCE_ID`` is set.
+    membership (``group.instance.id``) when ``ACADEMY_CONSUMER_GROUP_INSTANCE_ID`` is set; statistics every
+    second (what tells a silent broker, ``monitoring.BrokerWatch``).
     """
     instance = conf.group_instance_id()
     return {
@@ -118,6 +143,7 @@ def consumer_config(group_id):
         "group.id": group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
+        "statistics.interval.ms": STATISTICS_INTERVAL_MS,
         **({"group.instance.id": instance} if instance else {}),
         **conf.kafka_config(),
     }
@@ -170,9 +196,9 @@ def endpoints(topic=None, group_id=None):
     return Endpoints(group_id, topic, full_topic, dlq_topic, registry)
 
 
-def new_consumer(group_id):
-    """The consumer of the academy topic (``consumer_config``)."""
-    return kafka_client(Consumer, consumer_config(group_id))
+def new_consumer(group_id, **callbacks):
+    """The consumer of the academy topic (``consumer_config``); ``callbacks``: ``stats_cb``, ``on_commit``."""
+    return kafka_client(Consumer, {**consumer_config(group_id), **callbacks})
 
 
 def new_reader(group_id, common=None):
@@ -229,3 +255,15 @@ def polled_error(error):
 def backoff(attempt, cap, base=BACKOFF_BASE_SECONDS):
     """The pause before retry ``attempt`` (1, 2, ...): ``base`` doubled each attempt, at most ``cap`` seconds."""
     return min(cap, base * 2 ** min(attempt, 10))
+
+
+def pause(seconds, stopping=None):
+    """Wait ``seconds``, or less as soon as ``stopping()`` is true (a SIGTERM): True when it stopped the wait."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if stopping is not None and stopping():
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(left, PAUSE_SLICE_SECONDS))

@@ -14,7 +14,17 @@ each step and reads nothing back: nothing here changes what is applied, dead-let
   - ``GET /healthz``: 200 while the loop is alive and not stuck -- it polled within half of
     ``max.poll.interval.ms`` and has not been retrying one batch for longer than
     ``ACADEMY_CONSUMER_UNHEALTHY_AFTER_SECONDS`` --, else 503; the body is one line saying why;
-  - ``GET /readyz``: 200 once partitions are assigned and the database answers, else 503 and why.
+  - ``GET /readyz``: 200 while the Kafka brokers answer and the database answers, whether or not this member
+    holds a partition (a member with none -- more replicas than partitions, or mid-rebalance -- is ready:
+    it takes partitions over when another member goes); 503 and why before the first broker answered, once a
+    broker the consumer waits on has been silent for ``ACADEMY_CONSUMER_BROKER_SILENCE_SECONDS``, or when the
+    database does not answer.
+
+* **A silent broker** (``BrokerWatch``): from librdkafka's statistics (``statistics.interval.ms``, every
+  second, handed to ``Monitor.kafka_statistics`` by the clients' ``stats_cb``), how long each broker the
+  client waits on -- a request in flight or queued, or a connection being made -- has sent nothing
+  (``rxidle``, carried over reconnections). From half the bound on, one WARNING naming the broker(s) and
+  for how long, at most once per bound; one INFO line once they answer again.
 
 * **Open edX monitoring**, per batch, as edx-event-bus-kafka's consumer does per message: edx-django-utils'
   ``set_custom_attribute`` (topic, partitions, first and last offsets, event types, counts by outcome,
@@ -26,7 +36,9 @@ each step and reads nothing back: nothing here changes what is applied, dead-let
   over the interval, lag left), so a replay or a backfill shows how far it is.
 """
 
+import json
 import logging
+import math
 import socketserver
 import threading
 import time
@@ -54,8 +66,8 @@ DEFAULT_MAX_POLL_INTERVAL_MS = 300_000  # librdkafka's default max.poll.interval
 READY_CHECK_SECONDS = 2.0  # /readyz asks the database at most this often
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
-__all__ = ["CannotServe", "Monitor", "function_trace", "record_batch_attributes", "record_error", "record_exception",
-           "serve"]
+__all__ = ["BrokerWatch", "CannotServe", "Monitor", "function_trace", "record_batch_attributes", "record_error",
+           "record_exception", "serve"]
 
 
 class CannotServe(Exception):
@@ -105,6 +117,8 @@ class Metrics:
                                "applied in this run; NaN before the first.", registry=r)
         self.last_commit = Gauge("academy_consumer_last_commit_timestamp_seconds", "Unix time of the last "
                                  "successful offset commit; 0 before the first.", registry=r)
+        self.broker_silence = Gauge("academy_consumer_broker_silence_seconds", "Longest silence of a Kafka broker "
+                                    "the consumer waits on (0 while every one answers).", registry=r)
         self.assigned = Gauge("academy_consumer_assigned_partitions", "Partitions assigned to this consumer.",
                               registry=r)
         self.host_signals = Counter("academy_consumer_host_signals", "Applied events sent to the host's own "
@@ -120,14 +134,80 @@ class Metrics:
         return _NO_METRIC
 
 
+# librdkafka broker states in which the client is trying to reach the broker (it needs it).
+_CONNECTING = frozenset({"TRY_CONNECT", "CONNECT", "SSL_HANDSHAKE", "AUTH_LEGACY", "AUTH_HANDSHAKE", "AUTH_REQ",
+                         "APIVERSION_QUERY"})
+
+# Join states in which the group coordinator holds the member's request until the group is formed (a rebalance).
+_JOINING = frozenset({"wait-join", "wait-sync"})
+
+
+class BrokerWatch:
+    """
+    How long each Kafka broker a client waits on has been silent, read from librdkafka's statistics (JSON).
+
+    A broker is waited on when a request to it is in flight or queued (``waitresp_cnt``, ``outbuf_cnt``) or the
+    client is connecting to it -- but the group coordinator while a rebalance holds the member's JoinGroup or
+    SyncGroup request --; it is silent for the time since it last sent anything (``rxidle``). librdkafka
+    resets ``rxidle`` with each new connection (a broker that accepts connections but never answers, as a
+    stopped process does, shows ``-1`` again and again), so the last time heard is kept here, per client and
+    broker, on librdkafka's own clock (``ts``, microseconds). A broker nobody waits on (idle, not needed) is
+    never silent.
+    """
+
+    def __init__(self):
+        self._heard = {}  # (client name, broker key) -> ts (µs) when it last answered, or was first waited on
+        self._silent = {}  # client name -> {broker address: seconds silent} as of that client's last statistics
+        self.heard = False  # a broker answered once
+
+    def update(self, stats):
+        """Take one client's statistics (a dict); returns ``silent()``."""
+        client, now = stats.get("name", ""), stats.get("ts", 0)
+        joining = (stats.get("cgrp") or {}).get("join_state") in _JOINING
+        silent = {}
+        for key, broker in (stats.get("brokers") or {}).items():
+            if broker.get("source") == "internal":
+                continue
+            heard_key = (client, key)
+            rxidle = broker.get("rxidle", -1)
+            if isinstance(rxidle, int) and rxidle >= 0:
+                self.heard = True
+                self._heard[heard_key] = max(self._heard.get(heard_key, 0), now - rxidle)
+            requests = broker.get("waitresp_cnt", 0) or broker.get("outbuf_cnt", 0)
+            if joining and broker.get("source") == "logical":
+                requests = 0  # the coordinator holds a JoinGroup/SyncGroup until the group is formed: no silence
+            if not (requests or broker.get("state") in _CONNECTING):
+                continue
+            heard = self._heard.setdefault(heard_key, now)  # never heard: silent since first waited on
+            address = broker.get("nodename") or key
+            silent[address] = max(silent.get(address, 0.0), 0.0, (now - heard) / 1e6)
+        self._silent[client] = silent
+        return self.silent()
+
+    def silent(self):
+        """``{broker address: seconds}``: the longest silence of each waited-on broker over the clients."""
+        merged = {}
+        for silent in self._silent.values():
+            for address, seconds in silent.items():
+                merged[address] = max(merged.get(address, 0.0), seconds)
+        return merged
+
+    @staticmethod
+    def describe(silent, over=0.0):
+        """``127.0.0.1:9092 silent for 31 s, ...``: the brokers silent for more than ``over`` seconds, longest first."""
+        return ", ".join(f"{address} silent for {seconds:.0f} s" for address, seconds in
+                         sorted(silent.items(), key=lambda item: (-item[1], item[0])) if seconds > over)
+
+
 class Monitor:
     """
     Told by the loop what happens; keeps the metrics, what health and readiness answer, and the progress
     line. ``max_poll_interval_ms``: the consumer's ``max.poll.interval.ms``; ``unhealthy_after``: seconds of
-    retrying one batch after which ``/healthz`` answers 503.
+    retrying one batch after which ``/healthz`` answers 503; ``broker_silence``: seconds of silence of a broker
+    the consumer waits on after which ``/readyz`` answers 503 (a WARNING from half of it, at most once per it).
     """
 
-    def __init__(self, topic, *, max_poll_interval_ms, unhealthy_after, clock=time.monotonic):
+    def __init__(self, topic, *, max_poll_interval_ms, unhealthy_after, broker_silence=30.0, clock=time.monotonic):
         self.topic = topic
         self.metrics = Metrics()
         self.clock = clock
@@ -144,6 +224,11 @@ class Monitor:
         self._progress = (clock(), 0)  # (when the last progress line was due, events applied by then)
         self._applied = 0
         self._ready_cache = (-float("inf"), False, "")
+        self.broker_silence = broker_silence
+        self._watch = BrokerWatch()
+        self._broker_heard = False  # a broker answered once (statistics, or an assignment)
+        self._silent = {}  # broker address -> seconds silent, as of the latest statistics
+        self._silence_warned = -math.inf  # clock() of the last WARNING about a silent broker
         self.metrics.freshness.set_function(self._freshness)
 
     # --- what the loop reports -------------------------------------------------------------------------
@@ -154,6 +239,7 @@ class Monitor:
 
     def assigned(self, partitions):
         with self._lock:
+            self._broker_heard = True
             self._assigned.update(partitions)
             self.metrics.assigned.set(len(self._assigned))
 
@@ -215,6 +301,33 @@ class Monitor:
         for partition, value in lags.items():
             self.metrics.lag.labels(str(partition)).set(value)
 
+    def kafka_statistics(self, text):
+        """
+        librdkafka's statistics of one client (its ``stats_cb``): when each broker it waits on last answered.
+        Logs a WARNING naming the broker(s) silent for half of ``broker_silence`` or more (at most once per
+        ``broker_silence``), and one INFO line once they answer again.
+        """
+        try:
+            stats = json.loads(text)
+        except ValueError:
+            return
+        silent = self._watch.update(stats)
+        longest = max(silent.values(), default=0.0)
+        with self._lock:
+            self._silent = silent
+            self._broker_heard = self._broker_heard or self._watch.heard
+        self.metrics.broker_silence.set(longest)
+        now = self.clock()
+        if longest >= self.broker_silence / 2:
+            if now - self._silence_warned >= self.broker_silence:
+                self._silence_warned = now
+                log.warning("Kafka broker(s) not answering: %s, with requests waiting; /readyz answers 503 "
+                            "past %g s (the consumer goes on once they answer)",
+                            BrokerWatch.describe(silent, self.broker_silence / 4), self.broker_silence)
+        elif self._silence_warned > -math.inf:
+            self._silence_warned = -math.inf
+            log.info("Kafka broker(s) answer again")
+
     def stopped(self, reason):
         with self._lock:
             self._stopped = reason
@@ -251,15 +364,25 @@ class Monitor:
         return True, f"ok: polled {now - self._last_poll:.1f} s ago{retrying}"
 
     def readiness(self):
-        """``(ready, one line)``: partitions assigned and the database answers."""
+        """
+        ``(ready, one line)``: the brokers answer (none waited on has been silent for ``broker_silence``) and
+        the database answers. Holding no partition is no reason to be unready: more members than partitions,
+        or a rebalance.
+        """
         with self._lock:
-            assigned = sorted(self._assigned)
-        if not assigned:
-            return False, "no partition assigned yet"
+            assigned, silent, heard = sorted(self._assigned), dict(self._silent), self._broker_heard
+        if not heard:
+            return False, "no Kafka broker has answered yet"
+        if max(silent.values(), default=0.0) >= self.broker_silence:
+            return False, (f"Kafka broker(s) not answering for {self.broker_silence:g} s or more: "
+                           f"{BrokerWatch.describe(silent, self.broker_silence / 4)}")
         database_ok, why = self._database_answers()
         if not database_ok:
             return False, f"the database does not answer: {why}"
-        return True, f"ok: partitions {assigned} of {self.topic} assigned; the database answers"
+        held = (f"partitions {assigned} of {self.topic} assigned" if assigned else
+                f"no partition of {self.topic} assigned to this member (more members than partitions, or a "
+                f"rebalance)")
+        return True, f"ok: {held}; the Kafka brokers and the database answer"
 
     def _database_answers(self):
         """``SELECT 1`` on this thread's own connection, at most every ``READY_CHECK_SECONDS``."""

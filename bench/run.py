@@ -41,6 +41,9 @@ def arguments():
     parser.add_argument("--reconcile-items", type=int, default=10000, help="catalog size (default 10,000)")
     parser.add_argument("--consumer-ref", metavar="REV", help="also run the consumer with the code of this git "
                         "revision (e.g. the one before a rewrite), side by side")
+    parser.add_argument("--latency-events", type=int, default=20, help="sparse events timed to their row, per loop "
+                        "(line 7; default 20, 0 leaves it out)")
+    parser.add_argument("--latency-only", action="store_true", help="only line 7 (latency), on the first database")
     options = parser.parse_args()
     options.databases = [name.strip() for name in options.databases.split(",") if name.strip()]
     unknown = set(options.databases) - set(commands.DATABASES)
@@ -111,7 +114,7 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
     options = arguments()
     WORK.mkdir(exist_ok=True)
     started = time.monotonic()
-    partitions = max(3, math.ceil(options.events * BYTES_PER_EVENT / PARTITION_BUDGET))
+    partitions = 3 if options.latency_only else max(3, math.ceil(options.events * BYTES_PER_EVENT / PARTITION_BUDGET))
     devstack, stack_env = start_devstack(partitions)
     try:
         os.environ.update(stack_env)
@@ -129,6 +132,9 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
         base_topic = conf.topic()
         topic, bootstrap, registry = get_full_topic(base_topic), stack_env[
             "EVENT_BUS_KAFKA_BOOTSTRAP_SERVERS"], stack_env["EVENT_BUS_KAFKA_SCHEMA_REGISTRY_URL"]
+        if options.latency_only:
+            latency_only(options, topic, bootstrap, base_topic)
+            return
         print(f"== history: {options.events:,} events over {options.academies:,} academies, {partitions} partitions",
               flush=True)
         stream, expected = history.history(options.events, options.academies)
@@ -208,6 +214,8 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
                 commands.empty_table(url)
                 db["reconcile"]["per_item"] = commands.reconcile(env, catalog, f"{name}-per-item", "--chunk-size", "1")
             print(f"   reconcile: {db['reconcile']}", flush=True)
+        results["latency"] = sparse_latency(options, base_env, topic=topic, bootstrap=bootstrap, base_topic=base_topic,
+                                            databases=results["databases"])
         check_log(bootstrap, topic, options.events, devstack)
         results["reconcile_chunk_size_option"] = chunked
         results["bench_seconds"] = round(time.monotonic() - started, 1)
@@ -219,6 +227,47 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(report(results))
     print(f"(results in {RESULTS})")
+
+
+def sparse_latency(options, env, *, topic, bootstrap, base_topic, databases):
+    """Line 7 on the first database the bench used: ``{"database": name, "consumer": ..., "stock": ...}`` or None."""
+    from bench import latency  # pylint: disable=import-outside-toplevel  # (it imports the project: Django set up)
+
+    usable = [name for name in options.databases if "skipped" not in databases.get(name, {})]
+    if not options.latency_events or not usable:
+        return None
+    name = usable[0]
+    print(f"== latency of sparse events ({options.latency_events} per loop), {name}", flush=True)
+    url = commands.DATABASES[name]
+    found = latency.run({**env, "DATABASE_URL": url}, url=url, bootstrap=bootstrap, topic=topic,
+                        base_topic=base_topic, count=options.latency_events, stamp=time.strftime("%Y%m%d%H%M%S"))
+    return {"database": name, **found}
+
+
+def latency_only(options, topic, bootstrap, base_topic):
+    """``--latency-only``: line 7 on the first database that can be prepared, printed and written."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "LOG_LEVEL")}
+    databases = {}
+    for name in options.databases:
+        why = commands.prepare(commands.DATABASES[name], {**env, "DATABASE_URL": commands.DATABASES[name]})
+        if not why:
+            break
+        print(f"   {name} skipped: {why}", flush=True)
+        databases[name] = {"skipped": why}
+    found = sparse_latency(options, env, topic=topic, bootstrap=bootstrap, base_topic=base_topic, databases=databases)
+    results = {"machine": machine(), "options": dict(vars(options)), "latency": found}
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if found:
+        print("\n".join(latency_lines(found)))
+    print(f"(results in {RESULTS})")
+
+
+def latency_lines(found):
+    """Line 7 of the report: its table and the targets' verdict."""
+    from bench import latency  # pylint: disable=import-outside-toplevel
+
+    rows, *verdict = latency.report(found["database"], found)
+    return [_table(rows), *verdict]
 
 
 def ratios(results):
@@ -326,6 +375,8 @@ def report(results):  # pylint: disable=too-many-locals,too-many-statements
                         number(rate(items, entry["seconds"])), number(entry["statements"]),
                         ", ".join(f"{k} {v}" for k, v in counts.items())))
     lines += ["", _table(rec)]
+    if results.get("latency"):
+        lines += ["", *latency_lines(results["latency"])]
     note = "" if results["reconcile_chunk_size_option"] else \
         " (no --chunk-size option yet: these runs ARE the per-item baseline)"
     lines.append(f"  statements: counted in process with connection.execute_wrapper (every SQL statement through "
