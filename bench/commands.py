@@ -62,6 +62,18 @@ def wait(process, timeout):
         time.sleep(0.05)
 
 
+def stop(process, grace=15):
+    """SIGTERM a child still running, and kill it if it has not exited within ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(15)
+
+
 def _hwm_kib(pid):
     """Peak resident memory (VmHWM) of process ``pid`` in KiB, 0 when unknown."""
     try:
@@ -230,13 +242,7 @@ def stock(env, bootstrap, topic, base_topic, group, *, partitions, target, label
                     break
         finally:
             monitor.close()
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(15)
+            stop(process)
     if error or first is None or last[0] == first[0]:
         return {"error": error or "too few commits to time", "events": done}
     events, seconds = last[1] - first[1], last[0] - first[0]

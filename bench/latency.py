@@ -12,7 +12,6 @@ the first poll that sees its row.
 
 import datetime
 import random
-import signal
 import statistics
 import subprocess
 import time
@@ -130,13 +129,7 @@ def measure(args, env, *, url, bootstrap, topic, label, count, seed):
     except RuntimeError as exc:
         return {"error": f"{exc} (see {err})"}
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(15)
+        commands.stop(process, grace=30)
         table.close()
     return {"events": count, "median_ms": round(statistics.median(latencies), 1),
             "max_ms": round(max(latencies), 1), "min_ms": round(min(latencies), 1)}

@@ -13,6 +13,8 @@ import os
 import re
 import socket
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,3 +230,12 @@ def settings_reference():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def http_get(url):
+    """``(status, body)`` of a GET on one of the product's endpoints (a 503 is an answer, not an error)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

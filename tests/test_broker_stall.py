@@ -21,14 +21,12 @@ import signal
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tests.factories import Event, academy, at
-from tests.helpers import CLI, CONSUMER_ENV, academy_table, produce_events
+from tests.helpers import CLI, CONSUMER_ENV, academy_table, http_get, produce_events
 from tests.waiting import wait_for
 
 SILENCE = 3.0  # ACADEMY_CONSUMER_BROKER_SILENCE_SECONDS of these tests
@@ -37,15 +35,6 @@ METRICS_LINE = re.compile(r"metrics on http://([\d.]+):(\d+)/metrics")
 TOPIC, DLQ_TOPIC = "enterprise-academy-lifecycle", "enterprise-academy-lifecycle-dlq"
 SILENT_LINE = r"WARNING .*Kafka broker\(s\) not answering: (?P<who>\S+) silent for (?P<seconds>\d+) s"
 MISLEADING = "broker version < 0.10"
-
-
-def get(url):
-    """``(status, body)`` of a GET (a 503 is an answer, not an error)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 class StackProcess:
@@ -130,10 +119,10 @@ class Consumer_:  # pylint: disable=invalid-name
         self.base = f"http://{match.group(1)}:{match.group(2)}"
 
     def ready(self):
-        return get(self.base + "/readyz")
+        return http_get(self.base + "/readyz")
 
     def health(self):
-        return get(self.base + "/healthz")
+        return http_get(self.base + "/healthz")
 
     def stop_within(self, seconds):
         """SIGTERM; the exit status is 0 within ``seconds``."""

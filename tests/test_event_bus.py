@@ -234,41 +234,36 @@ def test_poison_messages_are_dead_lettered_and_the_rest_applied(bus):
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_batch_in_hand_and_a_restart_finishes_the_rest(bus, devstack, cli_popen):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_finishes_the_batch_in_hand_commits_it_and_a_restart_finishes_the_rest(
+        bus, devstack, cli_popen, stop):
+    """
+    SIGTERM (Kubernetes) and SIGINT (Ctrl-C in a terminal) stop the same clean way: the batch in hand applied and
+    committed, exit 0 with no KeyboardInterrupt traceback, what was applied is what was committed, and a restart
+    applies exactly the rest.
+    """
     total = 300
     items = [academy(n) for n in range(1, total + 1)]
     bus.produce("created", items)
+    group = f"stopped-by-{stop.name.lower()}"
     # Small batches, so that the stop lands mid-stream (each batch is one transaction and one commit).
     env = {**devstack.env, **CONSUMER_ENV, "ACADEMY_CONSUMER_BATCH_SIZE": "5"}
-    consumer = cli_popen("consume_academy_events", "--group-id", "stoppable", env=env)
+    consumer = cli_popen("consume_academy_events", "--group-id", group, env=env)
     wait_for(lambda: EnterpriseAcademy.objects.exists() or not consumer.running(), message="the first rows")
     assert consumer.running(), consumer.stderr
-    consumer.send_signal(signal.SIGTERM)
-    assert consumer.wait(timeout=TIMEOUT) == 0, consumer.stderr
-    stopped = consumer_counts(consumer.stdout)
-    assert EnterpriseAcademy.objects.count() == stopped["events"] == stopped["created"]
-    assert 0 < stopped["events"] < total, "the consumer was not stopped mid-stream; produce more events"
-
-    rest = bus.consume(group="stoppable", extra_env={"ACADEMY_CONSUMER_BATCH_SIZE": "50"})
-    assert consumer_counts(rest.stdout) == {"events": total - stopped["events"], "created": total - stopped["events"]}
-    assert academy_table() == {item["uuid"]: (item["title"], True) for item in items}
-
-
-def test_sigint_finishes_the_batch_in_hand_commits_it_and_exits_0(bus, devstack, cli_popen):
-    """Ctrl-C in a terminal is SIGINT: the same clean stop as SIGTERM, no KeyboardInterrupt traceback."""
-    items = [academy(n) for n in range(1, 61)]
-    bus.produce("created", items)
-    env = {**devstack.env, **CONSUMER_ENV, "ACADEMY_CONSUMER_BATCH_SIZE": "5"}
-    consumer = cli_popen("consume_academy_events", "--group-id", "interrupted", env=env)
-    wait_for(lambda: EnterpriseAcademy.objects.exists() or not consumer.running(), message="the first rows")
-    assert consumer.running(), consumer.stderr
-    consumer.send_signal(signal.SIGINT)
+    consumer.send_signal(stop)
     assert consumer.wait(timeout=TIMEOUT) == 0, consumer.stderr
     assert "Traceback" not in consumer.stderr and "KeyboardInterrupt" not in consumer.stderr, consumer.stderr
     stopped = consumer_counts(consumer.stdout)
+    assert EnterpriseAcademy.objects.count() == stopped["events"] == stopped["created"]
+    assert 0 < stopped["events"] < total, "the consumer was not stopped mid-stream; produce more events"
     # What it applied is what it committed: no batch left half-done, no applied event left uncommitted.
-    with GroupOffsets(devstack, "interrupted") as offsets:
-        assert offsets.total_committed() == stopped["events"] == EnterpriseAcademy.objects.count()
+    with GroupOffsets(devstack, group) as offsets:
+        assert offsets.total_committed() == stopped["events"]
+
+    rest = bus.consume(group=group, extra_env={"ACADEMY_CONSUMER_BATCH_SIZE": "50"})
+    assert consumer_counts(rest.stdout) == {"events": total - stopped["events"], "created": total - stopped["events"]}
+    assert academy_table() == {item["uuid"]: (item["title"], True) for item in items}
 
 
 # --- 6b. --max-events ------------------------------------------------------------------------------------

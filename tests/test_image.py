@@ -19,14 +19,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from docker.utils.build import exclude_paths
 
 from tests import deploy_files
+from tests.helpers import http_get
 from tests.waiting import wait_for
 
 ROOT = deploy_files.ROOT
@@ -175,15 +174,6 @@ def test_the_migrate_one_shot_creates_the_table(image, tmp_path):
     assert "academy_consumer_enterpriseacademy" in tables
 
 
-def _get(url):
-    """(status, body) of a GET on ``url``."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode("utf-8")
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode("utf-8")
-
-
 def _smoke_producer(image):
     """The produce-samples service's script, the bundled samples at /samples (its bind mount)."""
     service = deploy_files.compose()["services"]["produce-samples"]
@@ -212,15 +202,15 @@ def test_the_cmd_serves_healthz_and_the_smoke_test_applies_the_samples(image, tm
         served = wait_for(lambda: re.search(r"metrics on http://0\.0\.0\.0:(\d+)/metrics", logged()), 60,
                           lambda: f"the metrics server's line in\n{logged()}")
         base = f"http://127.0.0.1:{served.group(1)}"
-        wait_for(lambda: _get(f"{base}/readyz")[0] == 200, 60, lambda: f"/readyz 200: {_get(base + '/readyz')}")
-        assert _get(f"{base}/healthz")[0] == 200
+        wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 60, lambda: f"/readyz 200: {http_get(base + '/readyz')}")
+        assert http_get(f"{base}/healthz")[0] == 200
 
         done = subprocess.run(_smoke_producer(image), cwd=tmp_path, env=_venv_env(image, env), capture_output=True,
                               text=True, timeout=120, check=False)
         assert done.returncode == 0, done.stderr
 
         def applied():
-            metrics = _get(f"{base}/metrics")[1]
+            metrics = http_get(f"{base}/metrics")[1]
             return 'academy_consumer_events_total{outcome="deactivated"} 1.0' in metrics
 
         wait_for(applied, 60, lambda: f"the samples applied; the consumer logged\n{logged()}")

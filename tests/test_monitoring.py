@@ -10,26 +10,15 @@ import re
 import signal
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 from django.db import connection
 
 from tests.factories import academy
-from tests.helpers import CONSUMER_ENV, IDLE
+from tests.helpers import CONSUMER_ENV, IDLE, http_get
 from tests.waiting import wait_for
 
 METRICS_LINE = re.compile(r"metrics on http://([\d.]+):(\d+)/metrics")
-
-
-def get(url):
-    """``(status, body)`` of a GET (a 503 is an answer, not an error)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def samples(text):
@@ -56,7 +45,7 @@ class Running:
         assert self.process.running(), f"the consumer exited:\n{self.process.stderr}"
 
     def metrics(self):
-        status, body = get(self.base + "/metrics")
+        status, body = http_get(self.base + "/metrics")
         assert status == 200, body
         return samples(body)
 
@@ -69,7 +58,7 @@ class Running:
 def test_metrics_move_as_events_apply_and_health_answers(bus, devstack, cli_popen):
     bus.produce("created", [academy(n) for n in range(1, 4)])
     consumer = Running(cli_popen, devstack)
-    wait_for(lambda: get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200")
+    wait_for(lambda: http_get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200")
     wait_for(lambda: consumer.metrics().get('academy_consumer_events_total{outcome="created"}') == 3, 30,
              "3 created events counted")
     wait_for(lambda: consumer.metrics().get("academy_consumer_last_commit_timestamp_seconds", 0) > 0, 30,
@@ -80,11 +69,11 @@ def test_metrics_move_as_events_apply_and_health_answers(bus, devstack, cli_pope
     assert first["academy_consumer_batches_total"] >= 1
     assert first["academy_consumer_assigned_partitions"] == 3
     assert 0 <= first["academy_consumer_freshness_seconds"] < 600  # the events were produced just now
-    status, body = get(consumer.base + "/healthz")
+    status, body = http_get(consumer.base + "/healthz")
     assert status == 200 and body.startswith("ok"), body
-    status, body = get(consumer.base + "/readyz")
+    status, body = http_get(consumer.base + "/readyz")
     assert status == 200 and "partitions [0, 1, 2]" in body, body
-    assert get(consumer.base + "/nothing")[0] == 404
+    assert http_get(consumer.base + "/nothing")[0] == 404
 
     # The counters move with the stream: two updates and one deletion.
     bus.produce("updated", [academy(1, "Academy One v2"), academy(2, "Academy Two v2")])
@@ -149,7 +138,7 @@ def test_healthz_turns_503_while_the_database_is_away_longer_than_the_bound_and_
         bus.produce("created", [academy(1)])
         wait_for(lambda: consumer.metrics().get('academy_consumer_events_total{outcome="created"}') == 1, 30,
                  "the first event applied")
-        assert get(consumer.base + "/healthz")[0] == 200
+        assert http_get(consumer.base + "/healthz")[0] == 200
 
         take()
         bus.produce("created", [academy(2)])  # a batch that cannot be applied while the database is away
@@ -157,20 +146,20 @@ def test_healthz_turns_503_while_the_database_is_away_longer_than_the_bound_and_
                  "the batch to be retried")
 
         def unhealthy():
-            answer = get(consumer.base + "/healthz")
+            answer = http_get(consumer.base + "/healthz")
             return answer if answer[0] == 503 else None
 
         _, body = wait_for(unhealthy, 30, "/healthz to answer 503")
         assert body.startswith("retrying one batch for") and "more than 2 s" in body and body.count("\n") == 1, body
         if connection.vendor != "sqlite":  # (SQLite's SELECT 1 needs no lock: the file is still there)
-            wait_for(lambda: get(consumer.base + "/readyz")[0] == 503, 30, "/readyz to answer 503")
-            assert "the database does not answer" in get(consumer.base + "/readyz")[1]
+            wait_for(lambda: http_get(consumer.base + "/readyz")[0] == 503, 30, "/readyz to answer 503")
+            assert "the database does not answer" in http_get(consumer.base + "/readyz")[1]
 
         give_back()
-        wait_for(lambda: get(consumer.base + "/healthz")[0] == 200, 60, "/healthz to answer 200 again")
+        wait_for(lambda: http_get(consumer.base + "/healthz")[0] == 200, 60, "/healthz to answer 200 again")
         wait_for(lambda: consumer.metrics().get('academy_consumer_events_total{outcome="created"}') == 2, 30,
                  "the retried event applied")
-        wait_for(lambda: get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200 again")
+        wait_for(lambda: http_get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200 again")
         consumer.stop()
 
 
@@ -186,11 +175,11 @@ def test_healthz_turns_503_when_the_loop_has_not_polled_in_time(bus, devstack, c
 
     consumer = Running(cli_popen, devstack, env={
         "ACADEMY_CONSUMER_KAFKA_CONFIG": json.dumps({**MOCK_CONSUMER_CONFIG, **SHORT_POLL_INTERVAL})})
-    wait_for(lambda: get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200")
+    wait_for(lambda: http_get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200")
     # Idle and polling: alive for three times the bound (the loop tells the monitor each time it polls).
     watched = time.monotonic() + 3
     while time.monotonic() < watched:  # the duration watched, not a synchronisation
-        status, body = get(consumer.base + "/healthz")
+        status, body = http_get(consumer.base + "/healthz")
         assert status == 200 and body.startswith("ok: polled"), body
         time.sleep(0.2)
     locker = sqlite3.connect(connection.settings_dict["NAME"], timeout=1, isolation_level=None)
@@ -199,7 +188,7 @@ def test_healthz_turns_503_when_the_loop_has_not_polled_in_time(bus, devstack, c
         bus.produce("created", [academy(1)])
 
         def unhealthy():
-            answer = get(consumer.base + "/healthz")
+            answer = http_get(consumer.base + "/healthz")
             return answer if answer[0] == 503 else None
 
         _, body = wait_for(unhealthy, 30, "/healthz to answer 503")
@@ -207,7 +196,7 @@ def test_healthz_turns_503_when_the_loop_has_not_polled_in_time(bus, devstack, c
     finally:
         locker.execute("ROLLBACK")
         locker.close()
-    wait_for(lambda: get(consumer.base + "/healthz")[0] == 200, 30, "/healthz to answer 200 again")
+    wait_for(lambda: http_get(consumer.base + "/healthz")[0] == 200, 30, "/healthz to answer 200 again")
     consumer.stop()
 
 
@@ -221,13 +210,13 @@ def test_healthz_turns_503_once_the_loop_stopped_or_missed_its_poll_bound():
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         now[0] += 4.9
-        assert get(base + "/healthz") == (200, "ok: polled 4.9 s ago\n")
+        assert http_get(base + "/healthz") == (200, "ok: polled 4.9 s ago\n")
         now[0] += 0.2  # 5.1 s since the last poll: more than half of max.poll.interval.ms
-        assert get(base + "/healthz") == (503, "no poll for 5 s (more than half of max.poll.interval.ms, 5 s)\n")
+        assert http_get(base + "/healthz") == (503, "no poll for 5 s (more than half of max.poll.interval.ms, 5 s)\n")
         monitor.polled()
-        assert get(base + "/healthz")[0] == 200
+        assert http_get(base + "/healthz")[0] == 200
         monitor.stopped("KeyboardInterrupt: ")
-        assert get(base + "/healthz") == (503, "the consumer loop has stopped: KeyboardInterrupt: \n")
+        assert http_get(base + "/healthz") == (503, "the consumer loop has stopped: KeyboardInterrupt: \n")
     finally:
         server.shutdown()
         server.server_close()
@@ -242,10 +231,10 @@ def test_without_prometheus_client_health_and_readiness_are_served_and_metrics_n
     bus.produce("created", [academy(1), academy(2)])
     consumer = Running(cli_popen, devstack, env=without_packages(tmp_path, "prometheus_client"))
     wait_for(lambda: EnterpriseAcademy.objects.count() == 2, 30, "the 2 events applied")
-    wait_for(lambda: get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200")
-    status, body = get(consumer.base + "/healthz")
+    wait_for(lambda: http_get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200")
+    status, body = http_get(consumer.base + "/healthz")
     assert status == 200 and body.startswith("ok"), body
-    status, body = get(consumer.base + "/metrics")
+    status, body = http_get(consumer.base + "/metrics")
     assert status == 501, body
     assert body == ("/metrics needs prometheus-client, which is not installed: "
                     "pip install 'academy-consumer[metrics]'\n")
