@@ -165,7 +165,10 @@ def test_healthz_turns_503_while_the_database_is_away_longer_than_the_bound_and_
 
 # Polls at most 1 s apart count as alive (half of max.poll.interval.ms); librdkafka wants the session timeout
 # no longer than that interval.
-SHORT_POLL_INTERVAL = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 500, "max.poll.interval.ms": 2000}
+# Short, so that a loop stuck in one database call (SQLite's 5 s lock wait) misses the poll bound (half of it, 2 s);
+# not shorter: librdkafka times a JoinGroup request out after about max.poll.interval.ms + 3 s, and 2.3's (tox
+# `min`) did so on every join with 2000 against the mock cluster, so that the consumer never got its partitions.
+SHORT_POLL_INTERVAL = {"session.timeout.ms": 4000, "heartbeat.interval.ms": 1000, "max.poll.interval.ms": 4000}
 
 
 @pytest.mark.skipif("connection.vendor != 'sqlite'",
@@ -175,7 +178,9 @@ def test_healthz_turns_503_when_the_loop_has_not_polled_in_time(bus, devstack, c
 
     consumer = Running(cli_popen, devstack, env={
         "ACADEMY_CONSUMER_KAFKA_CONFIG": json.dumps({**MOCK_CONSUMER_CONFIG, **SHORT_POLL_INTERVAL})})
-    wait_for(lambda: http_get(consumer.base + "/readyz")[0] == 200, 30, "/readyz to answer 200")
+    # Ready and holding its partitions (a member without one is ready too, and would never see the event).
+    wait_for(lambda: http_get(consumer.base + "/readyz") == (200, http_get(consumer.base + "/readyz")[1])
+             and " assigned;" in http_get(consumer.base + "/readyz")[1], 30, "/readyz 200 with partitions assigned")
     # Idle and polling: alive for three times the bound (the loop tells the monitor each time it polls).
     watched = time.monotonic() + 3
     while time.monotonic() < watched:  # the duration watched, not a synchronisation
@@ -192,7 +197,7 @@ def test_healthz_turns_503_when_the_loop_has_not_polled_in_time(bus, devstack, c
             return answer if answer[0] == 503 else None
 
         _, body = wait_for(unhealthy, 30, "/healthz to answer 503")
-        assert body.startswith("no poll for") and "max.poll.interval.ms, 1 s" in body, body
+        assert body.startswith("no poll for") and "max.poll.interval.ms, 2 s" in body, body
     finally:
         locker.execute("ROLLBACK")
         locker.close()
