@@ -121,11 +121,15 @@ def test_circuit_breaker_stops_before_dead_lettering_a_long_run_of_one_class(bus
     assert done.returncode == 1, done.stderr
     line = last_line(done.stderr)
     assert "circuit breaker" in line and DEAD_CLASS_REJECTED in line, line
-    assert devstack.read_topic(f"{scratch}-dlq") == []
-    # Nothing was committed: 0 turns the breaker off, and the same group dead-letters all five.
+    # Never more than 3 in a row went out: the batches before the one that would pass the limit (how many, depends
+    # on where the poll cut them: it takes what is already fetched), none of that one.
+    went_out = len(devstack.read_topic(f"{scratch}-dlq"))
+    assert went_out <= 3, went_out
+    # And nothing of the batch that tripped it was committed: 0 turns the breaker off, and the same group
+    # dead-letters exactly the rest, once.
     off = run_consumer(cli, devstack, "--topic", scratch, ACADEMY_CONSUMER_MAX_CONSECUTIVE_DEAD_LETTERS="0")
     assert off.returncode == 0, off.stderr
-    assert consumer_counts(off.stdout) == {"events": 5, "dead_lettered": 5}
+    assert consumer_counts(off.stdout) == {"events": 5 - went_out, "dead_lettered": 5 - went_out}
     assert len(devstack.read_topic(f"{scratch}-dlq")) == 5
 
 
