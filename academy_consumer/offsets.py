@@ -35,6 +35,11 @@ EXIT_COMMIT_SECONDS = 5.0  # longest a clean stop waits for its last commit
 COMMITTED_TIMEOUT_SECONDS = 2.0  # longest the lag waits for the coordinator to give a committed offset
 
 
+def _fatal(error):
+    """Whether a commit's ``KafkaError`` (or None) is fatal: the client cannot go on."""
+    return error is not None and getattr(error, "fatal", lambda: False)()
+
+
 class Offsets:
     """The offsets of one consumer client: those to commit, those it knows committed, and committing them."""
 
@@ -89,7 +94,7 @@ class Offsets:
             self.consumer.commit(offsets=offsets, asynchronous=self.asynchronous)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if error is not None and getattr(error, "fatal", lambda: False)():
+            if _fatal(error):
                 raise FatalError(f"fatal Kafka error on commit: {error}") from exc
             self._failed(exc)
             return False
@@ -115,7 +120,7 @@ class Offsets:
                 continue  # nothing to commit: not a failure
             else:
                 failed = problem
-                if getattr(problem, "fatal", lambda: False)():
+                if _fatal(problem):
                     self._fatal = FatalError(f"fatal Kafka error on commit: {problem}")
                 if waited:
                     self._retry(key, tp.offset)
@@ -185,7 +190,8 @@ class Offsets:
                 consumer.commit(offsets=pending, asynchronous=self.asynchronous)
             except KafkaException as exc:
                 log.warning("offsets %s not committed before the rebalance (%s); those events will be read and "
-                            "applied again (harmless)", [(o.partition, o.offset) for o in pending], exc)
+                            "applied again (harmless)", [(o.partition, o.offset) for o in pending],
+                            kafka.error_text(exc))
         for key in revoked:
             self.uncommitted.pop(key, None)
             self.in_flight.pop(key, None)  # (its answer, if any, is no longer waited for)
